@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what the tests need (fuse3, ffmpeg for
+# ffprobe, rsync) when it is missing, then runs `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "test.sh: /dev/fuse is missing; the mount tests need FUSE" >&2
+  exit 1
+fi
+
+cargo test --all-targets "$@"

@@ -1,0 +1,1 @@
+//! Block cache (memory LRU + optional disk spill) and metadata cache.

@@ -1,0 +1,1 @@
+//! The config file naming remotes (TOML, one table per remote).

@@ -1,0 +1,70 @@
+//! The remote layer's error type and its one mapping to errno.
+
+use std::time::Duration;
+
+/// Every failure a backend can report, independent of the service.
+///
+/// Backends translate their wire errors (1fichier `#NNN` codes, fii.one
+/// envelopes, file.io `code` strings, HTTP statuses) into these variants;
+/// callers only ever match on these.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("file too large: {0}")]
+    TooLarge(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("folder not empty: {0}")]
+    NotEmpty(String),
+    #[error("the service cannot store empty files: {0}")]
+    EmptyFile(String),
+    #[error("not supported by this service: {0}")]
+    Unsupported(String),
+    #[error("rate limited by the service ({message}); retry after {wait:?}")]
+    RateLimited {
+        wait: Option<Duration>,
+        message: String,
+    },
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub type RemoteResult<T> = Result<T, RemoteError>;
+
+impl RemoteError {
+    /// Whether trying the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::RateLimited { .. } | RemoteError::Transient(_)
+        )
+    }
+
+    /// The errno the filesystem answers with for this error. This is the
+    /// only place remote failures become errnos.
+    pub fn errno(&self) -> libc::c_int {
+        match self {
+            RemoteError::NotFound(_) => libc::ENOENT,
+            RemoteError::AlreadyExists(_) => libc::EEXIST,
+            RemoteError::PermissionDenied(_) => libc::EACCES,
+            RemoteError::QuotaExceeded(_) => libc::ENOSPC,
+            RemoteError::TooLarge(_) => libc::EFBIG,
+            RemoteError::InvalidName(_) => libc::EINVAL,
+            RemoteError::NotEmpty(_) => libc::ENOTEMPTY,
+            RemoteError::Unsupported(_) => libc::ENOTSUP,
+            RemoteError::EmptyFile(_)
+            | RemoteError::RateLimited { .. }
+            | RemoteError::Transient(_)
+            | RemoteError::Fatal(_) => libc::EIO,
+        }
+    }
+}
