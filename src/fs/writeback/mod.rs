@@ -219,8 +219,9 @@ pub struct Recovery {
     pub resumed: Vec<PendingFile>,
     /// Empty-file placeholders kept from before.
     pub placeholders: usize,
-    /// Entries whose staging file had vanished (someone deleted it by hand):
-    /// dropped without touching the remote.
+    /// Entries dropped without touching the remote: their staging file had
+    /// vanished (deleted by hand), or they were copies of remote files still
+    /// open for writing when the process stopped (never released).
     pub lost: Vec<PendingFile>,
     /// Staging files that belonged to no entry, removed.
     pub orphans_removed: usize,
@@ -349,8 +350,26 @@ impl WriteBack {
                 recovery.lost.push(PendingFile::from_record(&record));
                 continue;
             }
+            let never_released_copy = record.state == EntryState::Open
+                && record.generation == 0
+                && record
+                    .obsolete
+                    .iter()
+                    .any(|(_, r)| *r == ObsoleteReason::Base);
+            if never_released_copy {
+                // A remote file opened for writing and never closed: its
+                // staging copy may be half-filled, and nothing written to it
+                // was ever promised durable. The remote version stays.
+                tracing::warn!(
+                    entry = %record.id, name = %record.name,
+                    "discarding unreleased writes to an existing file (the process stopped while it was open)"
+                );
+                journal.delete(record.id)?;
+                recovery.lost.push(PendingFile::from_record(&record));
+                continue;
+            }
             if record.state == EntryState::Open {
-                // The writer died with the file open: keep what reached the
+                // The writer died with a new file open: keep what reached the
                 // staging file, as a new generation (it may differ from any
                 // upload recorded earlier).
                 record.state = EntryState::Queued;
@@ -606,6 +625,8 @@ impl WriteBack {
         }
         saves.push(updated);
         state.journal.apply(&saves, &deletes)?;
+        // A renamed copy must be uploaded at its new place even if unchanged.
+        state.clean_copies.remove(&id);
         for row in saves {
             state.rows.insert(row.id, row);
         }
@@ -822,7 +843,8 @@ impl Inner {
                 return Ok(());
             };
             let placeholder = row.size == 0 && !self.remote.capabilities().empty_files;
-            if row.state == EntryState::Cancelled || placeholder {
+            let unchanged_copy = state.clean_copies.contains(&id) && row.generation == 0;
+            if row.state == EntryState::Cancelled || placeholder || unchanged_copy {
                 return Ok(());
             }
             let target = row.generation;
@@ -880,7 +902,7 @@ impl Inner {
                 state
                     .rows
                     .values()
-                    .filter(|row| row.has_work())
+                    .filter(|row| row.has_work() && row.state != EntryState::Open)
                     .filter(|row| state.failures.get(&row.id).is_none_or(|f| f.seq <= since))
                     .count()
             };

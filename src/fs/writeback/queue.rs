@@ -550,6 +550,9 @@ impl Inner {
             tracing::error!(entry = %row.id, "could not record a failure in the journal: {err}");
         }
         let mut state = self.state.lock();
+        // The fsync callers get this failure; the entry goes back to its
+        // backoff instead of being retried at once.
+        state.urgent.remove(&row.id);
         state.failure_seq += 1;
         let seq = state.failure_seq;
         state.failures.insert(
