@@ -132,8 +132,8 @@ impl Fichier {
         if options.key.is_empty() {
             return Err(RemoteError::Fatal("the API key is empty".into()));
         }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", options.key.expose()))
-            .map_err(|_| {
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", options.key.expose())).map_err(|_| {
                 RemoteError::Fatal("the API key contains characters not allowed in a header".into())
             })?;
         auth.set_sensitive(true);
@@ -250,7 +250,8 @@ fn classify(status: StatusCode, message: &str, options: &FichierOptions) -> Remo
     let lower = message.to_ascii_lowercase();
     let msg = message.to_string();
     if lower.contains("flood") || matches!(code, Some(374 | 412 | 38)) {
-        let account_lock = code == Some(38) || lower.contains("user locked") || lower.contains("user apk locked");
+        let account_lock =
+            code == Some(38) || lower.contains("user locked") || lower.contains("user apk locked");
         let wait = if account_lock {
             options.account_flood_wait
         } else {
@@ -262,11 +263,9 @@ fn classify(status: StatusCode, message: &str, options: &FichierOptions) -> Remo
         };
     }
     match code {
-        Some(93) => {
-            return RemoteError::Fatal(format!(
-                "{msg} (the API key is unknown, or the account is locked until its password is reset)"
-            ))
-        }
+        Some(93) => return RemoteError::Fatal(format!(
+            "{msg} (the API key is unknown, or the account is locked until its password is reset)"
+        )),
         Some(186) | Some(200) => return RemoteError::Fatal(msg),
         Some(469) => return RemoteError::NotFound(msg),
         Some(631) | Some(620) => return RemoteError::PermissionDenied(msg),
@@ -299,7 +298,10 @@ fn classify(status: StatusCode, message: &str, options: &FichierOptions) -> Remo
         RemoteError::EmptyFile(msg)
     } else if lower.contains("name") && (lower.contains("invalid") || lower.contains("forbidden")) {
         RemoteError::InvalidName(msg)
-    } else if lower.contains("not allowed") || lower.contains("forbidden") || lower.contains("denied") {
+    } else if lower.contains("not allowed")
+        || lower.contains("forbidden")
+        || lower.contains("denied")
+    {
         RemoteError::PermissionDenied(msg)
     } else {
         match status.as_u16() {
@@ -326,7 +328,9 @@ fn parse_folder_id(folder: &FolderId) -> RemoteResult<i64> {
 /// Checks a local name before it is sent.
 fn check_name(name: &str) -> RemoteResult<String> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        return Err(RemoteError::InvalidName(format!("{name:?} is not a valid name")));
+        return Err(RemoteError::InvalidName(format!(
+            "{name:?} is not a valid name"
+        )));
     }
     let encoded = names::encode(name);
     if encoded.chars().count() > MAX_NAME_CHARS {
@@ -498,7 +502,11 @@ impl Inner {
 
     async fn list_subfolders(&self, folder: i64) -> RemoteResult<Vec<FolderEntry>> {
         let answer = self
-            .call("folder/ls.cgi", json!({ "folder_id": folder }), Retry::Idempotent)
+            .call(
+                "folder/ls.cgi",
+                json!({ "folder_id": folder }),
+                Retry::Idempotent,
+            )
             .await?;
         items(&answer, "sub_folders")
             .iter()
@@ -517,7 +525,11 @@ impl Inner {
 
     async fn list_files(&self, folder: i64) -> RemoteResult<Vec<FileEntry>> {
         let answer = self
-            .call("file/ls.cgi", json!({ "folder_id": folder }), Retry::Idempotent)
+            .call(
+                "file/ls.cgi",
+                json!({ "folder_id": folder }),
+                Retry::Idempotent,
+            )
             .await?;
         items(&answer, "items")
             .iter()
@@ -575,7 +587,9 @@ impl Inner {
     async fn remove_folder(&self, folder: &FolderId) -> RemoteResult<()> {
         let id = parse_folder_id(folder)?;
         if id == 0 {
-            return Err(RemoteError::PermissionDenied("the root folder cannot be removed".into()));
+            return Err(RemoteError::PermissionDenied(
+                "the root folder cannot be removed".into(),
+            ));
         }
         // Never rely on the server to refuse a non-empty folder: a server
         // that deleted recursively would lose data.
@@ -591,12 +605,15 @@ impl Inner {
         let gone = || async {
             matches!(self.list_files(id).await, Err(RemoteError::NotFound(_))).then_some(())
         };
-        self.change("folder/rm.cgi", json!({ "folder_id": id }), gone).await?;
+        self.change("folder/rm.cgi", json!({ "folder_id": id }), gone)
+            .await?;
         Ok(())
     }
 
     async fn remove_file(&self, file: &FileId) -> RemoteResult<()> {
-        let gone = || async { matches!(self.info(file).await, Err(RemoteError::NotFound(_))).then_some(()) };
+        let gone = || async {
+            matches!(self.info(file).await, Err(RemoteError::NotFound(_))).then_some(())
+        };
         let answer = self
             .change("file/rm.cgi", json!({ "files": [{ "url": file.0 }] }), gone)
             .await?;
@@ -666,13 +683,16 @@ impl Inner {
     async fn rename_folder(&self, folder: &FolderId, new_name: &str) -> RemoteResult<()> {
         let id = parse_folder_id(folder)?;
         if id == 0 {
-            return Err(RemoteError::PermissionDenied("the root folder cannot be renamed".into()));
+            return Err(RemoteError::PermissionDenied(
+                "the root folder cannot be renamed".into(),
+            ));
         }
         let encoded = check_name(new_name)?;
         // `rename` alone renames in place (destination members are ignored
         // with it, so they are not sent).
         let body = json!({ "folder_id": id, "destination_user": "", "rename": encoded });
-        self.change("folder/mv.cgi", body, || async { None::<()> }).await?;
+        self.change("folder/mv.cgi", body, || async { None::<()> })
+            .await?;
         Ok(())
     }
 
@@ -680,13 +700,19 @@ impl Inner {
         let id = parse_folder_id(folder)?;
         let dest = parse_folder_id(destination)?;
         if id == 0 {
-            return Err(RemoteError::PermissionDenied("the root folder cannot be moved".into()));
+            return Err(RemoteError::PermissionDenied(
+                "the root folder cannot be moved".into(),
+            ));
         }
         if id == dest {
-            return Err(RemoteError::InvalidName("a folder cannot be moved into itself".into()));
+            return Err(RemoteError::InvalidName(
+                "a folder cannot be moved into itself".into(),
+            ));
         }
-        let body = json!({ "folder_id": id, "destination_folder_id": dest, "destination_user": "" });
-        self.change("folder/mv.cgi", body, || async { None::<()> }).await?;
+        let body =
+            json!({ "folder_id": id, "destination_folder_id": dest, "destination_user": "" });
+        self.change("folder/mv.cgi", body, || async { None::<()> })
+            .await?;
         Ok(())
     }
 
@@ -712,8 +738,14 @@ impl Inner {
                         let file = tokio::fs::File::open(&path)
                             .await
                             .map_err(|e| RemoteError::Fatal(format!("{}: {e}", path.display())))?;
-                        self.upload_once(parent_id, &encoded, Box::pin(file), size, progress.clone())
-                            .await
+                        self.upload_once(
+                            parent_id,
+                            &encoded,
+                            Box::pin(file),
+                            size,
+                            progress.clone(),
+                        )
+                        .await
                     })
                     .await
             }
@@ -729,7 +761,8 @@ impl Inner {
                             let reader = reader.ok_or_else(|| {
                                 RemoteError::Fatal("an upload stream cannot be sent twice".into())
                             })?;
-                            self.upload_once(parent_id, encoded, reader, size, progress).await
+                            self.upload_once(parent_id, encoded, reader, size, progress)
+                                .await
                         }
                     })
                     .await
@@ -861,10 +894,13 @@ impl Inner {
             )
             .await?;
         let ok = text(&answer, "status").is_none_or(|s| s.eq_ignore_ascii_case("OK"));
-        let url = text(&answer, "url").filter(|u| !u.is_empty() && ok).ok_or_else(|| {
-            RemoteError::Fatal(format!("get_token gave no link: {answer}"))
-        })?;
-        let lifetime = self.options.link_ttl.saturating_sub(self.options.link_margin);
+        let url = text(&answer, "url")
+            .filter(|u| !u.is_empty() && ok)
+            .ok_or_else(|| RemoteError::Fatal(format!("get_token gave no link: {answer}")))?;
+        let lifetime = self
+            .options
+            .link_ttl
+            .saturating_sub(self.options.link_margin);
         let valid_until = asked_at + lifetime;
         let mut links = self.links.lock();
         if links.len() > 4096 {
@@ -893,7 +929,9 @@ impl Inner {
                 return Ok(info);
             }
         }
-        let answer = self.call("user/info.cgi", json!({}), Retry::Idempotent).await?;
+        let answer = self
+            .call("user/info.cgi", json!({}), Retry::Idempotent)
+            .await?;
         let used = answer.get("cold_storage").and_then(number).unwrap_or(0);
         let total = answer.get("available_cold_storage").and_then(number);
         let info = SpaceInfo { used, total };
@@ -1066,13 +1104,28 @@ mod tests {
     #[test]
     fn french_times_convert_to_utc_across_dst() {
         // Winter (CET, +01:00) and summer (CEST, +02:00).
-        assert_eq!(parse_french_time("2024-01-15 12:00:00"), Some(utc("2024-01-15T11:00:00Z")));
-        assert_eq!(parse_french_time("2024-07-15 12:00:00"), Some(utc("2024-07-15T10:00:00Z")));
+        assert_eq!(
+            parse_french_time("2024-01-15 12:00:00"),
+            Some(utc("2024-01-15T11:00:00Z"))
+        );
+        assert_eq!(
+            parse_french_time("2024-07-15 12:00:00"),
+            Some(utc("2024-07-15T10:00:00Z"))
+        );
         // 2024-10-27 02:30 happens twice; the first (CEST) is taken.
-        assert_eq!(parse_french_time("2024-10-27 02:30:00"), Some(utc("2024-10-27T00:30:00Z")));
+        assert_eq!(
+            parse_french_time("2024-10-27 02:30:00"),
+            Some(utc("2024-10-27T00:30:00Z"))
+        );
         // 2024-03-31 02:30 does not exist (clocks jump 02:00 -> 03:00).
-        assert_eq!(parse_french_time("2024-03-31 02:30:00"), Some(utc("2024-03-31T01:30:00Z")));
-        assert_eq!(parse_french_time("2024-03-31 03:00:00"), Some(utc("2024-03-31T01:00:00Z")));
+        assert_eq!(
+            parse_french_time("2024-03-31 02:30:00"),
+            Some(utc("2024-03-31T01:30:00Z"))
+        );
+        assert_eq!(
+            parse_french_time("2024-03-31 03:00:00"),
+            Some(utc("2024-03-31T01:00:00Z"))
+        );
         assert_eq!(parse_french_time("yesterday"), None);
     }
 
@@ -1109,8 +1162,14 @@ mod tests {
             classify(forbidden, "Flood detected: IP Locked #38", &o),
             RemoteError::RateLimited { wait: Some(w), .. } if w == o.account_flood_wait
         ));
-        assert!(matches!(classify(forbidden, "No such user #93", &o), RemoteError::Fatal(_)));
-        assert!(matches!(classify(forbidden, "IP blocked #186", &o), RemoteError::Fatal(_)));
+        assert!(matches!(
+            classify(forbidden, "No such user #93", &o),
+            RemoteError::Fatal(_)
+        ));
+        assert!(matches!(
+            classify(forbidden, "IP blocked #186", &o),
+            RemoteError::Fatal(_)
+        ));
         assert!(matches!(
             classify(StatusCode::NOT_FOUND, "Resource not found #469", &o),
             RemoteError::NotFound(_)

@@ -262,7 +262,12 @@ impl RangedDownload {
                 self.pos, self.settings.max_resumes
             )));
         }
-        tracing::debug!(pos = self.pos, resumes = self.resumes, cause, "resuming download");
+        tracing::debug!(
+            pos = self.pos,
+            resumes = self.resumes,
+            cause,
+            "resuming download"
+        );
         let shift = (self.resumes - 1).min(10);
         let wait = self
             .settings
@@ -279,7 +284,10 @@ impl RangedDownload {
         if self.refreshes > self.settings.max_link_refreshes {
             return Err(why);
         }
-        tracing::debug!(refreshes = self.refreshes, "direct link refused; getting a new one");
+        tracing::debug!(
+            refreshes = self.refreshes,
+            "direct link refused; getting a new one"
+        );
         self.url = Some((self.link)(true).await?);
         Ok(())
     }
@@ -377,7 +385,10 @@ mod tests {
     #[test]
     fn content_range_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 100-199/1000"));
+        h.insert(
+            CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/1000"),
+        );
         assert_eq!(parse_content_range(&h), Some((100, Some(1000))));
         h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/*"));
         assert_eq!(parse_content_range(&h), Some((0, None)));
@@ -391,7 +402,10 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 

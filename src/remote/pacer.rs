@@ -43,8 +43,11 @@ pub struct PacerConfig {
 impl Default for PacerConfig {
     fn default() -> Self {
         PacerConfig {
+            // 1fichier asks for about 3 requests/s. A bucket of one token at
+            // 2/s never puts more than 3 requests in any one-second window,
+            // whatever window the service measures.
             rate_per_sec: 2.0,
-            burst: 3,
+            burst: 1,
             max_attempts: 6,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(8),
@@ -209,7 +212,12 @@ impl Pacer {
 
     /// Runs `attempt` (paced, as a request of `class`) until it succeeds, it
     /// fails with an error that is not retryable, or the attempts run out.
-    pub async fn run<T, F, Fut>(&self, class: &'static str, retry: Retry, mut attempt: F) -> RemoteResult<T>
+    pub async fn run<T, F, Fut>(
+        &self,
+        class: &'static str,
+        retry: Retry,
+        mut attempt: F,
+    ) -> RemoteResult<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = RemoteResult<T>>,
@@ -237,7 +245,11 @@ impl Pacer {
                     wait: Some(hint), ..
                 } => {
                     if *hint > self.config.max_server_wait {
-                        tracing::warn!(class, ?hint, "the service asks for a long wait; not retrying");
+                        tracing::warn!(
+                            class,
+                            ?hint,
+                            "the service asks for a long wait; not retrying"
+                        );
                         return Err(err);
                     }
                     self.pause_for(*hint);
@@ -307,8 +319,12 @@ mod tests {
         });
         for retry in 1..10 {
             let b = pacer.backoff(retry);
-            let full = Duration::from_millis(100 * (1 << (retry - 1))).min(Duration::from_millis(1000));
-            assert!(b <= full && b >= full / 2, "retry {retry}: {b:?} vs {full:?}");
+            let full =
+                Duration::from_millis(100 * (1 << (retry - 1))).min(Duration::from_millis(1000));
+            assert!(
+                b <= full && b >= full / 2,
+                "retry {retry}: {b:?} vs {full:?}"
+            );
         }
     }
 

@@ -132,7 +132,9 @@ mod tests {
             files: vec![file("u1", "a"), file("u2", "a"), file("u3", "b")],
         };
         let root = FolderId("0".into());
-        let err = find_in(&listing, "a", &root, "x/a").unwrap_err().to_string();
+        let err = find_in(&listing, "a", &root, "x/a")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("u1") && err.contains("u2"), "{err}");
         assert!(matches!(
             find_in(&listing, "b", &root, "b"),
