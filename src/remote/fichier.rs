@@ -11,22 +11,17 @@
 //! reached with the scheme of `api_url`.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
-use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::io::AsyncRead;
-use tokio_util::io::ReaderStream;
 
 use super::http::{self, DownloadSettings, HttpSettings, LinkProvider};
 use super::names;
@@ -263,9 +258,11 @@ fn classify(status: StatusCode, message: &str, options: &FichierOptions) -> Remo
         };
     }
     match code {
-        Some(93) => return RemoteError::Fatal(format!(
+        Some(93) => {
+            return RemoteError::Fatal(format!(
             "{msg} (the API key is unknown, or the account is locked until its password is reset)"
-        )),
+        ))
+        }
         Some(186) | Some(200) => return RemoteError::Fatal(msg),
         Some(469) => return RemoteError::NotFound(msg),
         Some(631) | Some(620) => return RemoteError::PermissionDenied(msg),
@@ -735,34 +732,26 @@ impl Inner {
                 // A path can be read again, so a failed upload starts over.
                 self.pacer
                     .run(CLASS_API, Retry::Idempotent, || async {
-                        let file = tokio::fs::File::open(&path)
-                            .await
-                            .map_err(|e| RemoteError::Fatal(format!("{}: {e}", path.display())))?;
-                        self.upload_once(
-                            parent_id,
-                            &encoded,
-                            Box::pin(file),
-                            size,
-                            progress.clone(),
-                        )
-                        .await
+                        let source = UploadSource::Path(path.clone());
+                        let (body, size) = http::upload_body(source, progress.clone()).await?;
+                        self.upload_once(parent_id, &encoded, body, size).await
                     })
                     .await
             }
             UploadSource::Reader { reader, size } => {
                 self.check_upload_size(name, size)?;
-                let mut reader = Some(reader);
+                let (body, size) =
+                    http::upload_body(UploadSource::Reader { reader, size }, progress).await?;
+                let mut body = Some(body);
                 self.pacer
                     .run(CLASS_API, Retry::Once, || {
-                        let reader = reader.take();
-                        let progress = progress.clone();
+                        let body = body.take();
                         let encoded = &encoded;
                         async move {
-                            let reader = reader.ok_or_else(|| {
+                            let body = body.ok_or_else(|| {
                                 RemoteError::Fatal("an upload stream cannot be sent twice".into())
                             })?;
-                            self.upload_once(parent_id, encoded, reader, size, progress)
-                                .await
+                            self.upload_once(parent_id, encoded, body, size).await
                         }
                     })
                     .await
@@ -789,9 +778,8 @@ impl Inner {
         &self,
         parent_id: i64,
         encoded_name: &str,
-        reader: Pin<Box<dyn AsyncRead + Send>>,
+        body: reqwest::Body,
         size: u64,
-        progress: Option<ProgressFn>,
     ) -> RemoteResult<FileEntry> {
         let server = self
             .request_once(
@@ -810,7 +798,6 @@ impl Inner {
         }
         let node = format!("{}://{host}", self.scheme);
 
-        let body = reqwest::Body::wrap_stream(counted(reader, size, progress));
         let part = reqwest::multipart::Part::stream_with_length(body, size)
             .file_name(encoded_name.to_string())
             .mime_str("application/octet-stream")
@@ -938,44 +925,6 @@ impl Inner {
         *self.account_info.lock() = Some((Instant::now(), info));
         Ok(info)
     }
-}
-
-/// The reader's bytes as a stream, reporting progress, and failing if the
-/// source does not hold exactly `size` bytes (a file changed while being
-/// sent must not be stored truncated or with a wrong length).
-fn counted(
-    reader: Pin<Box<dyn AsyncRead + Send>>,
-    size: u64,
-    progress: Option<ProgressFn>,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
-    let chunks = ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
-        let chunk = chunk?;
-        let so_far = counter.fetch_add(chunk.len() as u64, Ordering::SeqCst) + chunk.len() as u64;
-        if so_far > size {
-            return Err(std::io::Error::other(format!(
-                "the source grew past its announced {size} bytes while being uploaded"
-            )));
-        }
-        if let Some(progress) = &progress {
-            progress(so_far);
-        }
-        Ok(chunk)
-    });
-    let end_check = futures::stream::once(async move {
-        let total = sent.load(Ordering::SeqCst);
-        if total == size {
-            Ok(Bytes::new())
-        } else {
-            Err(std::io::Error::other(format!(
-                "the source ended after {total} of its announced {size} bytes"
-            )))
-        }
-    });
-    chunks
-        .chain(end_check)
-        .try_filter(|chunk| futures::future::ready(!chunk.is_empty()))
 }
 
 #[async_trait]

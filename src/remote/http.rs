@@ -4,17 +4,19 @@
 //! cut connections and expired links.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
+use tokio_util::io::ReaderStream;
 
 use super::error::{RemoteError, RemoteResult};
-use super::ByteStream;
+use super::{ByteStream, ProgressFn, UploadSource};
 
 /// Timeouts and identity of one remote's HTTP client.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,6 +134,60 @@ impl Default for DownloadSettings {
             retry_backoff: Duration::from_millis(250),
         }
     }
+}
+
+/// An upload body streamed from `source`, reporting the bytes sent so far
+/// to `progress`, and its size. The body fails (rather than sending a
+/// truncated or over-long file) if the source does not hold exactly the
+/// announced number of bytes, e.g. because a file changed meanwhile.
+pub async fn upload_body(
+    source: UploadSource,
+    progress: Option<ProgressFn>,
+) -> RemoteResult<(reqwest::Body, u64)> {
+    let (reader, size): (Pin<Box<dyn tokio::io::AsyncRead + Send>>, u64) = match source {
+        UploadSource::Path(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| RemoteError::Fatal(format!("cannot read {}: {e}", path.display())))?;
+            let size = file
+                .metadata()
+                .await
+                .map_err(|e| RemoteError::Fatal(format!("cannot read {}: {e}", path.display())))?
+                .len();
+            (Box::pin(file), size)
+        }
+        UploadSource::Reader { reader, size } => (reader, size),
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let chunks = ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
+        let chunk = chunk?;
+        let len = chunk.len() as u64;
+        let so_far = counter.fetch_add(len, Ordering::SeqCst) + len;
+        if so_far > size {
+            return Err(std::io::Error::other(format!(
+                "the source grew past its announced {size} bytes while being uploaded"
+            )));
+        }
+        if let Some(progress) = &progress {
+            progress(so_far);
+        }
+        Ok(chunk)
+    });
+    let end_check = futures::stream::once(async move {
+        let total = sent.load(Ordering::SeqCst);
+        if total == size {
+            Ok(Bytes::new())
+        } else {
+            Err(std::io::Error::other(format!(
+                "the source ended after {total} of its announced {size} bytes"
+            )))
+        }
+    });
+    let stream = chunks
+        .chain(end_check)
+        .try_filter(|chunk| futures::future::ready(!chunk.is_empty()));
+    Ok((reqwest::Body::wrap_stream(stream), size))
 }
 
 type BodyStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
