@@ -15,9 +15,7 @@ use filehostfs::fs::writeback::{
 };
 use filehostfs::remote::fichier::{Fichier, FichierOptions};
 use filehostfs::remote::pacer::PacerConfig;
-use filehostfs::remote::{
-    ApiKey, FileEntry, FolderId, Listing, Remote, RemoteError, UploadSource,
-};
+use filehostfs::remote::{ApiKey, FileEntry, FolderId, Listing, Remote, RemoteError, UploadSource};
 use futures::StreamExt;
 
 /// Every wait in these tests is bounded by this (the machine is loaded).
@@ -134,7 +132,11 @@ async fn download(remote: &Arc<dyn Remote>, file: &FileEntry) -> Vec<u8> {
 }
 
 /// The single remote file called `name` in `folder`, with its content.
-async fn only_file(remote: &Arc<dyn Remote>, folder: &FolderId, name: &str) -> (FileEntry, Vec<u8>) {
+async fn only_file(
+    remote: &Arc<dyn Remote>,
+    folder: &FolderId,
+    name: &str,
+) -> (FileEntry, Vec<u8>) {
     let files = files_named(remote, folder, name).await;
     assert_eq!(files.len(), 1, "expected exactly one {name:?}: {files:#?}");
     let file = files.into_iter().next().unwrap();
@@ -142,7 +144,12 @@ async fn only_file(remote: &Arc<dyn Remote>, folder: &FolderId, name: &str) -> (
     (file, bytes)
 }
 
-async fn upload_bytes(remote: &Arc<dyn Remote>, folder: &FolderId, name: &str, data: &[u8]) -> FileEntry {
+async fn upload_bytes(
+    remote: &Arc<dyn Remote>,
+    folder: &FolderId,
+    name: &str,
+    data: &[u8],
+) -> FileEntry {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upload");
     std::fs::write(&path, data).unwrap();
@@ -196,7 +203,10 @@ async fn staged_file_is_uploaded_after_the_delay_then_finalized() {
     // Pending: listed locally with its size, nothing sent yet.
     let pending = queue.pending_in(&setup.root());
     assert_eq!(pending.len(), 1);
-    assert_eq!((pending[0].name.as_str(), pending[0].size), ("report.bin", 300_000));
+    assert_eq!(
+        (pending[0].name.as_str(), pending[0].size),
+        ("report.bin", 300_000)
+    );
     assert_eq!(setup.emu.request_count("1fichier:upload"), 0);
     let mut staged = vec![0u8; data.len()];
     let read = queue.open_read(id).unwrap();
@@ -228,8 +238,15 @@ async fn overwrite_uploads_the_new_version_then_removes_the_old() {
     let handle = queue
         .open_remote(&setup.root(), "doc.txt", base.id.clone(), false)
         .unwrap();
-    let bytes = setup.remote.download_range(&base.id, 0, base.size).await.unwrap();
-    handle.fill(bytes).await.expect("filling from the remote file");
+    let bytes = setup
+        .remote
+        .download_range(&base.id, 0, base.size)
+        .await
+        .unwrap();
+    handle
+        .fill(bytes)
+        .await
+        .expect("filling from the remote file");
     handle.write_at(b"EDITED", 1000).unwrap();
     handle.write_at(b"TAIL", 200_000).unwrap();
     handle.release().unwrap();
@@ -258,10 +275,17 @@ async fn a_copy_opened_for_writing_but_unchanged_is_not_uploaded() {
     let handle = queue
         .open_remote(&setup.root(), "same.txt", base.id.clone(), false)
         .unwrap();
-    let bytes = setup.remote.download_range(&base.id, 0, base.size).await.unwrap();
+    let bytes = setup
+        .remote
+        .download_range(&base.id, 0, base.size)
+        .await
+        .unwrap();
     handle.fill(bytes).await.unwrap();
     let id = handle.id();
-    queue.wait_durable(id).await.expect("fsync of unchanged content");
+    queue
+        .wait_durable(id)
+        .await
+        .expect("fsync of unchanged content");
     handle.release().unwrap();
     drain_all(&queue).await;
     assert_eq!(setup.emu.request_count("1fichier:upload"), 0);
@@ -300,8 +324,15 @@ async fn unlink_before_the_upload_cancels_it() {
 async fn unlink_while_uploading_removes_what_was_uploaded() {
     let setup = Setup::new();
     let queue = setup.queue(Duration::ZERO);
-    setup.emu.set_faults(serde_json::json!({"latency_ms": 1500}));
-    let id = stage(&queue, &setup.root(), "short-lived.bin", &pseudo_random(50_000, 3));
+    setup
+        .emu
+        .set_faults(serde_json::json!({"latency_ms": 1500}));
+    let id = stage(
+        &queue,
+        &setup.root(),
+        "short-lived.bin",
+        &pseudo_random(50_000, 3),
+    );
     eventually("the upload to start", || {
         setup.emu.request_count("1fichier:upload") >= 1
     })
@@ -323,7 +354,9 @@ async fn rename_before_the_upload_sends_it_to_the_new_place() {
     let queue = setup.queue(Duration::from_secs(30));
     let data = pseudo_random(10_000, 4);
     let id = stage(&queue, &a, "draft.txt", &data);
-    queue.rename(id, &b, "final.txt", Replaced::Nothing).unwrap();
+    queue
+        .rename(id, &b, "final.txt", Replaced::Nothing)
+        .unwrap();
     assert!(queue.pending_in(&a).is_empty());
     assert_eq!(queue.pending_in(&b)[0].name, "final.txt");
     drain_all(&queue).await;
@@ -346,12 +379,18 @@ async fn rename_after_the_upload_moves_the_uploaded_copy() {
         .await
         .expect("fsync uploads while the file is open");
     assert_eq!(files_named(&setup.remote, &a, "x.bin").await.len(), 1);
-    queue.rename(handle.id(), &b, "y.bin", Replaced::Nothing).unwrap();
+    queue
+        .rename(handle.id(), &b, "y.bin", Replaced::Nothing)
+        .unwrap();
     handle.release().unwrap();
     drain_all(&queue).await;
     assert!(listing(&setup.remote, &a).await.files.is_empty());
     assert_eq!(only_file(&setup.remote, &b, "y.bin").await.1, data);
-    assert_eq!(setup.emu.request_count("1fichier:upload"), 1, "moved, not re-uploaded");
+    assert_eq!(
+        setup.emu.request_count("1fichier:upload"),
+        1,
+        "moved, not re-uploaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,8 +414,15 @@ async fn editor_style_save_replaces_the_target_file() {
     drain_all(&queue).await;
     let files = listing(&setup.remote, &root).await.files;
     assert_eq!(files.len(), 1, "{files:#?}");
-    assert_eq!(only_file(&setup.remote, &root, "notes.md").await.1, b"version 3");
-    assert_eq!(setup.emu.request_count("1fichier:upload"), 2, "seed + final save");
+    assert_eq!(
+        only_file(&setup.remote, &root, "notes.md").await.1,
+        b"version 3"
+    );
+    assert_eq!(
+        setup.emu.request_count("1fichier:upload"),
+        2,
+        "seed + final save"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +457,10 @@ async fn empty_file_is_a_placeholder_until_it_has_content() {
         .open_remote(&root, "truncated.txt", base.id.clone(), true)
         .unwrap();
     truncated.release().unwrap();
-    queue.wait_durable(empty_id).await.expect("fsync of an empty file");
+    queue
+        .wait_durable(empty_id)
+        .await
+        .expect("fsync of an empty file");
     drain_all(&queue).await;
     // 1fichier cannot store empty files: both live on as placeholders, and
     // the old content of the truncated one is gone from the service.
@@ -421,7 +470,7 @@ async fn empty_file_is_a_placeholder_until_it_has_content() {
         .into_iter()
         .map(|p| (p.name, p.state, p.size))
         .collect();
-    states.sort();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         states,
         vec![
@@ -433,13 +482,18 @@ async fn empty_file_is_a_placeholder_until_it_has_content() {
     drop(queue);
 
     // A remount with the same cache dir still shows them.
-    let (queue, recovery) =
-        WriteBack::open(setup.cache.path(), setup.remote.clone(), queue_options(Duration::ZERO))
-            .unwrap();
+    let (queue, recovery) = WriteBack::open(
+        setup.cache.path(),
+        setup.remote.clone(),
+        queue_options(Duration::ZERO),
+    )
+    .unwrap();
     assert_eq!(recovery.placeholders, 2);
     assert!(recovery.resumed.is_empty());
     queue.start();
-    let again = queue.find(&root, "empty.txt").expect("placeholder after remount");
+    let again = queue
+        .find(&root, "empty.txt")
+        .expect("placeholder after remount");
     let handle = queue.open_pending(again.id, false).unwrap();
     handle.write_at(b"now with content", 0).unwrap();
     handle.release().unwrap();
@@ -467,9 +521,12 @@ async fn pending_uploads_resume_in_order_after_a_restart() {
         }
         // The process stops here: no worker ever ran.
     }
-    let (queue, recovery) =
-        WriteBack::open(setup.cache.path(), setup.remote.clone(), queue_options(Duration::ZERO))
-            .unwrap();
+    let (queue, recovery) = WriteBack::open(
+        setup.cache.path(),
+        setup.remote.clone(),
+        queue_options(Duration::ZERO),
+    )
+    .unwrap();
     let resumed: Vec<&str> = recovery.resumed.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(resumed, ["one", "two", "three"]);
     let order: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -496,13 +553,18 @@ async fn an_upload_interrupted_after_the_service_stored_it_is_not_repeated() {
     let root = setup.root();
     let data = pseudo_random(2 << 20, 6);
     {
-        let (queue, _) =
-            WriteBack::open(setup.cache.path(), setup.remote.clone(), queue_options(Duration::ZERO))
-                .unwrap();
+        let (queue, _) = WriteBack::open(
+            setup.cache.path(),
+            setup.remote.clone(),
+            queue_options(Duration::ZERO),
+        )
+        .unwrap();
         queue.start();
         // Slow answers: the service stores the file, then takes its time
         // to report the result; the "crash" happens in between.
-        setup.emu.set_faults(serde_json::json!({"latency_ms": 3000}));
+        setup
+            .emu
+            .set_faults(serde_json::json!({"latency_ms": 3000}));
         stage(&queue, &root, "big.bin", &data);
         eventually("the service to have stored the upload", || {
             setup.emu.request_count("1fichier:end") >= 1
@@ -514,15 +576,22 @@ async fn an_upload_interrupted_after_the_service_stored_it_is_not_repeated() {
     setup.emu.set_faults(serde_json::json!({"latency_ms": 0}));
     assert_eq!(files_named(&setup.remote, &root, "big.bin").await.len(), 1);
 
-    let (queue, recovery) =
-        WriteBack::open(setup.cache.path(), setup.remote.clone(), queue_options(Duration::ZERO))
-            .unwrap();
+    let (queue, recovery) = WriteBack::open(
+        setup.cache.path(),
+        setup.remote.clone(),
+        queue_options(Duration::ZERO),
+    )
+    .unwrap();
     assert_eq!(recovery.resumed.len(), 1);
     queue.start();
     drain_all(&queue).await;
     let (_, bytes) = only_file(&setup.remote, &root, "big.bin").await;
     assert_eq!(bytes, data);
-    assert_eq!(setup.emu.request_count("1fichier:upload"), 1, "not uploaded twice");
+    assert_eq!(
+        setup.emu.request_count("1fichier:upload"),
+        1,
+        "not uploaded twice"
+    );
     assert!(setup.staging_files().is_empty());
 }
 
@@ -547,9 +616,17 @@ async fn uploads_arrive_despite_server_errors_and_rate_limit_bursts() {
         .set_faults(serde_json::json!({"error_rate": 0.0, "rate_limit_burst": 0}));
     assert!(report.left.is_empty(), "left: {:#?}", report.left);
     let files = listing(&setup.remote, &root).await.files;
-    assert_eq!(files.len(), expected.len(), "no loss, no duplicate: {files:#?}");
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "no loss, no duplicate: {files:#?}"
+    );
     for (name, data) in &expected {
-        assert_eq!(&only_file(&setup.remote, &root, name).await.1, data, "{name}");
+        assert_eq!(
+            &only_file(&setup.remote, &root, name).await.1,
+            data,
+            "{name}"
+        );
     }
 }
 
@@ -563,7 +640,10 @@ async fn fsync_fails_with_eio_while_the_service_fails_and_the_file_stays_queued(
     handle.write_at(b"must not be lost", 0).unwrap();
     let id = handle.id();
     handle.release().unwrap();
-    let err = queue.wait_durable(id).await.expect_err("the service refuses everything");
+    let err = queue
+        .wait_durable(id)
+        .await
+        .expect_err("the service refuses everything");
     assert_eq!(err.errno(), libc::EIO, "{err}");
     let pending = queue.attr(id).expect("still queued");
     assert!(pending.last_error.is_some());
@@ -592,9 +672,17 @@ async fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     let big = stage(&queue, &root, "too-big.bin", &pseudo_random(150_000, 7));
     let err = queue.wait_durable(big).await.expect_err("over quota");
     assert_eq!(err.errno(), libc::ENOSPC, "{err}");
-    assert!(matches!(err, WriteBackError::Remote(RemoteError::QuotaExceeded(_))));
+    assert!(matches!(
+        err,
+        WriteBackError::Remote(RemoteError::QuotaExceeded(_))
+    ));
     // Kept, with its reason, and the queue is not blocked by it.
-    assert!(queue.attr(big).unwrap().last_error.unwrap().contains("space"));
+    assert!(queue
+        .attr(big)
+        .unwrap()
+        .last_error
+        .unwrap()
+        .contains("space"));
     assert_eq!(staged_data_files(cache.path()).len(), 1);
     let small = stage(&queue, &root, "fits.bin", &pseudo_random(10_000, 8));
     queue.wait_durable(small).await.expect("a file that fits");
@@ -618,9 +706,13 @@ async fn a_cache_dir_serves_one_mount_and_one_remote() {
         queue_options(Duration::ZERO),
     )
     .unwrap();
-    let err = WriteBack::open(setup.cache.path(), setup.remote.clone(), queue_options(Duration::ZERO))
-        .err()
-        .expect("a second mount of the same cache dir");
+    let err = WriteBack::open(
+        setup.cache.path(),
+        setup.remote.clone(),
+        queue_options(Duration::ZERO),
+    )
+    .err()
+    .expect("a second mount of the same cache dir");
     assert!(err.to_string().contains("in use"), "{err}");
     drop(first);
     let mut other = queue_options(Duration::ZERO);
@@ -628,5 +720,8 @@ async fn a_cache_dir_serves_one_mount_and_one_remote() {
     let err = WriteBack::open(setup.cache.path(), setup.remote.clone(), other)
         .err()
         .expect("a journal of another remote");
-    assert!(matches!(err, WriteBackError::ForeignJournal { .. }), "{err}");
+    assert!(
+        matches!(err, WriteBackError::ForeignJournal { .. }),
+        "{err}"
+    );
 }

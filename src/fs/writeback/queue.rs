@@ -162,7 +162,10 @@ impl Inner {
                 Step::Upload => self.upload(&row).await,
                 Step::Hold => self.hold(id),
                 Step::Finalize => match self.finalize(id) {
-                    Ok(true) => return,
+                    Ok(true) => {
+                        self.bump_progress();
+                        return;
+                    }
                     Ok(false) => Ok(()),
                     Err(err) => Err(StepError::Local(err)),
                 },
