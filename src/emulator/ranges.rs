@@ -24,6 +24,9 @@ use super::stats::Stats;
 /// task hop, a syscall) is negligible next to the copy itself.
 const CHUNK: usize = 1 << 20;
 
+/// How long a cut download waits, after its last byte, before dropping.
+const CUT_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A byte range resolved against the file size; `end` is inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteRange {
@@ -208,6 +211,7 @@ impl BlobResponse {
             sent: 0,
             cut_after: self.cut_after,
             pending: None,
+            cut_pause: None,
             stats: self.stats,
             _guard: self.guard,
         };
@@ -231,6 +235,7 @@ struct BlobStream {
     sent: u64,
     cut_after: Option<u64>,
     pending: Option<tokio::task::JoinHandle<ReadResult>>,
+    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     stats: Arc<Stats>,
     _guard: Option<Box<dyn Send + Sync + 'static>>,
 }
@@ -242,8 +247,16 @@ impl Stream for BlobStream {
         let this = &mut *self;
         if let Some(limit) = this.cut_after {
             if this.sent >= limit {
-                // An error (not a clean end) makes hyper drop the connection
-                // short of Content-Length, like a real network cut.
+                // Pause first so hyper flushes what was sent (it flushes
+                // while the body is pending), then fail: an error, not a
+                // clean end, makes hyper drop the connection short of
+                // Content-Length, like a real network cut.
+                let pause = this
+                    .cut_pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_FLUSH_PAUSE)));
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 this.cut_after = None;
                 this.remaining = 0;
                 return Poll::Ready(Some(Err(std::io::Error::new(
