@@ -17,7 +17,11 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
             if path.is_dir() {
                 walk(base, &path, out);
             } else {
-                let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read(&path).unwrap());
             }
         }
@@ -30,8 +34,14 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 fn make_tree(root: &Path) {
     let files: [(&str, Vec<u8>); 5] = [
         ("readme.txt", b"hello from the top\n".to_vec()),
-        ("photos/cat $1.jpg", (0..70_000u32).map(|i| (i % 253) as u8).collect()),
-        ("photos/old/'quoted' <name>.txt", b"odd names survive".to_vec()),
+        (
+            "photos/cat $1.jpg",
+            (0..70_000u32).map(|i| (i % 253) as u8).collect(),
+        ),
+        (
+            "photos/old/'quoted' <name>.txt",
+            b"odd names survive".to_vec(),
+        ),
         ("docs/a.txt", b"a".to_vec()),
         ("docs/deeper/still/b.bin", vec![7u8; 4096]),
     ];
@@ -79,23 +89,35 @@ fn put_ls_get_mv_rm_round_trip() {
 
     // get a folder: its contents into the local folder, bytes identical.
     let back = work.path().join("back");
-    cli_ok(&config, &["get", "work:backup/2024", back.to_str().unwrap()]);
+    cli_ok(
+        &config,
+        &["get", "work:backup/2024", back.to_str().unwrap()],
+    );
     assert_eq!(tree(&back), tree(&src));
 
     // put FILE into an existing folder, or under a new name.
     let single = work.path().join("single.txt");
     std::fs::write(&single, b"one file").unwrap();
     cli_ok(&config, &["put", single.to_str().unwrap(), "work:backup"]);
-    cli_ok(&config, &["put", single.to_str().unwrap(), "work:backup/renamed.txt"]);
+    cli_ok(
+        &config,
+        &["put", single.to_str().unwrap(), "work:backup/renamed.txt"],
+    );
     assert_eq!(
         cli_ok(&config, &["ls", "work:backup"]),
         "2024/\nrenamed.txt\nsingle.txt\n"
     );
     // Replacing a file leaves one copy with the new bytes.
     std::fs::write(&single, b"one file, changed").unwrap();
-    cli_ok(&config, &["put", single.to_str().unwrap(), "work:backup/renamed.txt"]);
+    cli_ok(
+        &config,
+        &["put", single.to_str().unwrap(), "work:backup/renamed.txt"],
+    );
     let got = work.path().join("got.txt");
-    cli_ok(&config, &["get", "work:backup/renamed.txt", got.to_str().unwrap()]);
+    cli_ok(
+        &config,
+        &["get", "work:backup/renamed.txt", got.to_str().unwrap()],
+    );
     assert_eq!(std::fs::read(&got).unwrap(), b"one file, changed");
     assert_eq!(
         cli_ok(&config, &["ls", "work:backup"]),
@@ -103,19 +125,36 @@ fn put_ls_get_mv_rm_round_trip() {
     );
 
     // mv: rename a file, move a file into a folder, move+rename a folder.
-    cli_ok(&config, &["mv", "work:backup/single.txt", "work:backup/solo.txt"]);
-    cli_ok(&config, &["mv", "work:backup/solo.txt", "work:backup/2024/docs"]);
+    cli_ok(
+        &config,
+        &["mv", "work:backup/single.txt", "work:backup/solo.txt"],
+    );
+    cli_ok(
+        &config,
+        &["mv", "work:backup/solo.txt", "work:backup/2024/docs"],
+    );
     cli_ok(&config, &["mv", "work:backup/2024/photos", "work:pictures"]);
     assert_eq!(cli_ok(&config, &["ls", "work:"]), "backup/\npictures/\n");
     assert_eq!(
         cli_ok(&config, &["ls", "work:backup/2024/docs"]),
         "deeper/\na.txt\nsolo.txt\n"
     );
-    assert_eq!(cli_ok(&config, &["ls", "work:pictures"]), "old/\ncat $1.jpg\n");
+    assert_eq!(
+        cli_ok(&config, &["ls", "work:pictures"]),
+        "old/\ncat $1.jpg\n"
+    );
 
     // link prints a direct link that serves the file.
     let link = cli_ok(&config, &["link", "work:backup/2024/readme.txt"]);
     assert!(link.trim().starts_with("http://127.0.0.1:"), "{link}");
+    let served = reqwest::blocking::Client::new()
+        .get(link.trim())
+        .bearer_auth(emu.key())
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.bytes())
+        .expect("fetching the printed link");
+    assert_eq!(&served[..], b"hello from the top\n");
 
     // about prints used/total.
     let about = cli_ok(&config, &["about", "work:"]);
@@ -143,7 +182,10 @@ fn failures_print_one_line_naming_the_path() {
     let config = write_config(&emu, work.path(), "");
 
     let line = failure_line(&run_cli(&config, &["ls", "work:no/such/place"], &[]));
-    assert!(line.starts_with("filehostfs: error: work:no/such/place: "), "{line}");
+    assert!(
+        line.starts_with("filehostfs: error: work:no/such/place: "),
+        "{line}"
+    );
     assert!(line.contains("not found"), "{line}");
 
     let line = failure_line(&run_cli(&config, &["ls", "nosuchremote:"], &[]));
@@ -151,7 +193,11 @@ fn failures_print_one_line_naming_the_path() {
 
     let empty = work.path().join("empty.txt");
     std::fs::write(&empty, b"").unwrap();
-    let line = failure_line(&run_cli(&config, &["put", empty.to_str().unwrap(), "work:"], &[]));
+    let line = failure_line(&run_cli(
+        &config,
+        &["put", empty.to_str().unwrap(), "work:"],
+        &[],
+    ));
     assert!(
         line.starts_with("filehostfs: error: work:empty.txt: ") && line.contains("empty"),
         "{line}"
@@ -208,7 +254,11 @@ fn the_key_never_reaches_the_logs() {
         vec!["put", file.to_str().unwrap(), "work:dir/f.txt"],
         vec!["ls", "-l", "work:dir"],
         vec!["link", "work:dir/f.txt"],
-        vec!["get", "work:dir/f.txt", work.path().join("g.txt").to_str().unwrap()],
+        vec![
+            "get",
+            "work:dir/f.txt",
+            work.path().join("g.txt").to_str().unwrap(),
+        ],
         vec!["rm", "-r", "work:dir"],
     ] {
         let out = run_cli(&config, &args, &env);
@@ -218,11 +268,18 @@ fn the_key_never_reaches_the_logs() {
             stderr.len() > 200,
             "{args:?}: expected trace output, got {stderr}"
         );
-        assert!(!stderr.contains(&key), "{args:?}: the key appears in the logs");
+        assert!(
+            !stderr.contains(&key),
+            "{args:?}: the key appears in the logs"
+        );
         assert!(!String::from_utf8_lossy(&out.stdout).contains(&key));
     }
     // A wrong key fails without echoing it.
-    let out = run_cli(&config, &["ls", "work:"], &[("FILEHOSTFS_WORK_KEY", "wrong-key-123")]);
+    let out = run_cli(
+        &config,
+        &["ls", "work:"],
+        &[("FILEHOSTFS_WORK_KEY", "wrong-key-123")],
+    );
     let line = failure_line(&out);
     assert!(!line.contains("wrong-key-123"), "{line}");
 }

@@ -10,8 +10,7 @@ use common::remote::{fast_client, fast_options};
 use common::Emulator;
 use filehostfs::remote::fichier::Fichier;
 use filehostfs::remote::{
-    resolve_path, ApiKey, FileEntry, FileId, FolderId, Remote, RemoteError, Resolved,
-    UploadSource,
+    resolve_path, ApiKey, FileEntry, FileId, FolderId, Remote, RemoteError, Resolved, UploadSource,
 };
 use futures::TryStreamExt;
 use whirlpool::{Digest, Whirlpool};
@@ -117,7 +116,9 @@ async fn every_operation_against_the_emulator() {
         read_range(&remote, &uploaded.id, 299_000, 10_000).await,
         content[299_000..]
     );
-    assert!(read_range(&remote, &uploaded.id, 400_000, 10).await.is_empty());
+    assert!(read_range(&remote, &uploaded.id, 400_000, 10)
+        .await
+        .is_empty());
 
     // Rename in place, move with and without a new name.
     let renamed = remote.rename_file(&uploaded.id, "final.bin").await.unwrap();
@@ -146,8 +147,15 @@ async fn every_operation_against_the_emulator() {
     remote.rename_folder(&inner.id, "inner2").await.unwrap();
     remote.move_folder(&inner.id, &root).await.unwrap();
     let root_listing = remote.list_folder(&root).await.unwrap();
-    let names: Vec<&str> = root_listing.folders.iter().map(|f| f.name.as_str()).collect();
-    assert!(names.contains(&"inner2") && names.contains(&"docs"), "{names:?}");
+    let names: Vec<&str> = root_listing
+        .folders
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(
+        names.contains(&"inner2") && names.contains(&"docs"),
+        "{names:?}"
+    );
     remote
         .move_file(&same_folder.id, &inner.id, None)
         .await
@@ -249,14 +257,21 @@ async fn duplicate_names_are_listed_apart() {
     let second = upload_bytes(&remote, &root, "twin.txt", b"second, longer copy").await;
     assert_ne!(first.id, second.id);
     let listing = remote.list_folder(&root).await.unwrap();
-    let twins: Vec<&FileEntry> = listing.files.iter().filter(|f| f.name == "twin.txt").collect();
+    let twins: Vec<&FileEntry> = listing
+        .files
+        .iter()
+        .filter(|f| f.name == "twin.txt")
+        .collect();
     assert_eq!(twins.len(), 2);
     assert_eq!(read_range(&remote, &first.id, 0, 100).await, b"first copy");
     assert_eq!(
         read_range(&remote, &second.id, 0, 100).await,
         b"second, longer copy"
     );
-    let err = resolve_path(&remote, "twin.txt").await.unwrap_err().to_string();
+    let err = resolve_path(&remote, "twin.txt")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&first.id.0) && err.contains(&second.id.0),
         "ambiguity error must name both ids: {err}"

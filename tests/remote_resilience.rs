@@ -67,15 +67,24 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
         remote.list_folder(&root).await.unwrap();
         assert_eq!(remote.stat_file(&file.id).await.unwrap().size, 1000);
     }
-    let folder = remote.create_folder(&root, "made under errors").await.unwrap();
-    remote.rename_folder(&folder.id, "renamed under errors").await.unwrap();
+    let folder = remote
+        .create_folder(&root, "made under errors")
+        .await
+        .unwrap();
+    remote
+        .rename_folder(&folder.id, "renamed under errors")
+        .await
+        .unwrap();
 
     // Every call fails: the client gives up after its configured attempts.
     emu.set_faults(json!({"error_rate": 1.0}));
     emu.reset_stats();
     let err = remote.stat_file(&file.id).await.unwrap_err();
     assert!(matches!(err, RemoteError::Transient(_)), "{err:?}");
-    assert!(err.to_string().contains("gave up after 5 attempts"), "{err}");
+    assert!(
+        err.to_string().contains("gave up after 5 attempts"),
+        "{err}"
+    );
     assert_eq!(emu.request_count("1fichier:file/info"), 5);
 
     emu.set_faults(json!({"error_rate": 0.0}));
@@ -123,7 +132,11 @@ async fn pacing_keeps_the_request_rate_under_the_flood_limit() {
             break;
         }
     }
-    assert!(refused, "an unpaced client was never refused: {}", emu.stats());
+    assert!(
+        refused,
+        "an unpaced client was never refused: {}",
+        emu.stats()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

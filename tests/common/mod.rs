@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod fichier_client;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
