@@ -9,7 +9,8 @@
 //!
 //! Keys file lines: `fii.one KEY [permissions=upload,read,delete]
 //! [plan=free|pro] [max_file_size_mb=N] [expires=RFC3339] [active=false]
-//! [requests_per_hour=N]`.
+//! [requests_per_hour=N] [account=NAME]`; keys naming the same `account`
+//! reach the same files.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -41,6 +42,14 @@ const CDN_PREFIX: &str = "/fiione-cdn";
 const SHARE_PREFIX: &str = "/fiione/s";
 
 const MB: u64 = 1024 * 1024;
+
+/// Characters escaped in an object name within a URL path: all but the
+/// unreserved ones.
+const OBJECT_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Titles live in a `VarChar(255)` column.
 const MAX_TITLE_CHARS: usize = 255;
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
@@ -77,6 +86,9 @@ struct KeyPolicy {
     active: bool,
     /// Requests per rolling hour, when limited.
     hourly_limit: Option<u32>,
+    /// The account the key belongs to: keys with the same `account=` option
+    /// share one (a real account may hold several keys).
+    account: AccountId,
 }
 
 impl KeyPolicy {
@@ -89,6 +101,7 @@ impl KeyPolicy {
             expires: None,
             active: true,
             hourly_limit: None,
+            account: 0,
         };
         let mut plan_budget = 100;
         if let Some(plan) = entry.option("plan") {
@@ -177,8 +190,15 @@ impl FiiOneState {
             .context("creating the fii.one tables")?;
         let mut policies = HashMap::new();
         for entry in keys.iter().filter(|e| e.service == SERVICE) {
-            let policy = KeyPolicy::from_entry(entry, plan_limits)
+            let mut policy = KeyPolicy::from_entry(entry, plan_limits)
                 .with_context(|| format!("fii.one key {}…", preview(&entry.key)))?;
+            let owner = match entry.option("account") {
+                Some(name) => format!("account:{name}"),
+                None => entry.key.clone(),
+            };
+            policy.account = storage
+                .call(move |conn| storage::ensure_account(conn, SERVICE, &owner))
+                .await?;
             policies.insert(entry.key.clone(), policy);
         }
         Ok(FiiOneState {
@@ -292,12 +312,7 @@ async fn admit(
     }
     let unauthorized = || fail(StatusCode::UNAUTHORIZED, "Invalid or missing API key");
     let key = presented_key(headers, query).ok_or_else(unauthorized)?;
-    let account = state.account(SERVICE, &key).ok_or_else(unauthorized)?;
-    let policy = state
-        .fiione
-        .policies
-        .get(&key)
-        .ok_or_else(unauthorized)?;
+    let policy = state.fiione.policies.get(&key).ok_or_else(unauthorized)?;
     if !policy.active || policy.expires.is_some_and(|t| t <= Utc::now()) {
         return Err(unauthorized());
     }
@@ -310,7 +325,7 @@ async fn admit(
         return Err(fail(StatusCode::FORBIDDEN, denied));
     }
     Ok(Caller {
-        account: account.id,
+        account: policy.account,
     })
 }
 
@@ -347,7 +362,7 @@ fn direct_link(state: &AppState, row: &FileRow, extra: &Extra) -> String {
         "{}{CDN_PREFIX}/{}/{}",
         state.public_url,
         user_segment(row.account_id),
-        percent_encoding::utf8_percent_encode(&extra.object, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&extra.object, OBJECT_NAME)
     )
 }
 
@@ -528,7 +543,11 @@ async fn receive_multipart(
                     file_name,
                     mime,
                 };
-                let slot = if name == "image" { &mut image } else { &mut file };
+                let slot = if name == "image" {
+                    &mut image
+                } else {
+                    &mut file
+                };
                 if let Some(previous) = slot.replace(received) {
                     previous.blob.discard();
                 }
@@ -641,7 +660,11 @@ fn decode_base64_leniently(text: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-async fn store(state: &AppState, account: AccountId, received: Received) -> anyhow::Result<FileRow> {
+async fn store(
+    state: &AppState,
+    account: AccountId,
+    received: Received,
+) -> anyhow::Result<FileRow> {
     let id = uuid::Uuid::new_v4().to_string();
     let now_ms = Utc::now().timestamp_millis();
     let extension = object_extension(&received.file_name).to_string();
@@ -660,7 +683,7 @@ async fn store(state: &AppState, account: AccountId, received: Received) -> anyh
             updated_ms: now_ms,
         })?,
     };
-    let (mut rows, token) = state
+    let (mut rows, extra) = state
         .storage
         .commit_files(vec![(received.blob, file)], move |tx, rows| {
             let row = rows.first().context("no row inserted")?;
@@ -679,7 +702,7 @@ async fn store(state: &AppState, account: AccountId, received: Received) -> anyh
         })
         .await?;
     let mut row = rows.pop().context("no row inserted")?;
-    row.extra = serde_json::to_value(token)?;
+    row.extra = serde_json::to_value(extra)?;
     Ok(row)
 }
 
@@ -739,7 +762,8 @@ async fn list(
         Err(response) => return response,
     };
     let page = parse_int_like_js(query.get("page").map_or("1", String::as_str));
-    let limit = parse_int_like_js(query.get("limit").map_or("50", String::as_str)).map(|l| l.min(100));
+    let limit =
+        parse_int_like_js(query.get("limit").map_or("50", String::as_str)).map(|l| l.min(100));
     // NaN, a page below 1 or a negative limit make the real query throw.
     let (Some(page), Some(limit)) = (page, limit) else {
         return internal("Failed to list files", "page or limit is not a number");
@@ -815,7 +839,16 @@ async fn get_file(
     query: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Response {
-    let caller = match admit(state, "files/get", headers, query, Permission::Read, "No read permission").await {
+    let caller = match admit(
+        state,
+        "files/get",
+        headers,
+        query,
+        Permission::Read,
+        "No read permission",
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -837,7 +870,16 @@ async fn patch_file(
     body: &Bytes,
 ) -> Response {
     const FAILED: &str = "Failed to update file";
-    let caller = match admit(state, "files/patch", headers, query, Permission::Upload, "No edit permission").await {
+    let caller = match admit(
+        state,
+        "files/patch",
+        headers,
+        query,
+        Permission::Upload,
+        "No edit permission",
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -938,7 +980,16 @@ async fn delete_file(
     headers: &HeaderMap,
 ) -> Response {
     const FAILED: &str = "Failed to delete file";
-    let caller = match admit(state, "files/delete", headers, query, Permission::Delete, "No delete permission").await {
+    let caller = match admit(
+        state,
+        "files/delete",
+        headers,
+        query,
+        Permission::Delete,
+        "No delete permission",
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -955,10 +1006,13 @@ async fn delete_file(
                 return Ok(None);
             };
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM fiione_shares WHERE file_id = ?1", [&row.link_id])?;
+            tx.execute(
+                "DELETE FROM fiione_shares WHERE file_id = ?1",
+                [&row.link_id],
+            )?;
             tx.execute("DELETE FROM files WHERE id = ?1", [row.id])?;
             tx.commit()?;
-            Storage::remove_unreferenced_blobs(conn, &blob_dir, &[row.blob_id.clone()]);
+            Storage::remove_unreferenced_blobs(conn, &blob_dir, std::slice::from_ref(&row.blob_id));
             Ok(Some(row))
         })
         .await;
@@ -989,7 +1043,11 @@ async fn cdn_object(
     else {
         return not_found();
     };
-    let Some(id) = object.get(..36).filter(|id| is_uuid(id)).map(str::to_string) else {
+    let Some(id) = object
+        .get(..36)
+        .filter(|id| is_uuid(id))
+        .map(str::to_string)
+    else {
         return not_found();
     };
     let row = match owned_file(&state, account, &id).await {
@@ -1092,13 +1150,20 @@ async fn admin_create_folder(
         Ok(value) => value,
         Err(err) => return bad(&format!("body is not JSON: {err}")),
     };
-    let Some(name) = request.get("name").and_then(Value::as_str).map(str::to_string) else {
+    let Some(name) = request
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
         return bad("\"name\" is required");
     };
-    let parent = request.get("parent_id").and_then(Value::as_str).map(str::to_string);
+    let parent = request
+        .get("parent_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let account = match request.get("key").and_then(Value::as_str) {
-        Some(key) => match state.account(SERVICE, key) {
-            Some(account) => Some(account.id),
+        Some(key) => match state.fiione.policies.get(key) {
+            Some(policy) => Some(policy.account),
             None => return bad("no fii.one account has that key"),
         },
         None => None,
@@ -1146,7 +1211,10 @@ mod tests {
 
     #[test]
     fn data_uris_and_lenient_base64() {
-        assert_eq!(split_data_uri("data:image/gif;base64,R0lG"), (Some("image/gif"), "R0lG"));
+        assert_eq!(
+            split_data_uri("data:image/gif;base64,R0lG"),
+            (Some("image/gif"), "R0lG")
+        );
         assert_eq!(split_data_uri("R0lG"), (None, "R0lG"));
         assert_eq!(decode_base64_leniently("aGVsbG8="), b"hello");
         assert_eq!(decode_base64_leniently("aGVs\nbG8"), b"hello");

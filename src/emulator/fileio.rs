@@ -172,7 +172,12 @@ fn error(status: StatusCode, code: &str, message: &str, key: Option<&str>) -> Re
 }
 
 fn not_found(key: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", "File not found", Some(key))
+    error(
+        StatusCode::NOT_FOUND,
+        "FILE_NOT_FOUND",
+        "File not found",
+        Some(key),
+    )
 }
 
 fn bad_request(message: &str) -> Response {
@@ -232,7 +237,9 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
         return Some(rest.to_string()).filter(|k| !k.is_empty());
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let user = text.split(':').next().unwrap_or("");
         return Some(user.to_string()).filter(|k| !k.is_empty());
@@ -292,10 +299,7 @@ async fn admit(
                 .and_then(|p| p.rate_limit)
                 .unwrap_or(state.fileio.default_rate_limit),
         ),
-        None => (
-            format!("ip:{}", peer.ip()),
-            state.fileio.default_rate_limit,
-        ),
+        None => (format!("ip:{}", peer.ip()), state.fileio.default_rate_limit),
     };
     if let Some(wait) = state.fileio.over_limit(&identity, limit) {
         return Err(too_many(wait));
@@ -431,15 +435,19 @@ impl Options {
                 extra.expires_ms = at.timestamp_millis();
             }
             None if reset => {
-                extra.expires_ms = (now + chrono::Duration::days(DEFAULT_LIFETIME_DAYS))
-                    .timestamp_millis();
+                extra.expires_ms =
+                    (now + chrono::Duration::days(DEFAULT_LIFETIME_DAYS)).timestamp_millis();
             }
             None => {}
         }
         match &self.max_downloads {
             Some(text) => match text.trim().parse::<u64>() {
                 Ok(n) if n >= 1 => extra.max_downloads = n,
-                _ => return Err(format!("maxDownloads must be a positive integer, not {text:?}")),
+                _ => {
+                    return Err(format!(
+                        "maxDownloads must be a positive integer, not {text:?}"
+                    ))
+                }
             },
             None if reset => extra.max_downloads = 1,
             None => {}
@@ -503,8 +511,8 @@ async fn read_form(
     if essence != "multipart/form-data" {
         return Ok(form);
     }
-    let boundary =
-        multer::parse_boundary(&content_type).map_err(|_| bad_request("Malformed multipart body"))?;
+    let boundary = multer::parse_boundary(&content_type)
+        .map_err(|_| bad_request("Malformed multipart body"))?;
     let stats = state.stats.clone();
     let stream = body.into_data_stream().map(move |chunk| {
         if let Ok(bytes) = &chunk {
@@ -672,7 +680,11 @@ async fn store_new(
 }
 
 /// Deletes rows of files that can no longer be downloaded.
-fn purge(conn: &rusqlite::Connection, blob_dir: &std::path::Path, rows: &[FileRow]) -> anyhow::Result<()> {
+fn purge(
+    conn: &rusqlite::Connection,
+    blob_dir: &std::path::Path,
+    rows: &[FileRow],
+) -> anyhow::Result<()> {
     let mut blobs = Vec::new();
     for row in rows {
         conn.execute("DELETE FROM files WHERE id = ?1", [row.id])?;
@@ -710,18 +722,18 @@ async fn list(
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let number = |name: &str, default: usize| -> Result<usize, Response> {
+    let number = |name: &str, default: usize| -> Result<usize, String> {
         match query.get(name) {
             None => Ok(default),
             Some(text) => text
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| bad_request(&format!("{name} must be a non-negative integer"))),
+                .map_err(|_| format!("{name} must be a non-negative integer")),
         }
     };
     let (offset, limit) = match (number("offset", 0), number("limit", 100)) {
         (Ok(o), Ok(l)) => (o, l),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(message), _) | (_, Err(message)) => return bad_request(&message),
     };
     let Some(account) = caller.account else {
         return unauthorized();
@@ -1110,7 +1122,10 @@ mod tests {
         assert_eq!(at("1m").unwrap(), "2026-02-28T12:00:00+00:00");
         assert_eq!(at("1y").unwrap(), "2027-01-31T12:00:00+00:00");
         assert_eq!(at("2026-03-01").unwrap(), "2026-03-01T00:00:00+00:00");
-        assert_eq!(at("2026-03-01T10:00:00Z").unwrap(), "2026-03-01T10:00:00+00:00");
+        assert_eq!(
+            at("2026-03-01T10:00:00Z").unwrap(),
+            "2026-03-01T10:00:00+00:00"
+        );
         for bad in ["", "d", "0d", "1x", "tomorrow", "-1d", "1.5d", "1 d"] {
             assert!(parse_expires(bad, now).is_err(), "{bad}");
         }
@@ -1130,7 +1145,10 @@ mod tests {
             ..Options::default()
         };
         only_max.apply(&mut extra, false, now).unwrap();
-        assert_eq!((extra.max_downloads, extra.auto_delete, extra.expires_ms), (3, false, 1));
+        assert_eq!(
+            (extra.max_downloads, extra.auto_delete, extra.expires_ms),
+            (3, false, 1)
+        );
         only_max.apply(&mut extra, true, now).unwrap();
         assert!(extra.auto_delete);
         assert!(extra.expires_ms > now.timestamp_millis());
@@ -1145,7 +1163,10 @@ mod tests {
     #[test]
     fn basic_and_bearer_keys() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert_eq!(presented_key(&headers).as_deref(), Some("abc"));
         let basic = base64::engine::general_purpose::STANDARD.encode("abc:");
         headers.insert(
