@@ -6,7 +6,9 @@
 //! [max_upload_bytes=N] [max_storage_bytes=N]` (`rate_limit` in requests per
 //! minute, 0 = unlimited; without it the serve-wide default applies).
 //!
-//! Choices where the document is uncertain: downloads are served directly
+//! Choices where the document is uncertain: `maxDownloads` deletes a file
+//! only together with `autoDelete` (without it the file lives until it
+//! expires); downloads are served directly
 //! (no 302); error codes other than FILE_NOT_FOUND and TOO_MANY_REQUESTS are
 //! BAD_REQUEST, UNAUTHORIZED, FILE_TOO_LARGE and METHOD_NOT_ALLOWED; a 429
 //! carries `Retry-After`; whether HEAD and ranged GETs count as downloads is
@@ -336,9 +338,13 @@ fn iso_ms(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Whether the file can still be downloaded at `now_ms`.
+/// Whether the file can still be downloaded at `now_ms`. The download
+/// limit only removes a file with `autoDelete`; without it the file stays
+/// until it expires.
 fn is_live(extra: &Extra, now_ms: i64) -> bool {
-    !extra.consumed && extra.expires_ms > now_ms && extra.downloads < extra.max_downloads
+    !extra.consumed
+        && extra.expires_ms > now_ms
+        && (!extra.auto_delete || extra.downloads < extra.max_downloads)
 }
 
 fn details(state: &AppState, row: &FileRow) -> Value {

@@ -137,6 +137,7 @@ struct WireFile {
     expires: Option<String>,
     downloads: Option<u64>,
     max_downloads: Option<u64>,
+    auto_delete: Option<bool>,
     mime_type: Option<String>,
     created: Option<String>,
     modified: Option<String>,
@@ -408,7 +409,9 @@ fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
 /// Whether a listed file can still be downloaded.
 fn is_live(file: &WireFile, now: DateTime<Utc>) -> bool {
     let expired = parse_time(file.expires.as_deref()).is_some_and(|t| t <= now);
-    let used_up = matches!((file.downloads, file.max_downloads), (Some(d), Some(m)) if d >= m);
+    // Without autoDelete the service keeps a file past its download limit.
+    let used_up = file.auto_delete != Some(false)
+        && matches!((file.downloads, file.max_downloads), (Some(d), Some(m)) if d >= m);
     !expired && !used_up
 }
 
@@ -774,6 +777,7 @@ mod tests {
             expires: Some(expires.into()),
             downloads: Some(downloads),
             max_downloads: Some(max),
+            auto_delete: Some(true),
             mime_type: None,
             created: None,
             modified: None,

@@ -47,8 +47,10 @@ pub fn start_multi(args: &[&str], extra_lines: &[String]) -> (Emulator, MultiKey
         format!("file.io {} rate_limit=0", keys.fileio),
     ];
     lines.extend(extra_lines.iter().cloned());
-    let mut all_args = vec!["--fileio-rate-limit".to_string(), "0".to_string()];
-    all_args.extend(args.iter().map(|s| s.to_string()));
+    let mut all_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if !args.contains(&"--fileio-rate-limit") {
+        all_args.extend(["--fileio-rate-limit".to_string(), "0".to_string()]);
+    }
     let emulator = Emulator::start_opts(EmulatorOptions {
         args: all_args,
         keys_file_lines: lines,
