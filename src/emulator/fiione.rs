@@ -1136,7 +1136,7 @@ async fn admin_create_folder(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = super::admin::authorized(&state, &headers) {
+    if let Some(denied) = super::admin::denied(&state, &headers) {
         return denied;
     }
     let bad = |message: &str| {

@@ -12,15 +12,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::http::{self, DownloadSettings, HttpSettings, LinkProvider};
+use super::pacer::{Pacer, PacerConfig, Retry};
+use super::secret::ApiKey;
 use super::{
     ByteStream, Capabilities, DirectLink, FileEntry, FileId, FolderEntry, FolderId, Listing,
     ProgressFn, Remote, RemoteError, RemoteResult, SpaceInfo, UploadSource,
@@ -72,30 +78,59 @@ impl FiiOnePlan {
     }
 }
 
+/// Pacing that keeps any rolling hour within `per_hour` requests: a token
+/// bucket of `burst` tokens refilled at `rate` lets through at most
+/// `burst + rate * 3600` requests in an hour, so the two share the budget.
+pub fn hourly_pacer(per_hour: u32) -> PacerConfig {
+    let per_hour = per_hour.max(2);
+    let burst = (per_hour / 10).clamp(1, 50);
+    PacerConfig {
+        rate_per_sec: f64::from(per_hour - burst) / 3600.0,
+        burst,
+        ..PacerConfig::default()
+    }
+}
+
 /// How to reach one fii.one account.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FiiOneSettings {
     /// API root, e.g. `https://fii.one/api/v1`.
     pub api_url: String,
-    pub key: String,
+    pub key: ApiKey,
     pub plan: FiiOnePlan,
+    /// Default: the plan's hourly budget ([`hourly_pacer`]).
+    pub pacer: PacerConfig,
+    pub http: HttpSettings,
+    pub download: DownloadSettings,
 }
 
-impl fmt::Debug for FiiOneSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FiiOneSettings")
-            .field("api_url", &self.api_url)
-            .field("key", &"<redacted>")
-            .field("plan", &self.plan)
-            .finish()
+impl FiiOneSettings {
+    /// The real service, free plan, paced to its hourly budget.
+    pub fn new(key: ApiKey) -> Self {
+        let plan = FiiOnePlan::Free;
+        FiiOneSettings {
+            api_url: DEFAULT_API_URL.to_string(),
+            key,
+            plan,
+            pacer: hourly_pacer(plan.hourly_request_budget()),
+            http: HttpSettings::default(),
+            download: DownloadSettings::default(),
+        }
     }
 }
 
 /// One fii.one account.
+#[derive(Clone)]
 pub struct FiiOne {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     http: reqwest::Client,
+    public_http: reqwest::Client,
     api_url: String,
-    key: String,
+    pacer: Pacer,
+    download: DownloadSettings,
     capabilities: Capabilities,
     /// `direct_link` of every file seen so far; they never expire.
     direct_links: Mutex<HashMap<FileId, String>>,
@@ -104,10 +139,13 @@ pub struct FiiOne {
 impl fmt::Debug for FiiOne {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FiiOne")
-            .field("api_url", &self.api_url)
+            .field("api_url", &self.inner.api_url)
             .finish_non_exhaustive()
     }
 }
+
+/// Every request counts against the one hourly budget.
+const CLASS_API: &str = "api";
 
 // ---- wire format (client side, written from the document) ----
 
@@ -153,37 +191,63 @@ struct WireDeleted {
 
 impl FiiOne {
     pub fn new(settings: FiiOneSettings) -> RemoteResult<Self> {
-        if settings.key.trim().is_empty() {
+        if settings.key.is_empty() {
             return Err(RemoteError::Fatal("the fii.one API key is empty".into()));
         }
-        let http = super::http::client_builder()
+        let api_url = settings.api_url.trim_end_matches('/').to_string();
+        match url::Url::parse(&api_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(RemoteError::Fatal(format!(
+                    "invalid fii.one api_url {api_url:?}: expected an http(s) URL"
+                )))
+            }
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.key.expose()))
+            .map_err(|_| {
+                RemoteError::Fatal("the API key contains characters not allowed in a header".into())
+            })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let client = http::client_builder(&settings.http)
+            .default_headers(headers)
+            .build()
+            .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+        // The direct links are public CDN URLs: never send them the key.
+        let public_client = http::client_builder(&settings.http)
             .build()
             .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
         Ok(FiiOne {
-            http,
-            api_url: settings.api_url.trim_end_matches('/').to_string(),
-            key: settings.key.trim().to_string(),
-            capabilities: Capabilities {
-                folders: false,
-                rename_file: true,
-                move_file: false,
-                rename_folder: false,
-                move_folder: false,
-                duplicate_names: true,
-                empty_files: true,
-                downloads_consume: false,
-                files_expire: false,
-                max_file_size: Some(settings.plan.max_file_size()),
-                hash: None,
-            },
-            direct_links: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                http: client,
+                public_http: public_client,
+                api_url,
+                pacer: Pacer::new(settings.pacer),
+                download: settings.download,
+                capabilities: Capabilities {
+                    folders: false,
+                    rename_file: true,
+                    move_file: false,
+                    rename_folder: false,
+                    move_folder: false,
+                    duplicate_names: true,
+                    empty_files: true,
+                    downloads_consume: false,
+                    files_expire: false,
+                    max_file_size: Some(settings.plan.max_file_size()),
+                    hash: None,
+                },
+                direct_links: Mutex::new(HashMap::new()),
+            }),
         })
     }
+}
 
+impl Inner {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.api_url, path))
-            .bearer_auth(&self.key)
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
@@ -195,7 +259,7 @@ impl FiiOne {
     ) -> RemoteResult<(T, Option<Pagination>)> {
         let response = request.send().await.map_err(|e| transport_error(what, e))?;
         let status = response.status();
-        let retry_after = super::http::retry_after(response.headers());
+        let retry_after = http::retry_after(response.headers());
         let body = response
             .bytes()
             .await
@@ -232,11 +296,24 @@ impl FiiOne {
         entry_from_wire(file)
     }
 
+    /// One request, paced and retried while retrying is harmless.
+    async fn paced<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> RemoteResult<(T, Option<Pagination>)> {
+        self.pacer
+            .run(CLASS_API, Retry::Idempotent, || self.call(build(), what))
+            .await
+    }
+
     async fn fetch_page(&self, page: u64) -> RemoteResult<Page> {
-        let request = self
-            .request(Method::GET, "/files")
-            .query(&[("page", page), ("limit", PAGE_LIMIT)]);
-        let (files, pagination): (Vec<WireFile>, _) = self.call(request, "list files").await?;
+        let (files, pagination): (Vec<WireFile>, _) = self
+            .paced("list files", || {
+                self.request(Method::GET, "/files")
+                    .query(&[("page", page), ("limit", PAGE_LIMIT)])
+            })
+            .await?;
         let total = match pagination {
             Some(p) => p.total,
             None => {
@@ -429,6 +506,48 @@ fn check_root(folder: &FolderId) -> RemoteResult<()> {
     }
 }
 
+impl Inner {
+    async fn stat(&self, file: &FileId) -> RemoteResult<FileEntry> {
+        check_id(file)?;
+        let path = format!("/files/{}", file.0);
+        let (data, _): (WireFile, _) = self
+            .paced("get file", || self.request(Method::GET, &path))
+            .await?;
+        Ok(self.entry(data))
+    }
+
+    async fn link(&self, file: &FileId) -> RemoteResult<String> {
+        let known = self.direct_links.lock().get(file).cloned();
+        if let Some(url) = known {
+            return Ok(url);
+        }
+        self.stat(file).await?;
+        self.direct_links.lock().get(file).cloned().ok_or_else(|| {
+            RemoteError::Transient(format!("fii.one gave no direct_link for {file}"))
+        })
+    }
+
+    async fn upload_once(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        size: u64,
+    ) -> RemoteResult<FileEntry> {
+        let part = reqwest::multipart::Part::stream_with_length(body, size)
+            .file_name(name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|e| RemoteError::Fatal(format!("upload: {e}")))?;
+        // The `name` field carries the exact title: multipart parsers do not
+        // all round-trip part file names.
+        let form = reqwest::multipart::Form::new()
+            .text("name", name.to_string())
+            .part("file", part);
+        let request = self.request(Method::POST, "/upload").multipart(form);
+        let (data, _): (WireFile, _) = self.call(request, "upload").await?;
+        Ok(self.entry(data))
+    }
+}
+
 #[async_trait]
 impl Remote for FiiOne {
     fn service(&self) -> &'static str {
@@ -436,7 +555,7 @@ impl Remote for FiiOne {
     }
 
     fn capabilities(&self) -> &Capabilities {
-        &self.capabilities
+        &self.inner.capabilities
     }
 
     fn root(&self) -> FolderId {
@@ -445,18 +564,15 @@ impl Remote for FiiOne {
 
     async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
         check_root(folder)?;
-        let files = self.all_files().await?;
+        let files = self.inner.all_files().await?;
         Ok(Listing {
             folders: Vec::new(),
-            files: files.into_iter().map(|f| self.entry(f)).collect(),
+            files: files.into_iter().map(|f| self.inner.entry(f)).collect(),
         })
     }
 
     async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
-        check_id(file)?;
-        let request = self.request(Method::GET, &format!("/files/{}", file.0));
-        let (data, _): (WireFile, _) = self.call(request, "get file").await?;
-        Ok(self.entry(data))
+        self.inner.stat(file).await
     }
 
     async fn create_folder(&self, _parent: &FolderId, name: &str) -> RemoteResult<FolderEntry> {
@@ -470,28 +586,48 @@ impl Remote for FiiOne {
 
     async fn remove_file(&self, file: &FileId) -> RemoteResult<()> {
         check_id(file)?;
-        let request = self.request(Method::DELETE, &format!("/files/{}", file.0));
-        let (deleted, _): (WireDeleted, _) = self.call(request, "delete file").await?;
-        if deleted.id != file.0 {
-            return Err(RemoteError::Transient(format!(
-                "delete file: fii.one confirmed the deletion of {} instead of {}",
-                deleted.id, file.0
-            )));
+        let inner = &self.inner;
+        let path = format!("/files/{}", file.0);
+        let attempts = AtomicU32::new(0);
+        let result = inner
+            .pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let request = inner.request(Method::DELETE, &path);
+                match inner.call::<WireDeleted>(request, "delete file").await {
+                    // An earlier attempt may have deleted it before failing
+                    // to bring the answer back.
+                    Err(RemoteError::NotFound(_)) if attempt > 1 => Ok(None),
+                    other => other.map(|(deleted, _)| Some(deleted)),
+                }
+            })
+            .await?;
+        if let Some(deleted) = result {
+            if deleted.id != file.0 {
+                return Err(RemoteError::Fatal(format!(
+                    "delete file: fii.one confirmed the deletion of {} instead of {}",
+                    deleted.id, file.0
+                )));
+            }
         }
-        self.direct_links.lock().remove(file);
+        inner.direct_links.lock().remove(file);
         Ok(())
     }
 
     async fn rename_file(&self, file: &FileId, new_name: &str) -> RemoteResult<FileEntry> {
         check_id(file)?;
         check_title(new_name)?;
-        let request = self
-            .request(Method::PATCH, &format!("/files/{}", file.0))
-            .json(&serde_json::json!({ "name": new_name }));
-        let (patched, _): (WirePatched, _) = self.call(request, "rename file").await?;
+        let path = format!("/files/{}", file.0);
+        let body = serde_json::json!({ "name": new_name });
+        let (patched, _): (WirePatched, _) = self
+            .inner
+            .paced("rename file", || {
+                self.inner.request(Method::PATCH, &path).json(&body)
+            })
+            .await?;
         // The PATCH answer carries only id/title/folder_id; the rest comes
         // from the file itself.
-        self.stat_file(&FileId(patched.id)).await
+        self.inner.stat(&FileId(patched.id)).await
     }
 
     async fn move_file(
@@ -504,7 +640,7 @@ impl Remote for FiiOne {
         check_root(destination)?;
         match new_name {
             Some(name) => self.rename_file(file, name).await,
-            None => self.stat_file(file).await,
+            None => self.inner.stat(file).await,
         }
     }
 
@@ -525,47 +661,57 @@ impl Remote for FiiOne {
     ) -> RemoteResult<FileEntry> {
         check_root(parent)?;
         check_title(name)?;
-        let (body, size) = super::http::upload_body(source, progress).await?;
-        if let Some(max) = self.capabilities.max_file_size {
+        let inner = &self.inner;
+        let size = match &source {
+            UploadSource::Path(path) => tokio::fs::metadata(path)
+                .await
+                .map_err(|e| RemoteError::Fatal(format!("cannot read {}: {e}", path.display())))?
+                .len(),
+            UploadSource::Reader { size, .. } => *size,
+        };
+        if let Some(max) = inner.capabilities.max_file_size {
             if size > max {
                 return Err(RemoteError::TooLarge(format!(
                     "{name:?} is {size} bytes; the fii.one plan accepts at most {max}"
                 )));
             }
         }
-        let part = reqwest::multipart::Part::stream_with_length(body, size)
-            .file_name(name.to_string())
-            .mime_str("application/octet-stream")
-            .map_err(|e| RemoteError::Fatal(format!("upload: {e}")))?;
-        // The `name` field carries the exact title: part file names are not
-        // reliably round-tripped by multipart parsers.
-        let form = reqwest::multipart::Form::new()
-            .text("name", name.to_string())
-            .part("file", part);
-        let request = self.request(Method::POST, "/upload").multipart(form);
-        let (data, _): (WireFile, _) = self.call(request, "upload").await?;
-        Ok(self.entry(data))
+        match source {
+            UploadSource::Path(path) => {
+                inner
+                    .pacer
+                    .run(CLASS_API, Retry::Idempotent, || async {
+                        let source = UploadSource::Path(path.clone());
+                        let (body, size) = http::upload_body(source, progress.clone()).await?;
+                        inner.upload_once(name, body, size).await
+                    })
+                    .await
+            }
+            reader => {
+                let (body, size) = http::upload_body(reader, progress).await?;
+                let body = Mutex::new(Some(body));
+                inner
+                    .pacer
+                    .run(CLASS_API, Retry::Once, || async {
+                        let body = body.lock().take().ok_or_else(|| {
+                            RemoteError::Fatal("a streamed upload cannot be sent twice".into())
+                        })?;
+                        inner.upload_once(name, body, size).await
+                    })
+                    .await
+            }
+        }
     }
 
     async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        let known = self.direct_links.lock().get(file).cloned();
-        let url = match known {
-            Some(url) => url,
-            None => {
-                self.stat_file(file).await?;
-                self.direct_links.lock().get(file).cloned().ok_or_else(|| {
-                    RemoteError::Transient(format!("fii.one gave no direct_link for {file}"))
-                })?
-            }
-        };
         Ok(DirectLink {
-            url,
+            url: self.inner.link(file).await?,
             valid_until: None,
         })
     }
 
     fn invalidate_link(&self, file: &FileId) {
-        self.direct_links.lock().remove(file);
+        self.inner.direct_links.lock().remove(file);
     }
 
     async fn download_range(
@@ -574,14 +720,38 @@ impl Remote for FiiOne {
         offset: u64,
         len: u64,
     ) -> RemoteResult<ByteStream> {
-        let link = self.direct_link(file).await?;
-        super::http::ranged_download(&self.http, &link.url, offset, len).await
+        if len == 0 {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        // Ask for the link now so an unknown file fails here, not mid-stream.
+        self.inner.link(file).await?;
+        let inner = self.inner.clone();
+        let id = file.clone();
+        let link: LinkProvider = Arc::new(move |refused| {
+            let inner = inner.clone();
+            let id = id.clone();
+            Box::pin(async move {
+                if refused {
+                    // A refused link means the file is gone or renamed away:
+                    // ask the API again rather than trusting the cache.
+                    inner.direct_links.lock().remove(&id);
+                }
+                inner.link(&id).await
+            })
+        });
+        Ok(http::ranged_download(
+            self.inner.public_http.clone(),
+            link,
+            offset,
+            len,
+            self.inner.download.clone(),
+        ))
     }
 
     async fn about(&self) -> RemoteResult<SpaceInfo> {
         // The API reports no storage figures; the used space is what the
         // listing adds up to.
-        let files = self.all_files().await?;
+        let files = self.inner.all_files().await?;
         Ok(SpaceInfo {
             used: files.iter().filter_map(|f| f.size).sum(),
             total: None,

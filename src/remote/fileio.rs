@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +24,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::http::{self, HttpSettings};
+use super::pacer::{Pacer, PacerConfig, Retry};
+use super::secret::ApiKey;
 use super::{
     ByteStream, Capabilities, DirectLink, FileEntry, FileId, FolderEntry, FolderId, Listing,
     ProgressFn, Remote, RemoteError, RemoteResult, SpaceInfo, UploadSource,
@@ -51,27 +56,45 @@ pub struct UploadOptions {
 }
 
 /// How to reach one file.io account.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FileIoSettings {
     /// Service root, e.g. `https://file.io`.
     pub api_url: String,
-    pub key: String,
+    pub key: ApiKey,
     pub upload: UploadOptions,
     /// Where the copies of files uploaded from this machine are kept (one
     /// directory per account).
     pub local_copies: PathBuf,
+    /// Default: [`default_pacer`].
+    pub pacer: PacerConfig,
+    pub http: HttpSettings,
 }
 
-impl fmt::Debug for FileIoSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileIoSettings")
-            .field("api_url", &self.api_url)
-            .field("key", &"<redacted>")
-            .field("upload", &self.upload)
-            .field("local_copies", &self.local_copies)
-            .finish()
+impl FileIoSettings {
+    /// The real service with its default upload options.
+    pub fn new(key: ApiKey, local_copies: PathBuf) -> Self {
+        FileIoSettings {
+            api_url: DEFAULT_API_URL.to_string(),
+            key,
+            upload: UploadOptions::default(),
+            local_copies,
+            pacer: default_pacer(),
+            http: HttpSettings::default(),
+        }
     }
 }
+
+/// The free plan's documented limit: one request per minute. Paid plans
+/// allow more; the config file's `rate`/`burst` raise it.
+pub fn default_pacer() -> PacerConfig {
+    PacerConfig {
+        rate_per_sec: 1.0 / 60.0,
+        burst: 1,
+        ..PacerConfig::default()
+    }
+}
+
+const CLASS_API: &str = "api";
 
 /// Checks an `expires` value before it is sent, so that a typo in a config
 /// file or on the command line fails at once rather than at the first write.
@@ -84,10 +107,7 @@ pub fn check_expires(value: &str) -> Result<(), String> {
     }
     let digits = value.chars().take_while(|c| c.is_ascii_digit()).count();
     let (number, unit) = value.split_at(digits);
-    let known_unit = matches!(
-        unit,
-        "s" | "sec" | "min" | "h" | "d" | "w" | "m" | "mo" | "month" | "y"
-    );
+    let known_unit = matches!(unit, "s" | "min" | "h" | "d" | "w" | "m" | "y");
     match number.parse::<u64>() {
         Ok(n) if n > 0 && known_unit => Ok(()),
         _ => Err(format!(
@@ -99,8 +119,10 @@ pub fn check_expires(value: &str) -> Result<(), String> {
 /// One file.io account.
 pub struct FileIo {
     http: reqwest::Client,
+    /// Without the key: links are public and may be handed to anyone.
+    public_http: reqwest::Client,
     api_url: String,
-    key: String,
+    pacer: Pacer,
     upload_options: UploadOptions,
     local_copies: PathBuf,
     capabilities: Capabilities,
@@ -174,7 +196,7 @@ struct WireUploaded {
 
 impl FileIo {
     pub fn new(settings: FileIoSettings) -> RemoteResult<Self> {
-        if settings.key.trim().is_empty() {
+        if settings.key.is_empty() {
             return Err(RemoteError::Fatal("the file.io API key is empty".into()));
         }
         if let Some(expires) = &settings.upload.expires {
@@ -191,13 +213,36 @@ impl FileIo {
                 settings.local_copies.display()
             ))
         })?;
-        let http = super::http::client_builder()
+        let api_url = settings.api_url.trim_end_matches('/').to_string();
+        match url::Url::parse(&api_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(RemoteError::Fatal(format!(
+                    "invalid file.io api_url {api_url:?}: expected an http(s) URL"
+                )))
+            }
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.key.expose()))
+            .map_err(|_| {
+                RemoteError::Fatal("the API key contains characters not allowed in a header".into())
+            })?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        let build_error =
+            |e: reqwest::Error| RemoteError::Fatal(format!("cannot build the HTTP client: {e}"));
+        let http = http::client_builder(&settings.http)
+            .default_headers(headers)
             .build()
-            .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(build_error)?;
+        let public_http = http::client_builder(&settings.http)
+            .build()
+            .map_err(build_error)?;
         Ok(FileIo {
             http,
-            api_url: settings.api_url.trim_end_matches('/').to_string(),
-            key: settings.key.trim().to_string(),
+            public_http,
+            api_url,
+            pacer: Pacer::new(settings.pacer),
             upload_options: settings.upload,
             local_copies: settings.local_copies,
             capabilities: Capabilities {
@@ -221,8 +266,18 @@ impl FileIo {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.api_url, path))
-            .bearer_auth(&self.key)
             .header(reqwest::header::ACCEPT, "application/json")
+    }
+
+    /// One request, paced and retried while retrying is harmless.
+    async fn paced<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> RemoteResult<T> {
+        self.pacer
+            .run(CLASS_API, Retry::Idempotent, || self.call(build(), what))
+            .await
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -232,7 +287,7 @@ impl FileIo {
     ) -> RemoteResult<T> {
         let response = request.send().await.map_err(|e| transport_error(what, e))?;
         let status = response.status();
-        let retry_after = super::http::retry_after(response.headers());
+        let retry_after = http::retry_after(response.headers());
         let body = response
             .bytes()
             .await
@@ -267,10 +322,12 @@ impl FileIo {
         let mut offset = 0usize;
         // Bounded: an account never holds more pages than this.
         for _ in 0..10_000 {
-            let request = self
-                .request(Method::GET, "/")
-                .query(&[("offset", offset), ("limit", PAGE_LIMIT)]);
-            let list: WireList = self.call(request, "list files").await?;
+            let list: WireList = self
+                .paced("list files", || {
+                    self.request(Method::GET, "/")
+                        .query(&[("offset", offset), ("limit", PAGE_LIMIT)])
+                })
+                .await?;
             if !list.success {
                 return Err(RemoteError::Transient(
                     "list files: file.io answered success=false".into(),
@@ -323,8 +380,10 @@ impl FileIo {
     /// Spends one download of `file` and keeps its bytes as a local copy.
     async fn fetch_whole(&self, file: &FileId, destination: &Path) -> RemoteResult<()> {
         let url = self.link_of(file);
+        // Not retried: a failed attempt may already have been counted.
+        self.pacer.acquire(CLASS_API).await;
         let response = self
-            .http
+            .public_http
             .get(&url)
             .header(reqwest::header::ACCEPT, "*/*")
             .send()
@@ -332,7 +391,7 @@ impl FileIo {
             .map_err(|e| transport_error("download", e))?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = super::http::retry_after(response.headers());
+            let retry_after = http::retry_after(response.headers());
             let body = response.bytes().await.unwrap_or_default();
             let wire: Option<WireError> = serde_json::from_slice(&body).ok();
             return Err(map_error(status, wire, retry_after, "download"));
@@ -361,6 +420,30 @@ impl FileIo {
             return Err(RemoteError::Fatal(format!("download {file}: {e}")));
         }
         Ok(())
+    }
+
+    fn upload_form(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        size: u64,
+    ) -> RemoteResult<reqwest::multipart::Form> {
+        let part = reqwest::multipart::Part::stream_with_length(body, size)
+            .file_name(name.to_string())
+            .mime_str("application/octet-stream")
+            .map_err(|e| RemoteError::Fatal(format!("upload: {e}")))?;
+        let mut form = reqwest::multipart::Form::new().part("file", part);
+        let options = &self.upload_options;
+        if let Some(expires) = &options.expires {
+            form = form.text("expires", expires.clone());
+        }
+        if let Some(max) = options.max_downloads {
+            form = form.text("maxDownloads", max.to_string());
+        }
+        if let Some(auto_delete) = options.auto_delete {
+            form = form.text("autoDelete", auto_delete.to_string());
+        }
+        Ok(form)
     }
 
     fn link_of(&self, file: &FileId) -> String {
@@ -565,8 +648,23 @@ impl Remote for FileIo {
     }
 
     async fn remove_file(&self, file: &FileId) -> RemoteResult<()> {
-        let request = self.request(Method::DELETE, &format!("/{}", file.0));
-        let answer: WireSuccess = self.call(request, "delete file").await?;
+        let path = format!("/{}", file.0);
+        let attempts = AtomicU32::new(0);
+        let answer: WireSuccess = self
+            .pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                let request = self.request(Method::DELETE, &path);
+                match self.call::<WireSuccess>(request, "delete file").await {
+                    // An earlier attempt may have deleted it before failing
+                    // to bring the answer back.
+                    Err(RemoteError::NotFound(_)) if attempt > 1 => {
+                        Ok(WireSuccess { success: true })
+                    }
+                    other => other,
+                }
+            })
+            .await?;
         if !answer.success {
             return Err(RemoteError::Transient(
                 "delete file: file.io answered success=false".into(),
@@ -616,25 +714,18 @@ impl Remote for FileIo {
             return Err(RemoteError::InvalidName(format!("{name:?}")));
         }
         let staged = self.stage(source).await?;
-        let (body, size) =
-            super::http::upload_body(UploadSource::Path(staged.to_path_buf()), progress).await?;
-        let part = reqwest::multipart::Part::stream_with_length(body, size)
-            .file_name(name.to_string())
-            .mime_str("application/octet-stream")
-            .map_err(|e| RemoteError::Fatal(format!("upload: {e}")))?;
-        let mut form = reqwest::multipart::Form::new().part("file", part);
-        let options = &self.upload_options;
-        if let Some(expires) = &options.expires {
-            form = form.text("expires", expires.clone());
-        }
-        if let Some(max) = options.max_downloads {
-            form = form.text("maxDownloads", max.to_string());
-        }
-        if let Some(auto_delete) = options.auto_delete {
-            form = form.text("autoDelete", auto_delete.to_string());
-        }
-        let request = self.request(Method::POST, "/").multipart(form);
-        let uploaded: WireUploaded = self.call(request, "upload").await?;
+        let staged_path = staged.to_path_buf();
+        let uploaded: WireUploaded = self
+            .pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let source = UploadSource::Path(staged_path.clone());
+                let (body, size) = http::upload_body(source, progress.clone()).await?;
+                let request = self
+                    .request(Method::POST, "/")
+                    .multipart(self.upload_form(name, body, size)?);
+                self.call(request, "upload").await
+            })
+            .await?;
         if !uploaded.success {
             return Err(RemoteError::Transient(
                 "upload: file.io answered success=false".into(),
