@@ -15,6 +15,7 @@
 
 pub mod fichier_client;
 pub mod multi;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
