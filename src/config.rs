@@ -26,7 +26,8 @@
 //! The API key comes from the environment variable `FILEHOSTFS_<NAME>_KEY`
 //! (the remote's name upper-cased, other characters than letters and digits
 //! turned into `_`) when set, else from `key`, else from the file `key_file`
-//! (relative paths are relative to the config file). A config file holding a
+//! (`~/` is the home folder; other relative paths are relative to the config
+//! file). A config file holding a
 //! `key` must not be readable by group or others. The key is never printed:
 //! [`ApiKey`] redacts itself and parse errors quote no source text.
 
@@ -207,10 +208,7 @@ impl Config {
             if raw.key.is_some() && raw.key_file.is_some() {
                 bail!("{shown}: [{name}]: set either key or key_file, not both");
             }
-            let key_file = raw.key_file.map(|f| match &base_dir {
-                Some(dir) if f.is_relative() => dir.join(f),
-                _ => f,
-            });
+            let key_file = raw.key_file.map(|f| expand_home(&f, base_dir.as_deref()));
             let plan = match raw.plan.as_deref() {
                 None => None,
                 Some(text) => Some(FiiOnePlan::parse(text).ok_or_else(|| {
@@ -242,10 +240,9 @@ impl Config {
             only_for(raw.max_downloads.is_some(), "max_downloads", "file.io")?;
             only_for(raw.auto_delete.is_some(), "auto_delete", "file.io")?;
             only_for(raw.local_copies.is_some(), "local_copies", "file.io")?;
-            let local_copies = raw.local_copies.map(|f| match &base_dir {
-                Some(dir) if f.is_relative() => dir.join(f),
-                _ => f,
-            });
+            let local_copies = raw
+                .local_copies
+                .map(|f| expand_home(&f, base_dir.as_deref()));
             let remote = RemoteConfig {
                 plan,
                 requests_per_hour: raw.requests_per_hour,
@@ -350,6 +347,20 @@ fn default_local_copies(name: &str, api_url: &str, key: &ApiKey) -> anyhow::Resu
         .join("filehostfs")
         .join("file.io")
         .join(format!("{name}-{account}")))
+}
+
+/// `~/x` → `$HOME/x`; other relative paths are relative to `base_dir` (the
+/// config file's folder), so a config works from any current directory.
+fn expand_home(path: &Path, base_dir: Option<&Path>) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = dirs::home_dir() {
+            return home.join(rest);
+        }
+    }
+    match base_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
 }
 
 fn valid_remote_name(name: &str) -> bool {
@@ -661,6 +672,12 @@ mod tests {
         .unwrap();
         let r = c.remote("w").unwrap();
         assert_eq!(r.key_file.as_deref(), Some(Path::new("/etc/fh/k")));
+        if let Some(home) = dirs::home_dir() {
+            assert_eq!(
+                expand_home(Path::new("~/keys/w"), Some(Path::new("/etc"))),
+                home.join("keys/w")
+            );
+        }
         assert_eq!(r.pacer_config().rate_per_sec, 5.0);
         assert_eq!(r.flood_wait, Some(Duration::from_millis(500)));
         let err = c.remote("nope").unwrap_err().to_string();

@@ -103,6 +103,44 @@ async fn every_operation_against_the_emulator() {
     assert_eq!(stat.size, content.len() as u64);
     assert_eq!(stat.name, "report.bin");
 
+    // Uploading from a stream, and refusing a stream shorter than announced.
+    let streamed = pattern(10_000, 9);
+    let entry = remote
+        .upload(
+            &docs.id,
+            "streamed.bin",
+            UploadSource::Reader {
+                reader: Box::pin(std::io::Cursor::new(streamed.clone())),
+                size: 10_000,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_range(&remote, &entry.id, 0, 10_000).await, streamed);
+    let short = remote
+        .upload(
+            &docs.id,
+            "short.bin",
+            UploadSource::Reader {
+                reader: Box::pin(std::io::Cursor::new(streamed.clone())),
+                size: 20_000,
+            },
+            None,
+        )
+        .await;
+    assert!(short.is_err(), "a short stream was accepted");
+    let names: Vec<String> = remote
+        .list_folder(&docs.id)
+        .await
+        .unwrap()
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(!names.contains(&"short.bin".to_string()), "{names:?}");
+    remote.remove_file(&entry.id).await.unwrap();
+
     // Reading: whole, middle, clamped at the end, past the end.
     assert_eq!(
         read_range(&remote, &uploaded.id, 0, content.len() as u64).await,

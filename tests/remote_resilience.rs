@@ -57,12 +57,16 @@ async fn flood_answers_are_waited_out_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_a_bounded_number_of_times() {
     let emu = Emulator::start();
-    let remote = fast_client(&emu);
+    // Ten attempts make a call fail by chance at 30 % errors with
+    // probability 0.3^10 (about 6 in a million).
+    let mut options = fast_options(&emu);
+    options.pacer.max_attempts = 10;
+    let remote = Fichier::new(options).unwrap();
     let root = remote.root();
     let file = upload(&remote, "f.bin", &pattern(1000)).await;
 
-    // Half the calls fail: every operation still succeeds.
-    emu.set_faults(json!({"error_rate": 0.5}));
+    // A third of the calls fail: every operation still succeeds.
+    emu.set_faults(json!({"error_rate": 0.3}));
     for _ in 0..6 {
         remote.list_folder(&root).await.unwrap();
         assert_eq!(remote.stat_file(&file.id).await.unwrap().size, 1000);
@@ -82,10 +86,10 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
     let err = remote.stat_file(&file.id).await.unwrap_err();
     assert!(matches!(err, RemoteError::Transient(_)), "{err:?}");
     assert!(
-        err.to_string().contains("gave up after 5 attempts"),
+        err.to_string().contains("gave up after 10 attempts"),
         "{err}"
     );
-    assert_eq!(emu.request_count("1fichier:file/info"), 5);
+    assert_eq!(emu.request_count("1fichier:file/info"), 10);
 
     emu.set_faults(json!({"error_rate": 0.0}));
     let listing = remote.list_folder(&root).await.unwrap();
