@@ -118,7 +118,8 @@ pub type LinkProvider = Arc<dyn Fn(bool) -> BoxFuture<'static, RemoteResult<Stri
 /// Bounds of a resumable download.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DownloadSettings {
-    /// Re-requests allowed after a cut body, a failed connection or a 5xx.
+    /// Re-requests allowed in a row, without a byte received in between,
+    /// after a cut body, a failed connection or a 5xx.
     pub max_resumes: u32,
     /// New links allowed after the server refused one as expired.
     pub max_link_refreshes: u32,
@@ -283,6 +284,10 @@ impl RangedDownload {
                         continue;
                     }
                     self.pos += chunk.len() as u64;
+                    // The budget bounds failures in a row: a long download
+                    // over a flaky line may resume any number of times as
+                    // long as each attempt makes progress.
+                    self.resumes = 0;
                     if self.pos >= self.end {
                         // Do not keep a connection busy for bytes nobody reads.
                         self.body = None;
