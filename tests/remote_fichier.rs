@@ -367,3 +367,28 @@ async fn awkward_names_round_trip_through_the_server() {
         other => panic!("resolved to {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_share_one_link() {
+    let emu = Emulator::start();
+    let remote = Arc::new(fast_client(&emu));
+    let content = Arc::new(pattern(256 * 1024, 5));
+    let file = upload_bytes(remote.as_ref(), &remote.root(), "shared.bin", &content).await;
+    emu.reset_stats();
+    let mut readers = Vec::new();
+    for block in 0..8u64 {
+        let remote = remote.clone();
+        let content = content.clone();
+        let id = file.id.clone();
+        readers.push(tokio::spawn(async move {
+            let offset = block * 32 * 1024;
+            let got = read_range(remote.as_ref(), &id, offset, 32 * 1024).await;
+            assert_eq!(got, content[offset as usize..offset as usize + 32 * 1024]);
+        }));
+    }
+    for reader in readers {
+        reader.await.expect("reader task");
+    }
+    assert_eq!(emu.request_count("1fichier:download/get_token"), 1);
+    assert_eq!(emu.request_count("1fichier:download"), 8);
+}

@@ -101,6 +101,8 @@ struct Inner {
     client: reqwest::Client,
     pacer: Pacer,
     links: Mutex<HashMap<FileId, CachedLink>>,
+    /// One token request at a time per file (see `direct_link`).
+    link_gates: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     account_info: Mutex<Option<(Instant, SpaceInfo)>>,
     capabilities: Capabilities,
 }
@@ -174,6 +176,7 @@ impl Fichier {
                 client,
                 pacer,
                 links: Mutex::new(HashMap::new()),
+                link_gates: Mutex::new(HashMap::new()),
                 account_info: Mutex::new(None),
                 capabilities,
             }),
@@ -862,21 +865,51 @@ impl Inner {
         })
     }
 
+    fn cached_link(&self, file: &FileId) -> Option<DirectLink> {
+        let links = self.links.lock();
+        let cached = links.get(file)?;
+        (cached.valid_until > Instant::now()).then(|| DirectLink {
+            url: cached.url.clone(),
+            valid_until: Some(cached.valid_until),
+        })
+    }
+
     async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        let now = Instant::now();
-        if let Some(cached) = self.links.lock().get(file) {
-            if cached.valid_until > now {
-                return Ok(DirectLink {
-                    url: cached.url.clone(),
-                    valid_until: Some(cached.valid_until),
-                });
-            }
+        if let Some(link) = self.cached_link(file) {
+            return Ok(link);
         }
+        // Readers of one file that all miss the cache wait for a single
+        // token request instead of each spending one of the few API calls
+        // per second.
+        let gate = self
+            .link_gates
+            .lock()
+            .entry(file.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            match self.cached_link(file) {
+                Some(link) => Ok(link),
+                None => self.fetch_link(file).await,
+            }
+        };
+        let mut gates = self.link_gates.lock();
+        // Only this call and the map hold the gate: nobody waits on it.
+        if Arc::strong_count(&gate) <= 2 {
+            gates.remove(file);
+        }
+        result
+    }
+
+    async fn fetch_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
         let asked_at = Instant::now();
+        // No `single: 1`: the link is cached and shared by parallel range
+        // reads, which a single-use link would refuse.
         let answer = self
             .call(
                 "download/get_token.cgi",
-                json!({ "url": file.0, "single": 1 }),
+                json!({ "url": file.0 }),
                 Retry::Idempotent,
             )
             .await?;
