@@ -380,8 +380,6 @@ impl FileIo {
     /// Spends one download of `file` and keeps its bytes as a local copy.
     async fn fetch_whole(&self, file: &FileId, destination: &Path) -> RemoteResult<()> {
         let url = self.link_of(file);
-        // Not retried: a failed attempt may already have been counted.
-        self.pacer.acquire(CLASS_API).await;
         let response = self
             .public_http
             .get(&url)
@@ -777,7 +775,18 @@ impl Remote for FileIo {
             let _guard = lock.lock().await;
             if !path.is_file() {
                 tracing::info!("downloading {file} from file.io: this spends one of its downloads");
-                self.fetch_whole(file, &path).await?;
+                // A 429 was not counted, so it is retried; any other failure
+                // may have been, so it is not.
+                self.pacer
+                    .run(CLASS_API, Retry::Idempotent, || async {
+                        match self.fetch_whole(file, &path).await {
+                            Err(RemoteError::Transient(m)) => Err(RemoteError::Fatal(format!(
+                                "{m} (not retried: file.io may have counted the download)"
+                            ))),
+                            other => other,
+                        }
+                    })
+                    .await?;
             }
         }
         local_range(&path, offset, len).await
@@ -785,7 +794,7 @@ impl Remote for FileIo {
 
     async fn about(&self) -> RemoteResult<SpaceInfo> {
         let me: WireMe = self
-            .call(self.request(Method::GET, "/me"), "account")
+            .paced("account", || self.request(Method::GET, "/me"))
             .await?;
         if !me.success {
             return Err(RemoteError::Transient(

@@ -109,3 +109,52 @@ pub fn assert_fileio_error(answer: &(u16, serde_json::Value), status: u16, code:
         "{body}"
     );
 }
+
+/// Pacing fast enough for tests; retries with millisecond backoffs.
+pub fn fast_pacer() -> filehostfs::remote::pacer::PacerConfig {
+    filehostfs::remote::pacer::PacerConfig {
+        rate_per_sec: 500.0,
+        burst: 50,
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_server_wait: Duration::from_secs(5),
+    }
+}
+
+/// A fii.one client of `key` talking to `api_url`.
+pub fn fiione_client(api_url: &str, key: &str) -> filehostfs::remote::fiione::FiiOne {
+    use filehostfs::remote::fiione::{FiiOne, FiiOneSettings};
+    let mut settings = FiiOneSettings::new(filehostfs::remote::ApiKey::new(key));
+    settings.api_url = api_url.to_string();
+    settings.pacer = fast_pacer();
+    settings.download.retry_backoff = Duration::from_millis(20);
+    FiiOne::new(settings).expect("building the fii.one client")
+}
+
+/// A file.io client of `key` keeping its local copies in `copies`.
+pub fn fileio_client(
+    api_url: &str,
+    key: &str,
+    copies: &std::path::Path,
+    upload: filehostfs::remote::fileio::UploadOptions,
+) -> filehostfs::remote::fileio::FileIo {
+    use filehostfs::remote::fileio::{FileIo, FileIoSettings};
+    let mut settings =
+        FileIoSettings::new(filehostfs::remote::ApiKey::new(key), copies.to_path_buf());
+    settings.api_url = api_url.to_string();
+    settings.upload = upload;
+    settings.pacer = fast_pacer();
+    FileIo::new(settings).expect("building the file.io client")
+}
+
+/// All bytes of a remote byte stream.
+pub async fn collect(stream: filehostfs::remote::ByteStream) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = stream;
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.expect("reading the stream"));
+    }
+    out
+}
