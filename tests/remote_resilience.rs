@@ -188,3 +188,27 @@ async fn expired_links_are_replaced() {
     let outcome: Result<Vec<bytes::Bytes>, RemoteError> = stream.try_collect().await;
     assert!(outcome.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out_instead_of_hanging() {
+    let emu = Emulator::start();
+    let mut options = fast_options(&emu);
+    options.http.read_timeout = Duration::from_millis(300);
+    options.pacer.max_attempts = 2;
+    let remote = Fichier::new(options).unwrap();
+    let root = remote.root();
+    remote.list_folder(&root).await.unwrap();
+
+    emu.set_faults(json!({"latency_ms": 1500}));
+    let started = Instant::now();
+    let err = remote.list_folder(&root).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Transient(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    emu.set_faults(json!({"latency_ms": 0}));
+    remote.list_folder(&root).await.unwrap();
+}

@@ -99,6 +99,8 @@ struct Inner {
     scheme: String,
     options: FichierOptions,
     client: reqwest::Client,
+    /// For upload.cgi: no idle timeout while the file is being sent.
+    upload_client: reqwest::Client,
     pacer: Pacer,
     links: Mutex<HashMap<FileId, CachedLink>>,
     /// One token request at a time per file (see `direct_link`).
@@ -138,19 +140,31 @@ impl Fichier {
         // Sent client-wide like the reference client does: the API, the
         // upload node and the download servers all accept it.
         headers.insert(AUTHORIZATION, auth);
-        let client = http::client_builder(&options.http)
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // upload.cgi answers 302 to end.pl, which must be fetched
-                // with the `JSON: 1` header to give JSON: stop there.
+        // upload.cgi answers 302 to end.pl, which must be fetched with the
+        // `JSON: 1` header to give JSON: redirects stop there.
+        let redirects = || {
+            reqwest::redirect::Policy::custom(|attempt| {
                 if attempt.url().path().ends_with("/end.pl") || attempt.previous().len() >= 10 {
                     attempt.stop()
                 } else {
                     attempt.follow()
                 }
-            }))
+            })
+        };
+        let build_error =
+            |e: reqwest::Error| RemoteError::Fatal(format!("cannot build the HTTP client: {e}"));
+        let client = http::client_builder(&options.http)
+            .default_headers(headers.clone())
+            .redirect(redirects())
             .build()
-            .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(build_error)?;
+        // Upload nodes are other hosts than the API, so their own pool costs
+        // no connection reuse.
+        let upload_client = http::upload_client_builder(&options.http)
+            .default_headers(headers)
+            .redirect(redirects())
+            .build()
+            .map_err(build_error)?;
         let pacer = Pacer::new(options.pacer.clone()).with_class_limit(
             CLASS_ACCOUNT,
             ClassLimit::once_per(options.account_info_interval),
@@ -174,6 +188,7 @@ impl Fichier {
                 scheme,
                 options,
                 client,
+                upload_client,
                 pacer,
                 links: Mutex::new(HashMap::new()),
                 link_gates: Mutex::new(HashMap::new()),
@@ -465,9 +480,9 @@ impl Inner {
     }
 
     /// A paced call that changes something. It is retried like a read, but
-    /// when an attempt after a failed one is refused, `check` looks at the
-    /// current state: the earlier attempt may have been carried out with
-    /// only its answer lost, in which case the change is done.
+    /// when an attempt that follows a 5xx or a lost connection is refused,
+    /// `check` looks at the current state: the earlier attempt may have been
+    /// carried out with only its answer lost, in which case the change is done.
     async fn change<T, C, CF>(&self, endpoint: &str, body: Value, check: C) -> RemoteResult<Value>
     where
         C: Fn() -> CF,
@@ -481,7 +496,9 @@ impl Inner {
                 let outcome = self
                     .request_once(Method::POST, &url, Some(&body), endpoint)
                     .await;
-                if outcome.as_ref().is_err_and(RemoteError::is_retryable) {
+                // A flood answer means the request was not carried out; a
+                // 5xx or a lost connection leaves that open.
+                if matches!(outcome, Err(RemoteError::Transient(_))) {
                     failures.fetch_add(1, Ordering::SeqCst);
                 }
                 outcome
@@ -810,8 +827,9 @@ impl Inner {
             .text("did", parent_id.to_string())
             .part("file[]", part);
         let response = self
-            .client
+            .upload_client
             .post(format!("{node}/upload.cgi?id={id}"))
+            .timeout(http::upload_deadline(&self.options.http, size))
             .multipart(form)
             .send()
             .await
