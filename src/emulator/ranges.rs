@@ -24,6 +24,9 @@ use super::stats::Stats;
 /// task hop, a syscall) is negligible next to the copy itself.
 const CHUNK: usize = 1 << 20;
 
+/// How long a cut download waits, after its last byte, before dropping.
+const CUT_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A byte range resolved against the file size; `end` is inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteRange {
@@ -207,8 +210,8 @@ impl BlobResponse {
             remaining: length,
             sent: 0,
             cut_after: self.cut_after,
-            cut_delay: None,
             pending: None,
+            cut_pause: None,
             stats: self.stats,
             _guard: self.guard,
         };
@@ -231,10 +234,8 @@ struct BlobStream {
     remaining: u64,
     sent: u64,
     cut_after: Option<u64>,
-    /// Runs before the cut so the bytes already handed to hyper reach the
-    /// socket: hyper drops its unsent buffer when a body fails.
-    cut_delay: Option<Pin<Box<tokio::time::Sleep>>>,
     pending: Option<tokio::task::JoinHandle<ReadResult>>,
+    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     stats: Arc<Stats>,
     _guard: Option<Box<dyn Send + Sync + 'static>>,
 }
@@ -246,14 +247,16 @@ impl Stream for BlobStream {
         let this = &mut *self;
         if let Some(limit) = this.cut_after {
             if this.sent >= limit {
-                let delay = this.cut_delay.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
-                });
-                if delay.as_mut().poll(cx).is_pending() {
+                // Pause first so hyper flushes what was sent (it flushes
+                // while the body is pending), then fail: an error, not a
+                // clean end, makes hyper drop the connection short of
+                // Content-Length, like a real network cut.
+                let pause = this
+                    .cut_pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_FLUSH_PAUSE)));
+                if pause.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                // An error (not a clean end) makes hyper drop the connection
-                // short of Content-Length, like a real network cut.
                 this.cut_after = None;
                 this.remaining = 0;
                 return Poll::Ready(Some(Err(std::io::Error::new(
