@@ -412,3 +412,52 @@ async fn rate_limit_bursts_are_ridden_out() {
     assert!(matches!(err, RemoteError::RateLimited { .. }), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn every_command_works_or_says_why_not() {
+    use common::multi::write_multi_config;
+    use common::remote::{cli_ok, run_cli};
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(&emu, &keys, dir.path(), "");
+    let local = dir.path().join("photo.jpg");
+    std::fs::write(&local, b"not really a jpeg").unwrap();
+    let fails = |args: &[&str], expected: &str| {
+        let out = run_cli(&config, args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let last = stderr.lines().last().unwrap_or("").to_string();
+        assert!(last.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{stderr}"
+        );
+    };
+
+    cli_ok(&config, &["put", local.to_str().unwrap(), "pics:"]);
+    assert_eq!(cli_ok(&config, &["ls", "pics:"]).trim(), "photo.jpg");
+    cli_ok(&config, &["mv", "pics:photo.jpg", "pics:holiday.jpg"]);
+    assert_eq!(cli_ok(&config, &["ls", "pics:"]).trim(), "holiday.jpg");
+    let link = cli_ok(&config, &["link", "pics:holiday.jpg"]);
+    assert!(link.trim().starts_with(&emu.base_url()), "{link}");
+    let about = cli_ok(&config, &["about", "pics:"]);
+    assert!(about.contains("17 bytes"), "{about}");
+    let fetched = dir.path().join("fetched.jpg");
+    cli_ok(
+        &config,
+        &["get", "pics:holiday.jpg", fetched.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&fetched).unwrap(), b"not really a jpeg");
+
+    // What fii.one cannot do, each refused with a one-line reason.
+    fails(&["mkdir", "pics:albums"], "no folders");
+    fails(
+        &["put", local.to_str().unwrap(), "pics:albums/photo.jpg"],
+        "no folders",
+    );
+    // A key without delete permission.
+    fails(&["rm", "pics-nodelete:holiday.jpg"], "No delete permission");
+    cli_ok(&config, &["rm", "pics:holiday.jpg"]);
+    assert_eq!(cli_ok(&config, &["ls", "pics:"]).trim(), "");
+}

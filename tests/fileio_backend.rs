@@ -266,3 +266,56 @@ async fn rate_limit_bursts_are_ridden_out() {
     emu.set_faults(json!({"rate_limit_burst": 2}));
     remote.remove_file(&entry.id).await.unwrap();
 }
+
+#[test]
+fn every_command_works_or_says_why_not() {
+    use common::multi::write_multi_config;
+    use common::remote::{cli_ok, run_cli};
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(
+        &emu,
+        &keys,
+        dir.path(),
+        "expires = \"1h\"\nmax_downloads = 2\n",
+    );
+    let local = dir.path().join("slides.pdf");
+    std::fs::write(&local, b"slides").unwrap();
+    let fails = |args: &[&str], expected: &str| {
+        let out = run_cli(&config, args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.lines().last().unwrap_or("").contains(expected),
+            "{args:?}: {stderr}"
+        );
+    };
+
+    cli_ok(&config, &["put", local.to_str().unwrap(), "outbox:"]);
+    assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "slides.pdf");
+    let link = cli_ok(&config, &["link", "outbox:slides.pdf"]);
+    assert!(
+        link.trim().starts_with(&format!("{}/", fileio_url(&emu))),
+        "{link}"
+    );
+    let about = cli_ok(&config, &["about", "outbox:"]);
+    assert!(about.contains("6 bytes"), "{about}");
+    // Getting a file put from here reads the local copy: nothing is spent.
+    emu.reset_stats();
+    let fetched = dir.path().join("fetched.pdf");
+    cli_ok(
+        &config,
+        &["get", "outbox:slides.pdf", fetched.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&fetched).unwrap(), b"slides");
+    assert_eq!(emu.request_count("file.io:download"), 0);
+
+    fails(
+        &["mv", "outbox:slides.pdf", "outbox:deck.pdf"],
+        "cannot rename",
+    );
+    fails(&["mkdir", "outbox:drafts"], "no folders");
+    cli_ok(&config, &["rm", "outbox:slides.pdf"]);
+    assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "");
+    fails(&["rm", "outbox:slides.pdf"], "not found");
+}

@@ -82,6 +82,12 @@ impl FichierOptions {
     }
 }
 
+/// Where one upload goes: the node's base URL and the upload id.
+struct UploadNode {
+    base: String,
+    id: String,
+}
+
 /// A 1fichier account.
 #[derive(Clone)]
 pub struct Fichier {
@@ -752,28 +758,24 @@ impl Inner {
                 // A path can be read again, so a failed upload starts over.
                 self.pacer
                     .run(CLASS_API, Retry::Idempotent, || async {
+                        let node = self.upload_node().await?;
                         let source = UploadSource::Path(path.clone());
                         let (body, size) = http::upload_body(source, progress.clone()).await?;
-                        self.upload_once(parent_id, &encoded, body, size).await
+                        self.send_upload(&node, parent_id, &encoded, body, size)
+                            .await
                     })
                     .await
             }
             UploadSource::Reader { reader, size } => {
                 self.check_upload_size(name, size)?;
+                // The node can be asked for again; the stream is sent once.
+                let node = self
+                    .pacer
+                    .run(CLASS_API, Retry::Idempotent, || self.upload_node())
+                    .await?;
                 let (body, size) =
                     http::upload_body(UploadSource::Reader { reader, size }, progress).await?;
-                let mut body = Some(body);
-                self.pacer
-                    .run(CLASS_API, Retry::Once, || {
-                        let body = body.take();
-                        let encoded = &encoded;
-                        async move {
-                            let body = body.ok_or_else(|| {
-                                RemoteError::Fatal("an upload stream cannot be sent twice".into())
-                            })?;
-                            self.upload_once(parent_id, encoded, body, size).await
-                        }
-                    })
+                self.send_upload(&node, parent_id, &encoded, body, size)
                     .await
             }
         }
@@ -793,14 +795,8 @@ impl Inner {
         Ok(())
     }
 
-    /// The three upload steps, once: get a node, send the bytes, read the result.
-    async fn upload_once(
-        &self,
-        parent_id: i64,
-        encoded_name: &str,
-        body: reqwest::Body,
-        size: u64,
-    ) -> RemoteResult<FileEntry> {
+    /// Step 1 of an upload (unpaced): the node to send to and the upload id.
+    async fn upload_node(&self) -> RemoteResult<UploadNode> {
         let server = self
             .request_once(
                 Method::GET,
@@ -816,8 +812,21 @@ impl Inner {
                 "unexpected answer from get_upload_server: {server}"
             )));
         }
-        let node = format!("{}://{host}", self.scheme);
+        Ok(UploadNode {
+            base: format!("{}://{host}", self.scheme),
+            id: id.to_string(),
+        })
+    }
 
+    /// Steps 2 and 3 of an upload: send the bytes, then read the result.
+    async fn send_upload(
+        &self,
+        node: &UploadNode,
+        parent_id: i64,
+        encoded_name: &str,
+        body: reqwest::Body,
+        size: u64,
+    ) -> RemoteResult<FileEntry> {
         let part = reqwest::multipart::Part::stream_with_length(body, size)
             .file_name(encoded_name.to_string())
             .mime_str("application/octet-stream")
@@ -828,7 +837,7 @@ impl Inner {
             .part("file[]", part);
         let response = self
             .upload_client
-            .post(format!("{node}/upload.cgi?id={id}"))
+            .post(format!("{}/upload.cgi?id={}", node.base, node.id))
             .timeout(http::upload_deadline(&self.options.http, size))
             .multipart(form)
             .send()
@@ -836,31 +845,14 @@ impl Inner {
             .map_err(http::transport_error)?;
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
-            // Reuse the KO-body reading for a precise error.
+            // A KO body gives the precise reason.
             self.read_answer(response, "upload.cgi").await?;
             return Err(RemoteError::Transient(format!("upload.cgi: HTTP {status}")));
         }
         drop(response);
 
-        self.pacer.acquire(CLASS_API).await;
-        let result = self
-            .client
-            .get(format!("{node}/end.pl?xid={id}"))
-            .header("JSON", "1")
-            .header(CONTENT_TYPE, "application/json")
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let result = self.read_answer(result, "end.pl").await?;
-        let links = items(&result, "links");
-        let link = links
-            .iter()
-            .find(|l| text(l, "filename") == Some(encoded_name))
-            .or_else(|| links.first())
-            .ok_or_else(|| {
-                RemoteError::Transient("the upload node reported no uploaded file".into())
-            })?;
-        let url = text(link, "download")
+        let link = self.upload_result(node, encoded_name).await?;
+        let url = text(&link, "download")
             .filter(|u| !u.is_empty())
             .ok_or_else(|| RemoteError::Fatal(format!("upload result without a link: {link}")))?;
         let stored_size = link.get("size").and_then(number).unwrap_or(size);
@@ -871,16 +863,45 @@ impl Inner {
         }
         Ok(FileEntry {
             id: FileId(url.to_string()),
-            name: names::decode(text(link, "filename").unwrap_or(encoded_name)),
+            name: names::decode(text(&link, "filename").unwrap_or(encoded_name)),
             size,
             modified: DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default(),
-            checksum: text(link, "whirlpool")
+            checksum: text(&link, "whirlpool")
                 .filter(|c| !c.is_empty())
                 .map(str::to_ascii_lowercase),
             mime: Some("application/octet-stream".to_string()),
             share_link: Some(url.to_string()),
             expires: None,
         })
+    }
+
+    /// Step 3: `end.pl` describes the stored file. The bytes are on the
+    /// service by now, so a failure here is retried on its own (the result
+    /// is kept for hours) rather than by sending the file again.
+    async fn upload_result(&self, node: &UploadNode, encoded_name: &str) -> RemoteResult<Value> {
+        let url = format!("{}/end.pl?xid={}", node.base, node.id);
+        self.pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let response = self
+                    .client
+                    .get(&url)
+                    .header("JSON", "1")
+                    .header(CONTENT_TYPE, "application/json")
+                    .send()
+                    .await
+                    .map_err(http::transport_error)?;
+                let result = self.read_answer(response, "end.pl").await?;
+                let links = items(&result, "links");
+                links
+                    .iter()
+                    .find(|l| text(l, "filename") == Some(encoded_name))
+                    .or_else(|| links.first())
+                    .cloned()
+                    .ok_or_else(|| {
+                        RemoteError::Transient("the upload node reported no uploaded file".into())
+                    })
+            })
+            .await
     }
 
     fn cached_link(&self, file: &FileId) -> Option<DirectLink> {

@@ -158,3 +158,35 @@ pub async fn collect(stream: filehostfs::remote::ByteStream) -> Vec<u8> {
     }
     out
 }
+
+/// A config file with remotes `pics` (fii.one, full key), `pics-nodelete`
+/// (same account, no delete permission) and `outbox` (file.io, local copies
+/// in `dir/copies`), paced for tests; `outbox_extra` adds lines to the
+/// file.io table. Returns the config path.
+pub fn write_multi_config(
+    emulator: &Emulator,
+    keys: &MultiKeys,
+    dir: &std::path::Path,
+    outbox_extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
+    let fast = "rate = 200\nburst = 20\nretry_backoff = 0.02\n";
+    let text = format!(
+        "[pics]\ntype = \"fii.one\"\napi_url = \"{fiione}\"\nkey = \"{full}\"\n{fast}\n\
+         [pics-nodelete]\ntype = \"fii.one\"\napi_url = \"{fiione}\"\nkey = \"{nodelete}\"\n{fast}\n\
+         [outbox]\ntype = \"file.io\"\napi_url = \"{fileio}\"\nkey = \"{fileio_key}\"\n\
+         local_copies = \"{copies}\"\n{fast}{outbox_extra}\n",
+        fiione = fiione_url(emulator),
+        fileio = fileio_url(emulator),
+        full = keys.fiione,
+        nodelete = keys.fiione_no_delete,
+        fileio_key = keys.fileio,
+        copies = dir.join("copies").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    config
+}
