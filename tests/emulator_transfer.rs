@@ -145,6 +145,18 @@ fn upload_placement_duplicates_and_refusals() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    // An id belongs to the account that asked for it.
+    let (_, id) = client.ok_get_upload_server();
+    let response = http
+        .post(format!("{}/upload.cgi?id={id}", emu.base_url()))
+        .bearer_auth(&emu.fichier_keys()[1])
+        .multipart(multipart::Form::new().part(
+            "file[]",
+            multipart::Part::bytes(b"x".to_vec()).file_name("x.txt"),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
     let response = http
         .get(format!("{}/upload.cgi?id=x", emu.base_url()))
         .send()
