@@ -456,3 +456,66 @@ fn free_accounts_cannot_get_download_tokens() {
     let (s, body) = client.call("download/get_token", json!({"url": url, "single": 1}));
     assert_ko(s, &body, 403, "200");
 }
+
+/// Every JSON endpoint of §4 and §5 that the emulator serves.
+const ENDPOINTS: &[&str] = &[
+    "folder/ls",
+    "folder/mkdir",
+    "folder/rm",
+    "folder/mv",
+    "file/ls",
+    "file/info",
+    "file/rm",
+    "file/mv",
+    "file/rename",
+    "file/cp",
+    "download/get_token",
+    "upload/get_upload_server",
+    "user/info",
+    "remote/request",
+    "remote/ls",
+    "remote/info",
+];
+
+#[test]
+fn every_endpoint_refuses_bad_keys_bad_json_and_wrong_methods() {
+    let emu = Emulator::start();
+    let http = common::fichier_client::http_client();
+    let base = emu.fichier_url();
+    let key = emu.key();
+    for endpoint in ENDPOINTS {
+        let url = format!("{base}/{endpoint}.cgi");
+        let post = |key: &str, body: &'static str| {
+            let response = http
+                .post(&url)
+                .bearer_auth(key)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().unwrap())
+        };
+        let (status, body) = post("wrong-key", "{}");
+        assert_ko(status, &body, 403, "93");
+        let (status, body) = post(&key, "{\"folder_id\": ");
+        assert_ko(status, &body, 403, "700");
+        let response = http
+            .put(&url)
+            .bearer_auth(&key)
+            .header("Content-Type", "application/json")
+            .body("{}")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_ko(status, &response.json().unwrap(), 405, "702");
+    }
+    let stats = emu.stats();
+    for endpoint in ENDPOINTS {
+        assert_eq!(
+            stats["requests"][format!("1fichier:{endpoint}")],
+            3,
+            "{endpoint}"
+        );
+    }
+}

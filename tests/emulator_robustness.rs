@@ -541,3 +541,33 @@ fn without_keys_file_keys_are_generated_into_the_data_dir() {
         .unwrap();
     assert_eq!(stats.status().as_u16(), 200);
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let emu = Emulator::start();
+    let client = FichierClient::new(&emu);
+    client.upload(0, "mine.txt", b"first server's file");
+    let log = emu.temp_dir().join("second.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(emu.data_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second server kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The first server is unharmed, and nothing was written for the second.
+    assert_eq!(client.files(0).len(), 1);
+    assert!(!emu.data_dir().join("keys.txt").exists());
+}
