@@ -410,6 +410,37 @@ fn items<'a>(answer: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
+/// The `sub_folders` of a `folder/ls` answer (absent when there are none).
+fn subfolders(answer: &Value) -> RemoteResult<Vec<FolderEntry>> {
+    items(answer, "sub_folders")
+        .iter()
+        .map(|f| {
+            let id = f.get("id").and_then(integer).ok_or_else(|| {
+                RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
+            })?;
+            Ok(FolderEntry {
+                id: FolderId(id.to_string()),
+                name: names::decode(text(f, "name").unwrap_or_default()),
+                created: text(f, "create_date").and_then(parse_french_time),
+            })
+        })
+        .collect()
+}
+
+/// The files of a `folder/ls` answer asked with `files: 1`, or `None` when
+/// it does not tell them (then `file/ls` must be asked).
+fn files_of_folder_answer(answer: &Value) -> Option<RemoteResult<Vec<FileEntry>>> {
+    match (answer.get("items"), answer.get("files").and_then(number)) {
+        (Some(Value::Array(list)), _) => Some(
+            list.iter()
+                .map(|f| file_entry(f).map(|(entry, _)| entry))
+                .collect(),
+        ),
+        (_, Some(0)) => Some(Ok(Vec::new())),
+        _ => None,
+    }
+}
+
 /// A bare `host[:port]` as `get_upload_server` must return it.
 fn valid_upload_host(host: &str) -> bool {
     !host.is_empty()
@@ -531,19 +562,26 @@ impl Inner {
                 Retry::Idempotent,
             )
             .await?;
-        items(&answer, "sub_folders")
-            .iter()
-            .map(|f| {
-                let id = f.get("id").and_then(integer).ok_or_else(|| {
-                    RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
-                })?;
-                Ok(FolderEntry {
-                    id: FolderId(id.to_string()),
-                    name: names::decode(text(f, "name").unwrap_or_default()),
-                    created: text(f, "create_date").and_then(parse_french_time),
-                })
-            })
-            .collect()
+        subfolders(&answer)
+    }
+
+    /// Sub-folders and files of a folder. `folder/ls` with `files: 1` also
+    /// returns the files (`items`, with their count in `files`), saving a
+    /// call; only when an answer has neither is `file/ls` asked.
+    async fn list_both(&self, folder: i64) -> RemoteResult<Listing> {
+        let answer = self
+            .call(
+                "folder/ls.cgi",
+                json!({ "folder_id": folder, "files": 1 }),
+                Retry::Idempotent,
+            )
+            .await?;
+        let folders = subfolders(&answer)?;
+        let files = match files_of_folder_answer(&answer) {
+            Some(files) => files?,
+            None => self.list_files(folder).await?,
+        };
+        Ok(Listing { folders, files })
     }
 
     async fn list_files(&self, folder: i64) -> RemoteResult<Vec<FileEntry>> {
@@ -616,17 +654,20 @@ impl Inner {
         }
         // Never rely on the server to refuse a non-empty folder: a server
         // that deleted recursively would lose data.
-        let subfolders = self.list_subfolders(id).await?;
-        let files = self.list_files(id).await?;
-        if !subfolders.is_empty() || !files.is_empty() {
+        let inside = self.list_both(id).await?;
+        if !inside.folders.is_empty() || !inside.files.is_empty() {
             return Err(RemoteError::NotEmpty(format!(
                 "folder {folder} holds {} folders and {} files",
-                subfolders.len(),
-                files.len()
+                inside.folders.len(),
+                inside.files.len()
             )));
         }
         let gone = || async {
-            matches!(self.list_files(id).await, Err(RemoteError::NotFound(_))).then_some(())
+            matches!(
+                self.list_subfolders(id).await,
+                Err(RemoteError::NotFound(_))
+            )
+            .then_some(())
         };
         self.change("folder/rm.cgi", json!({ "folder_id": id }), gone)
             .await?;
@@ -1015,9 +1056,7 @@ impl Remote for Fichier {
 
     async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
         let id = parse_folder_id(folder)?;
-        let folders = self.inner.list_subfolders(id).await?;
-        let files = self.inner.list_files(id).await?;
-        Ok(Listing { folders, files })
+        self.inner.list_both(id).await
     }
 
     async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
@@ -1225,6 +1264,21 @@ mod tests {
         assert_eq!(folder, Some(FolderId("1234".into())));
         assert_eq!(entry.mime.as_deref(), Some("application/pdf"));
         assert!(file_entry(&json!({"filename": "no url"})).is_err());
+    }
+
+    #[test]
+    fn folder_answers_with_or_without_files() {
+        let with = json!({"folder_id": 0, "files": 1, "items": [
+            {"url": "https://1fichier.com/?a", "filename": "a", "size": 1, "date": "2024-01-02 10:11:12"}
+        ]});
+        assert_eq!(files_of_folder_answer(&with).unwrap().unwrap().len(), 1);
+        let empty = json!({"folder_id": 0, "files": "0"});
+        assert!(files_of_folder_answer(&empty).unwrap().unwrap().is_empty());
+        // A service that ignored `files: 1` says nothing about files.
+        let silent = json!({"folder_id": 0, "sub_folders": []});
+        assert!(files_of_folder_answer(&silent).is_none());
+        let counted_only = json!({"folder_id": 0, "files": 3});
+        assert!(files_of_folder_answer(&counted_only).is_none());
     }
 
     #[test]
