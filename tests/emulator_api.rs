@@ -463,6 +463,7 @@ const ENDPOINTS: &[&str] = &[
     "folder/mkdir",
     "folder/rm",
     "folder/mv",
+    "folder/share",
     "file/ls",
     "file/info",
     "file/rm",
@@ -518,4 +519,85 @@ fn every_endpoint_refuses_bad_keys_bad_json_and_wrong_methods() {
             "{endpoint}"
         );
     }
+}
+
+#[test]
+fn shared_folders_are_listed_publicly_without_a_key() {
+    let emu = Emulator::start();
+    let client = FichierClient::new(&emu);
+    let open = client.mkdir(0, "open");
+    let locked = client.mkdir(0, "locked");
+    let link = client.upload(open, "pub.txt", b"public")["download"].clone();
+    client.upload(locked, "hidden.txt", b"hidden");
+    let http = common::fichier_client::http_client();
+    let public = |id: i64| format!("{}/dir/{id}", emu.base_url());
+
+    // Not shared yet: nothing to see.
+    let response = http.get(format!("{}?json=1", public(open))).send().unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+
+    let shared = client.ok("folder/share", json!({"folder_id": open, "share": 1}));
+    assert_eq!(shared["url"], public(open));
+    assert_eq!(
+        client.ok("folder/ls", json!({"folder_id": open}))["shared"],
+        1
+    );
+    let listing: Value = http
+        .get(format!("{}?json=1", public(open)))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        listing,
+        json!([{"filename": "pub.txt", "link": link, "size": 6}])
+    );
+    let html = http.get(public(open)).send().unwrap().text().unwrap();
+    assert!(html.contains("pub.txt"));
+
+    // With a password: only a POSTed form with the right one gets in.
+    client.ok(
+        "folder/share",
+        json!({"folder_id": locked, "share": 1, "pass": "s3cret!"}),
+    );
+    let response = http
+        .get(format!("{}?json=1", public(locked)))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_ko(status, &response.json().unwrap(), 403, "631");
+    let post = |pass: &str| {
+        http.post(public(locked))
+            .form(&[("json", "1"), ("pass", pass)])
+            .send()
+            .unwrap()
+    };
+    let wrong = post("nope");
+    let status = wrong.status().as_u16();
+    assert_ko(status, &wrong.json().unwrap(), 403, "631");
+    let right: Value = post("s3cret!").json().unwrap();
+    assert_eq!(right[0]["filename"], "hidden.txt");
+
+    // Unsharing, and refusals.
+    client.ok("folder/share", json!({"folder_id": open, "share": 0}));
+    assert_eq!(
+        http.get(format!("{}?json=1", public(open)))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    let (s, b) = client.call("folder/share", json!({"folder_id": 0, "share": 1}));
+    assert_ko(s, &b, 403, "706");
+    let (s, b) = client.call("folder/share", json!({"folder_id": open, "share": 2}));
+    assert_ko(s, &b, 403, "700");
+    let (s, b) = client.call(
+        "folder/share",
+        json!({"folder_id": open, "share": 1, "shares": [{"email": "a@b.c", "rw": 0, "hide_links": 0}]}),
+    );
+    assert_ko(s, &b, 403, "631");
+    let other = FichierClient::with_key(&emu, &emu.fichier_keys()[1]);
+    let (s, b) = other.call("folder/share", json!({"folder_id": open, "share": 1}));
+    assert_ko(s, &b, 404, "469");
 }

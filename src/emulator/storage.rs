@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_folder ON files(account_id, folder_id);
 CREATE INDEX IF NOT EXISTS files_by_blob ON files(blob_id);
+CREATE TABLE IF NOT EXISTS folder_shares (
+    folder_id INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    pass TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS upload_sessions (
     id TEXT PRIMARY KEY,
     service TEXT NOT NULL,

@@ -15,8 +15,8 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::{
-    bearer_key, content_type_for, error_response, json_response, validate_name, ApiError, Caller,
-    LINK_ID_LEN, SERVICE,
+    bearer_key, content_type_for, error_response, html_escape, json_response, validate_name,
+    ApiError, Caller, LINK_ID_LEN, SERVICE,
 };
 use crate::emulator::storage::{self, NewFile, StagedBlob, ROOT_FOLDER};
 use crate::emulator::AppState;
@@ -447,11 +447,4 @@ pub async fn end_pl(
         page,
     )
         .into_response()
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
