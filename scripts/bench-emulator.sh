@@ -68,8 +68,9 @@ echo "bench: uploading to the emulator at $addr"
 server=$(curl -sS "${auth[@]}" "$api/upload/get_upload_server.cgi")
 node=$(json_member url <<<"$server")
 xid=$(json_member id <<<"$server")
-curl -sS -o /dev/null -H "Authorization: Bearer $key" -F did=0 -F "file[]=@$file" \
-  "http://$node/upload.cgi?id=$xid"
+upload_speed=$(curl -sS -o /dev/null -w '%{speed_upload}' -H "Authorization: Bearer $key" \
+  -F did=0 -F "file[]=@$file" "http://$node/upload.cgi?id=$xid")
+awk -v u="$upload_speed" 'BEGIN { printf "bench: upload (streamed to disk, Whirlpool computed): %.1f MB/s\n", u / 1e6 }'
 link=$(curl -sS -H "JSON: 1" "http://$node/end.pl?xid=$xid" | json_member download)
 [ -n "$link" ] || { echo "bench: upload failed" >&2; exit 1; }
 peak_kib=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$emu_pid/status")

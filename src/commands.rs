@@ -547,6 +547,9 @@ async fn get_file(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("{}: no such local folder", dir.display());
+    }
     let temp = tempfile::Builder::new()
         .prefix(".filehostfs-")
         .suffix(".part")

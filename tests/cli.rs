@@ -124,6 +124,26 @@ fn put_ls_get_mv_rm_round_trip() {
         "2024/\nrenamed.txt\nsingle.txt\n"
     );
 
+    // Missing parents are created; get FILE DIR saves under the file's name.
+    cli_ok(
+        &config,
+        &["put", single.to_str().unwrap(), "work:new/deep/s.txt"],
+    );
+    assert_eq!(cli_ok(&config, &["ls", "work:new/deep"]), "s.txt\n");
+    let into = work.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    cli_ok(
+        &config,
+        &["get", "work:new/deep/s.txt", into.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read(into.join("s.txt")).unwrap(),
+        b"one file, changed"
+    );
+    // mkdir of an existing folder is fine (like mkdir -p).
+    cli_ok(&config, &["mkdir", "work:new/deep"]);
+    cli_ok(&config, &["rm", "-r", "work:new"]);
+
     // mv: rename a file, move a file into a folder, move+rename a folder.
     cli_ok(
         &config,

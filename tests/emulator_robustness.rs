@@ -19,17 +19,19 @@ fn flood_body(code: u32) -> Value {
 #[test]
 fn flood_control_refuses_bursts_then_lifts_after_the_lock() {
     let emu =
-        Emulator::start_with_flood_control(&["--flood-lock-secs", "2", "--flood-code", "412"]);
+        Emulator::start_with_flood_control(&["--flood-lock-secs", "3", "--flood-code", "412"]);
     let client = FichierClient::new(&emu);
     let mut refused = None;
-    for _ in 0..10 {
+    // Bounded by count; four calls land within one second as long as a
+    // loopback call takes under ~250 ms.
+    for _ in 0..100 {
         let (status, body) = client.call("folder/ls", json!({"folder_id": 0}));
         if status != 200 {
             refused = Some((status, body));
             break;
         }
     }
-    let (status, body) = refused.expect("ten calls in a row must hit the 3/s limit");
+    let (status, body) = refused.expect("100 calls in a row must hit the 3/s limit");
     assert_eq!(status, 403);
     assert_eq!(body, flood_body(412));
     // Locked: still refused right away, even for another endpoint.
@@ -38,7 +40,7 @@ fn flood_control_refuses_bursts_then_lifts_after_the_lock() {
     // The lock is per caller: another account is unaffected.
     let other = FichierClient::with_key(&emu, &emu.fichier_keys()[1]);
     other.ok("folder/ls", json!({"folder_id": 0}));
-    std::thread::sleep(Duration::from_millis(2300));
+    std::thread::sleep(Duration::from_millis(3300));
     client.ok("folder/ls", json!({"folder_id": 0}));
 }
 
@@ -540,4 +542,34 @@ fn without_keys_file_keys_are_generated_into_the_data_dir() {
         .send()
         .unwrap();
     assert_eq!(stats.status().as_u16(), 200);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let emu = Emulator::start();
+    let client = FichierClient::new(&emu);
+    client.upload(0, "mine.txt", b"first server's file");
+    let log = emu.temp_dir().join("second.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(emu.data_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second server kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("in use"), "{stderr}");
+    // The first server is unharmed, and nothing was written for the second.
+    assert_eq!(client.files(0).len(), 1);
+    assert!(!emu.data_dir().join("keys.txt").exists());
 }

@@ -145,6 +145,18 @@ fn upload_placement_duplicates_and_refusals() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    // An id belongs to the account that asked for it.
+    let (_, id) = client.ok_get_upload_server();
+    let response = http
+        .post(format!("{}/upload.cgi?id={id}", emu.base_url()))
+        .bearer_auth(&emu.fichier_keys()[1])
+        .multipart(multipart::Form::new().part(
+            "file[]",
+            multipart::Part::bytes(b"x".to_vec()).file_name("x.txt"),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
     let response = http
         .get(format!("{}/upload.cgi?id=x", emu.base_url()))
         .send()
@@ -274,12 +286,12 @@ fn range_requests_follow_http_semantics() {
 
 #[test]
 fn download_links_expire_and_unknown_tokens_are_404() {
-    let emu = Emulator::start_with(&["--link-expiry-secs", "1"]);
+    let emu = Emulator::start_with(&["--link-expiry-secs", "2"]);
     let client = FichierClient::new(&emu);
     let link = client.upload(0, "e.txt", b"expiring");
     let url = client.token(link["download"].as_str().unwrap());
     assert_eq!(fetch("GET", &url, None).body, b"expiring");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(fetch("GET", &url, None).status, 410);
     let fresh = client.token(link["download"].as_str().unwrap());
     assert_eq!(fetch("GET", &fresh, None).status, 200);

@@ -222,6 +222,12 @@ async fn every_operation_against_the_emulator() {
         Err(RemoteError::NotFound(_))
     ));
 
+    // A listing is one call: folder/ls returns the files too.
+    emu.reset_stats();
+    remote.list_folder(&docs.id).await.unwrap();
+    assert_eq!(emu.request_count("1fichier:folder/ls"), 1);
+    assert_eq!(emu.request_count("1fichier:file/ls"), 0);
+
     // Account info, asked once and then answered from the cache.
     emu.reset_stats();
     let space = remote.about().await.unwrap();

@@ -338,6 +338,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
+    // First, so a second server on this data dir stops before touching it.
+    let storage = Storage::open(&data_dir)?;
     let (key_entries, keys_file, keys_created) = load_or_create_keys(&args, &data_dir)?;
     let (admin_key, admin_key_file, admin_created) = load_or_create_admin_key(&args, &data_dir)?;
     if keys_created {
@@ -353,7 +355,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
         );
     }
 
-    let storage = Storage::open(&data_dir)?;
     let accounts = {
         let entries = key_entries.clone();
         storage

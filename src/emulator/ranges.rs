@@ -6,6 +6,7 @@
 //! invalid Range header or a multi-range request is ignored and the whole
 //! file is sent with 200, which RFC 9110 §14.2 allows.
 
+use std::future::Future as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -35,12 +36,9 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    pub fn len(&self) -> u64 {
+    /// Number of bytes in the range (never 0: `end` is inclusive).
+    pub fn byte_count(&self) -> u64 {
         self.end - self.start + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -162,7 +160,7 @@ impl BlobResponse {
             RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
         };
         let (offset, length) = match range {
-            Some(r) => (r.start, r.len()),
+            Some(r) => (r.start, r.byte_count()),
             None => (0, self.size),
         };
 
@@ -318,8 +316,6 @@ impl Stream for BlobStream {
         }
     }
 }
-
-use std::future::Future as _;
 
 #[cfg(test)]
 mod tests {

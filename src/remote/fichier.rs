@@ -82,6 +82,12 @@ impl FichierOptions {
     }
 }
 
+/// Where one upload goes: the node's base URL and the upload id.
+struct UploadNode {
+    base: String,
+    id: String,
+}
+
 /// A 1fichier account.
 #[derive(Clone)]
 pub struct Fichier {
@@ -404,6 +410,37 @@ fn items<'a>(answer: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
+/// The `sub_folders` of a `folder/ls` answer (absent when there are none).
+fn subfolders(answer: &Value) -> RemoteResult<Vec<FolderEntry>> {
+    items(answer, "sub_folders")
+        .iter()
+        .map(|f| {
+            let id = f.get("id").and_then(integer).ok_or_else(|| {
+                RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
+            })?;
+            Ok(FolderEntry {
+                id: FolderId(id.to_string()),
+                name: names::decode(text(f, "name").unwrap_or_default()),
+                created: text(f, "create_date").and_then(parse_french_time),
+            })
+        })
+        .collect()
+}
+
+/// The files of a `folder/ls` answer asked with `files: 1`, or `None` when
+/// it does not tell them (then `file/ls` must be asked).
+fn files_of_folder_answer(answer: &Value) -> Option<RemoteResult<Vec<FileEntry>>> {
+    match (answer.get("items"), answer.get("files").and_then(number)) {
+        (Some(Value::Array(list)), _) => Some(
+            list.iter()
+                .map(|f| file_entry(f).map(|(entry, _)| entry))
+                .collect(),
+        ),
+        (_, Some(0)) => Some(Ok(Vec::new())),
+        _ => None,
+    }
+}
+
 /// A bare `host[:port]` as `get_upload_server` must return it.
 fn valid_upload_host(host: &str) -> bool {
     !host.is_empty()
@@ -525,19 +562,26 @@ impl Inner {
                 Retry::Idempotent,
             )
             .await?;
-        items(&answer, "sub_folders")
-            .iter()
-            .map(|f| {
-                let id = f.get("id").and_then(integer).ok_or_else(|| {
-                    RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
-                })?;
-                Ok(FolderEntry {
-                    id: FolderId(id.to_string()),
-                    name: names::decode(text(f, "name").unwrap_or_default()),
-                    created: text(f, "create_date").and_then(parse_french_time),
-                })
-            })
-            .collect()
+        subfolders(&answer)
+    }
+
+    /// Sub-folders and files of a folder. `folder/ls` with `files: 1` also
+    /// returns the files (`items`, with their count in `files`), saving a
+    /// call; only when an answer has neither is `file/ls` asked.
+    async fn list_both(&self, folder: i64) -> RemoteResult<Listing> {
+        let answer = self
+            .call(
+                "folder/ls.cgi",
+                json!({ "folder_id": folder, "files": 1 }),
+                Retry::Idempotent,
+            )
+            .await?;
+        let folders = subfolders(&answer)?;
+        let files = match files_of_folder_answer(&answer) {
+            Some(files) => files?,
+            None => self.list_files(folder).await?,
+        };
+        Ok(Listing { folders, files })
     }
 
     async fn list_files(&self, folder: i64) -> RemoteResult<Vec<FileEntry>> {
@@ -610,17 +654,20 @@ impl Inner {
         }
         // Never rely on the server to refuse a non-empty folder: a server
         // that deleted recursively would lose data.
-        let subfolders = self.list_subfolders(id).await?;
-        let files = self.list_files(id).await?;
-        if !subfolders.is_empty() || !files.is_empty() {
+        let inside = self.list_both(id).await?;
+        if !inside.folders.is_empty() || !inside.files.is_empty() {
             return Err(RemoteError::NotEmpty(format!(
                 "folder {folder} holds {} folders and {} files",
-                subfolders.len(),
-                files.len()
+                inside.folders.len(),
+                inside.files.len()
             )));
         }
         let gone = || async {
-            matches!(self.list_files(id).await, Err(RemoteError::NotFound(_))).then_some(())
+            matches!(
+                self.list_subfolders(id).await,
+                Err(RemoteError::NotFound(_))
+            )
+            .then_some(())
         };
         self.change("folder/rm.cgi", json!({ "folder_id": id }), gone)
             .await?;
@@ -752,28 +799,24 @@ impl Inner {
                 // A path can be read again, so a failed upload starts over.
                 self.pacer
                     .run(CLASS_API, Retry::Idempotent, || async {
+                        let node = self.upload_node().await?;
                         let source = UploadSource::Path(path.clone());
                         let (body, size) = http::upload_body(source, progress.clone()).await?;
-                        self.upload_once(parent_id, &encoded, body, size).await
+                        self.send_upload(&node, parent_id, &encoded, body, size)
+                            .await
                     })
                     .await
             }
             UploadSource::Reader { reader, size } => {
                 self.check_upload_size(name, size)?;
+                // The node can be asked for again; the stream is sent once.
+                let node = self
+                    .pacer
+                    .run(CLASS_API, Retry::Idempotent, || self.upload_node())
+                    .await?;
                 let (body, size) =
                     http::upload_body(UploadSource::Reader { reader, size }, progress).await?;
-                let mut body = Some(body);
-                self.pacer
-                    .run(CLASS_API, Retry::Once, || {
-                        let body = body.take();
-                        let encoded = &encoded;
-                        async move {
-                            let body = body.ok_or_else(|| {
-                                RemoteError::Fatal("an upload stream cannot be sent twice".into())
-                            })?;
-                            self.upload_once(parent_id, encoded, body, size).await
-                        }
-                    })
+                self.send_upload(&node, parent_id, &encoded, body, size)
                     .await
             }
         }
@@ -793,14 +836,8 @@ impl Inner {
         Ok(())
     }
 
-    /// The three upload steps, once: get a node, send the bytes, read the result.
-    async fn upload_once(
-        &self,
-        parent_id: i64,
-        encoded_name: &str,
-        body: reqwest::Body,
-        size: u64,
-    ) -> RemoteResult<FileEntry> {
+    /// Step 1 of an upload (unpaced): the node to send to and the upload id.
+    async fn upload_node(&self) -> RemoteResult<UploadNode> {
         let server = self
             .request_once(
                 Method::GET,
@@ -816,8 +853,21 @@ impl Inner {
                 "unexpected answer from get_upload_server: {server}"
             )));
         }
-        let node = format!("{}://{host}", self.scheme);
+        Ok(UploadNode {
+            base: format!("{}://{host}", self.scheme),
+            id: id.to_string(),
+        })
+    }
 
+    /// Steps 2 and 3 of an upload: send the bytes, then read the result.
+    async fn send_upload(
+        &self,
+        node: &UploadNode,
+        parent_id: i64,
+        encoded_name: &str,
+        body: reqwest::Body,
+        size: u64,
+    ) -> RemoteResult<FileEntry> {
         let part = reqwest::multipart::Part::stream_with_length(body, size)
             .file_name(encoded_name.to_string())
             .mime_str("application/octet-stream")
@@ -828,7 +878,7 @@ impl Inner {
             .part("file[]", part);
         let response = self
             .upload_client
-            .post(format!("{node}/upload.cgi?id={id}"))
+            .post(format!("{}/upload.cgi?id={}", node.base, node.id))
             .timeout(http::upload_deadline(&self.options.http, size))
             .multipart(form)
             .send()
@@ -836,31 +886,14 @@ impl Inner {
             .map_err(http::transport_error)?;
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
-            // Reuse the KO-body reading for a precise error.
+            // A KO body gives the precise reason.
             self.read_answer(response, "upload.cgi").await?;
             return Err(RemoteError::Transient(format!("upload.cgi: HTTP {status}")));
         }
         drop(response);
 
-        self.pacer.acquire(CLASS_API).await;
-        let result = self
-            .client
-            .get(format!("{node}/end.pl?xid={id}"))
-            .header("JSON", "1")
-            .header(CONTENT_TYPE, "application/json")
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let result = self.read_answer(result, "end.pl").await?;
-        let links = items(&result, "links");
-        let link = links
-            .iter()
-            .find(|l| text(l, "filename") == Some(encoded_name))
-            .or_else(|| links.first())
-            .ok_or_else(|| {
-                RemoteError::Transient("the upload node reported no uploaded file".into())
-            })?;
-        let url = text(link, "download")
+        let link = self.upload_result(node, encoded_name).await?;
+        let url = text(&link, "download")
             .filter(|u| !u.is_empty())
             .ok_or_else(|| RemoteError::Fatal(format!("upload result without a link: {link}")))?;
         let stored_size = link.get("size").and_then(number).unwrap_or(size);
@@ -871,16 +904,45 @@ impl Inner {
         }
         Ok(FileEntry {
             id: FileId(url.to_string()),
-            name: names::decode(text(link, "filename").unwrap_or(encoded_name)),
+            name: names::decode(text(&link, "filename").unwrap_or(encoded_name)),
             size,
             modified: DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default(),
-            checksum: text(link, "whirlpool")
+            checksum: text(&link, "whirlpool")
                 .filter(|c| !c.is_empty())
                 .map(str::to_ascii_lowercase),
             mime: Some("application/octet-stream".to_string()),
             share_link: Some(url.to_string()),
             expires: None,
         })
+    }
+
+    /// Step 3: `end.pl` describes the stored file. The bytes are on the
+    /// service by now, so a failure here is retried on its own (the result
+    /// is kept for hours) rather than by sending the file again.
+    async fn upload_result(&self, node: &UploadNode, encoded_name: &str) -> RemoteResult<Value> {
+        let url = format!("{}/end.pl?xid={}", node.base, node.id);
+        self.pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let response = self
+                    .client
+                    .get(&url)
+                    .header("JSON", "1")
+                    .header(CONTENT_TYPE, "application/json")
+                    .send()
+                    .await
+                    .map_err(http::transport_error)?;
+                let result = self.read_answer(response, "end.pl").await?;
+                let links = items(&result, "links");
+                links
+                    .iter()
+                    .find(|l| text(l, "filename") == Some(encoded_name))
+                    .or_else(|| links.first())
+                    .cloned()
+                    .ok_or_else(|| {
+                        RemoteError::Transient("the upload node reported no uploaded file".into())
+                    })
+            })
+            .await
     }
 
     fn cached_link(&self, file: &FileId) -> Option<DirectLink> {
@@ -994,9 +1056,7 @@ impl Remote for Fichier {
 
     async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
         let id = parse_folder_id(folder)?;
-        let folders = self.inner.list_subfolders(id).await?;
-        let files = self.inner.list_files(id).await?;
-        Ok(Listing { folders, files })
+        self.inner.list_both(id).await
     }
 
     async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
@@ -1204,6 +1264,21 @@ mod tests {
         assert_eq!(folder, Some(FolderId("1234".into())));
         assert_eq!(entry.mime.as_deref(), Some("application/pdf"));
         assert!(file_entry(&json!({"filename": "no url"})).is_err());
+    }
+
+    #[test]
+    fn folder_answers_with_or_without_files() {
+        let with = json!({"folder_id": 0, "files": 1, "items": [
+            {"url": "https://1fichier.com/?a", "filename": "a", "size": 1, "date": "2024-01-02 10:11:12"}
+        ]});
+        assert_eq!(files_of_folder_answer(&with).unwrap().unwrap().len(), 1);
+        let empty = json!({"folder_id": 0, "files": "0"});
+        assert!(files_of_folder_answer(&empty).unwrap().unwrap().is_empty());
+        // A service that ignored `files: 1` says nothing about files.
+        let silent = json!({"folder_id": 0, "sub_folders": []});
+        assert!(files_of_folder_answer(&silent).is_none());
+        let counted_only = json!({"folder_id": 0, "files": 3});
+        assert!(files_of_folder_answer(&counted_only).is_none());
     }
 
     #[test]

@@ -88,10 +88,7 @@ pub async fn get_token(state: &AppState, caller: &Caller, req: Req) -> anyhow::R
     let _ = req.flag("no_ssl")?;
     let _ = req.opt_int("restrict_ip")?;
 
-    let account = state
-        .accounts
-        .values()
-        .find(|a| a.id == caller.account && a.entry.service == SERVICE);
+    let account = state.account(SERVICE, &caller.key);
     if account.is_some_and(|a| a.entry.option("offer") == Some("free")) {
         return Err(ApiError::refused("Must be a customer (Premium, Access) #200").into());
     }
