@@ -111,12 +111,16 @@ struct Session {
 
 fn open(config: Option<PathBuf>, path: &RemotePath) -> anyhow::Result<Session> {
     let config = Config::load(config.as_deref())?;
-    let remote = config.open_remote(&path.remote)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Inside the runtime: a backend may start background tasks when built.
+    let remote = {
+        let _inside = runtime.enter();
+        config.open_remote(&path.remote)?
+    };
     Ok(Session { runtime, remote })
 }
 
@@ -547,6 +551,9 @@ async fn get_file(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("{}: no such local folder", dir.display());
+    }
     let temp = tempfile::Builder::new()
         .prefix(".filehostfs-")
         .suffix(".part")
@@ -593,8 +600,10 @@ async fn get_file(
     Ok(())
 }
 
-/// Total size of a remote folder's files (for the progress bar), and the
-/// folder's contents along the way.
+/// Gets the contents of remote folder `folder` into local folder `dir`
+/// (created if needed). Names that cannot be saved side by side (duplicates,
+/// a file and a folder of one name, names unusable locally) are reported and
+/// skipped; everything else is still fetched.
 fn get_tree<'a>(
     remote: &'a dyn Remote,
     folder: FolderId,
