@@ -578,6 +578,16 @@ fn shared_folders_are_listed_publicly_without_a_key() {
     let right: Value = post("s3cret!").json().unwrap();
     assert_eq!(right[0]["filename"], "hidden.txt");
 
+    // A file link itself opens a page for anyone.
+    let page = http.get(link.as_str().unwrap()).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().unwrap().contains("pub.txt"));
+    let missing = http
+        .get(format!("{}/?zzzzzzzzzzzzzzzzzzzz", emu.base_url()))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
     // Unsharing, and refusals.
     client.ok("folder/share", json!({"folder_id": open, "share": 0}));
     assert_eq!(

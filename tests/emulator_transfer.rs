@@ -323,3 +323,31 @@ fn get_token_errors() {
     let (status, _) = client.call("download/get_token", json!({"single": 1}));
     assert_eq!(status, 403);
 }
+
+#[test]
+fn parallel_uploads_and_ranged_downloads_stay_consistent() {
+    let emu = Emulator::start();
+    let folder = FichierClient::new(&emu).mkdir(0, "parallel");
+    let workers: Vec<_> = (0..6u64)
+        .map(|worker| {
+            let client = FichierClient::new(&emu);
+            std::thread::spawn(move || {
+                let data = pseudo_random(256 * 1024 + worker as usize * 1000, worker);
+                let link = client.upload(folder, &format!("part {worker}.bin"), &data);
+                assert_eq!(link["whirlpool"], whirlpool_hex(&data));
+                let url = client.token(link["download"].as_str().unwrap());
+                for i in 0..8usize {
+                    let start = (i * 31_337 + worker as usize * 7) % data.len();
+                    let end = (start + 40_000).min(data.len() - 1);
+                    let got = fetch("GET", &url, Some(&format!("bytes={start}-{end}")));
+                    assert_eq!(got.status, 206);
+                    assert!(got.body == data[start..=end], "worker {worker} range {i}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker panicked");
+    }
+    assert_eq!(FichierClient::new(&emu).files(folder).len(), 6);
+}

@@ -359,6 +359,42 @@ mod tests {
         assert_eq!(parse_range(None, 10), RangeRequest::Full);
     }
 
+    proptest::proptest! {
+        /// RFC 9110 §14.1.2 semantics, stated case by case.
+        #[test]
+        fn single_ranges_follow_rfc_9110(size in 0u64..5000, a in 0u64..6000, b in 0u64..6000) {
+            let closed = parse_range(Some(&format!("bytes={a}-{b}")), size);
+            if a > b {
+                proptest::prop_assert_eq!(closed, RangeRequest::Full);
+            } else if a >= size {
+                proptest::prop_assert_eq!(closed, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    closed,
+                    RangeRequest::Partial(ByteRange { start: a, end: b.min(size - 1) })
+                );
+            }
+            let open = parse_range(Some(&format!("bytes={a}-")), size);
+            if a >= size {
+                proptest::prop_assert_eq!(open, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    open,
+                    RangeRequest::Partial(ByteRange { start: a, end: size - 1 })
+                );
+            }
+            let suffix = parse_range(Some(&format!("bytes=-{b}")), size);
+            if b == 0 || size == 0 {
+                proptest::prop_assert_eq!(suffix, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    suffix,
+                    RangeRequest::Partial(ByteRange { start: size - b.min(size), end: size - 1 })
+                );
+            }
+        }
+    }
+
     async fn serve(path: PathBuf, size: u64, range: Option<&str>, method: Method) -> Response {
         let mut headers = HeaderMap::new();
         if let Some(r) = range {

@@ -555,6 +555,19 @@ pub fn file_by_link(
         .optional()?)
 }
 
+/// A file by its link, whoever owns it (public pages need no key).
+pub fn file_by_link_any_account(
+    conn: &Connection,
+    link_id: &str,
+) -> anyhow::Result<Option<FileRow>> {
+    let sql = format!(
+        "SELECT {FILE_COLUMNS} FROM files f JOIN blobs b ON b.id = f.blob_id WHERE f.link_id = ?1"
+    );
+    Ok(conn
+        .query_row(&sql, params![link_id], file_from_row)
+        .optional()?)
+}
+
 pub fn file_by_id(conn: &Connection, id: i64) -> anyhow::Result<Option<FileRow>> {
     let sql = format!(
         "SELECT {FILE_COLUMNS} FROM files f JOIN blobs b ON b.id = f.blob_id WHERE f.id = ?1"

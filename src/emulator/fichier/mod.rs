@@ -63,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/end.pl", any(upload::end_pl))
         .route("/dl/{token}", any(download::direct_link))
         .route("/dir/{folder}", any(public_dir::public_dir))
+        .route("/", any(public_dir::file_page))
         .with_state(state)
 }
 

@@ -1,12 +1,13 @@
-//! `https://1fichier.com/dir/<id>` (§4.16): a shared folder's file list for
-//! anyone, no API key. `?json=1` (GET) or a form `json=1&pass=...` (POST)
-//! gives JSON `[{filename, link, size}]`; otherwise an HTML page.
+//! Pages anyone can open without a key: `https://1fichier.com/dir/<id>`
+//! (§4.16), a shared folder's file list — `?json=1` (GET) or a form
+//! `json=1&pass=...` (POST) gives JSON `[{filename, link, size}]`, otherwise
+//! HTML — and `https://1fichier.com/?<id>`, a file link's landing page.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -90,6 +91,55 @@ pub async fn public_dir(
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         page,
+    )
+        .into_response()
+}
+
+/// GET on a file link (`<public-url>/?<id>`): the page a person sees.
+pub async fn file_page(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    method: Method,
+) -> Response {
+    state.stats.count(&format!("{SERVICE}:page"));
+    state.faults.apply_latency().await;
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response();
+    }
+    let link_id = query.filter(|q| {
+        (5..=20).contains(&q.len())
+            && q.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    let file = match link_id {
+        None => None,
+        Some(link_id) => match state
+            .storage
+            .call(move |conn| crate::emulator::storage::file_by_link_any_account(conn, &link_id))
+            .await
+        {
+            Ok(file) => file,
+            Err(err) => return error_response(err),
+        },
+    };
+    let (status, body) = match file {
+        Some(f) => (
+            StatusCode::OK,
+            format!(
+                "<p>File: {}</p><p>Size: {} bytes</p>",
+                super::html_escape(&f.name),
+                f.size
+            ),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            "<p>The requested file could not be found.</p>".to_string(),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!("<!DOCTYPE html>\n<html><head><title>1fichier emulator</title></head><body>{body}</body></html>\n"),
     )
         .into_response()
 }
