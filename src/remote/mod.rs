@@ -208,8 +208,12 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Bytes `offset .. offset + len` of the file (clamped to its end). A
     /// connection cut mid-body is resumed from the last byte received.
-    async fn download_range(&self, file: &FileId, offset: u64, len: u64)
-        -> RemoteResult<ByteStream>;
+    async fn download_range(
+        &self,
+        file: &FileId,
+        offset: u64,
+        len: u64,
+    ) -> RemoteResult<ByteStream>;
 
     async fn about(&self) -> RemoteResult<SpaceInfo>;
 }
