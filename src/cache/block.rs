@@ -259,6 +259,17 @@ impl BlockCache {
         self.start(src, first, last, Some(max_blocks_per_request.max(1)));
     }
 
+    /// Waits until every block handed to the disk tier is written (before
+    /// the process exits, so the next mount finds them).
+    pub async fn wait_for_disk_writes(&self) {
+        if let Some(disk) = &self.inner.disk {
+            let all = DISK_WRITES_IN_FLIGHT as u32;
+            if let Ok(permits) = disk.write_permits.acquire_many(all).await {
+                drop(permits);
+            }
+        }
+    }
+
     /// Whether a block is in memory or on disk (does not touch LRU order).
     pub fn is_cached(&self, src: &FileSource, index: u64) -> bool {
         let key = key(src, index);

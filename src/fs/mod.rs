@@ -280,6 +280,7 @@ pub fn serve(
     let _enter = runtime.enter();
     let filesystem =
         FilehostFs::new(remote, root, fs_config).context("cannot set up the block cache")?;
+    let blocks = filesystem.state.blocks.clone();
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -296,6 +297,10 @@ pub fn serve(
     let result = session.run();
     signals.abort();
     drop(session);
+    let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
+    if runtime.block_on(settle).is_err() {
+        warn!("gave up waiting for the disk cache writes");
+    }
     info!(mountpoint = %mountpoint.display(), "unmounted");
     result.context("the FUSE session failed")
 }
