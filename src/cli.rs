@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the local emulator of the services' HTTP APIs.
-    Serve(emulator::ServeArgs),
+    Serve(Box<emulator::ServeArgs>),
     /// Mount REMOTE:[path] on MOUNTPOINT (foreground until unmounted).
     Mount(fs::MountArgs),
     /// Start an emulator with sample data and mount it: zero setup.
@@ -61,7 +61,7 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
-        Command::Serve(args) => emulator::run_serve(args),
+        Command::Serve(args) => emulator::run_serve(*args),
         Command::Mount(args) => fs::run_mount(config, args),
         Command::Demo(args) => demo::run_demo(args),
         Command::Ls(args) => commands::run_ls(config, args),

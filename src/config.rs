@@ -1,1 +1,519 @@
-//! The config file naming remotes (TOML, one table per remote).
+//! The config file naming remotes (TOML, one table per remote, like
+//! rclone.conf):
+//!
+//! ```toml
+//! [work]
+//! type = "1fichier"
+//! api_url = "http://127.0.0.1:8080/v1"   # optional; the real service by default
+//! key_file = "/path/to/key"              # or key = "...", or env FILEHOSTFS_WORK_KEY
+//! ```
+//!
+//! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
+//! `$XDG_CONFIG_HOME/filehostfs/config.toml` (`~/.config/...`).
+//!
+//! The API key comes from the environment variable `FILEHOSTFS_<NAME>_KEY`
+//! (the remote's name upper-cased, other characters than letters and digits
+//! turned into `_`) when set, else from `key`, else from the file `key_file`
+//! (relative paths are relative to the config file). A config file holding a
+//! `key` must not be readable by group or others. The key is never printed:
+//! [`ApiKey`] redacts itself and parse errors quote no source text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+use crate::remote::fichier::{Fichier, FichierOptions};
+use crate::remote::http::HttpSettings;
+use crate::remote::pacer::PacerConfig;
+use crate::remote::{ApiKey, Remote};
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "FILEHOSTFS_CONFIG";
+
+/// One remote's table, as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    #[serde(rename = "type")]
+    kind: String,
+    api_url: Option<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    rate: Option<f64>,
+    burst: Option<u32>,
+    retries: Option<u32>,
+    retry_backoff: Option<f64>,
+    flood_wait: Option<f64>,
+    link_ttl: Option<f64>,
+    connect_timeout: Option<f64>,
+    read_timeout: Option<f64>,
+}
+
+/// One remote's settings. Durations are given in seconds in the file.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    pub name: String,
+    /// The service: "1fichier" (other services add their names here).
+    pub kind: String,
+    /// API base URL; `None` = the real service.
+    pub api_url: Option<String>,
+    key: Option<ApiKey>,
+    pub key_file: Option<PathBuf>,
+    /// Requests per second over all endpoints.
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    /// Attempts per operation (first one included).
+    pub retries: Option<u32>,
+    /// First retry wait (doubles each retry).
+    pub retry_backoff: Option<Duration>,
+    /// Wait after a flood answer (1fichier: 30 s).
+    pub flood_wait: Option<Duration>,
+    /// Lifetime of a direct-download link.
+    pub link_ttl: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+}
+
+/// All remotes of one config file.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The file read (or that would have been read, when it does not exist).
+    pub path: Option<PathBuf>,
+    remotes: BTreeMap<String, RemoteConfig>,
+}
+
+/// The default config file location.
+pub fn default_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("filehostfs").join("config.toml"))
+}
+
+/// The env variable that may hold the key of remote `name`.
+pub fn key_env_var(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("FILEHOSTFS_{upper}_KEY")
+}
+
+fn seconds(value: Option<f64>, field: &str, remote: &str) -> anyhow::Result<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(_) => bail!("remote {remote}: {field} must be a number of seconds >= 0"),
+    }
+}
+
+impl Config {
+    /// Reads the config from `path`, else from `$FILEHOSTFS_CONFIG`, else
+    /// from the default location. A missing default file gives an empty
+    /// config; a missing file that was named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let env_path = std::env::var_os(CONFIG_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let (path, explicit) = match (path, env_path) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (p, true),
+            (None, None) => match default_config_path() {
+                Some(p) => (p, false),
+                None => return Ok(Config::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config {
+                    path: Some(path),
+                    remotes: BTreeMap::new(),
+                })
+            }
+            Err(e) => return Err(anyhow!("config file {}: {e}", path.display())),
+        };
+        let config = Config::parse(&text, Some(&path))?;
+        if config.remotes.values().any(|r| r.key.is_some()) {
+            check_private(&path)?;
+        }
+        Ok(config)
+    }
+
+    /// Parses config text; `path` is used for messages and relative key files.
+    pub fn parse(text: &str, path: Option<&Path>) -> anyhow::Result<Config> {
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "config".to_string());
+        // toml's own error text quotes the offending line, which could hold
+        // a key: report only the position and the reason.
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => anyhow!("{shown}: line {line}: {}", e.message()),
+                None => anyhow!("{shown}: {}", e.message()),
+            }
+        })?;
+        let base_dir = path.and_then(Path::parent).map(Path::to_path_buf);
+        let mut remotes = BTreeMap::new();
+        for (name, value) in table {
+            if !valid_remote_name(&name) {
+                bail!("{shown}: [{name}]: remote names may only hold letters, digits, '-', '_' and '.'");
+            }
+            let toml::Value::Table(t) = value else {
+                bail!("{shown}: {name}: expected a [{name}] table describing a remote");
+            };
+            let raw: RawRemote = toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow!("{shown}: [{name}]: {}", e.message()))?;
+            if raw.key.is_some() && raw.key_file.is_some() {
+                bail!("{shown}: [{name}]: set either key or key_file, not both");
+            }
+            let key_file = raw.key_file.map(|f| match &base_dir {
+                Some(dir) if f.is_relative() => dir.join(f),
+                _ => f,
+            });
+            let remote = RemoteConfig {
+                kind: raw.kind,
+                api_url: raw.api_url,
+                key: raw.key.map(ApiKey::new),
+                key_file,
+                rate: raw.rate,
+                burst: raw.burst,
+                retries: raw.retries,
+                retry_backoff: seconds(raw.retry_backoff, "retry_backoff", &name)?,
+                flood_wait: seconds(raw.flood_wait, "flood_wait", &name)?,
+                link_ttl: seconds(raw.link_ttl, "link_ttl", &name)?,
+                connect_timeout: seconds(raw.connect_timeout, "connect_timeout", &name)?,
+                read_timeout: seconds(raw.read_timeout, "read_timeout", &name)?,
+                name: name.clone(),
+            };
+            if let Some(rate) = remote.rate {
+                if !(rate.is_finite() && rate > 0.0) {
+                    bail!(
+                        "{shown}: [{name}]: rate must be a positive number of requests per second"
+                    );
+                }
+            }
+            remotes.insert(name, remote);
+        }
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            remotes,
+        })
+    }
+
+    pub fn remote_names(&self) -> impl Iterator<Item = &str> {
+        self.remotes.keys().map(String::as_str)
+    }
+
+    /// The settings of remote `name`.
+    pub fn remote(&self, name: &str) -> anyhow::Result<&RemoteConfig> {
+        self.remotes.get(name).ok_or_else(|| {
+            let place = match &self.path {
+                Some(p) => format!("in {}", p.display()),
+                None => "(no config file)".to_string(),
+            };
+            let known: Vec<&str> = self.remote_names().collect();
+            if known.is_empty() {
+                anyhow!("no remote named {name:?} {place}")
+            } else {
+                anyhow!(
+                    "no remote named {name:?} {place} (known: {})",
+                    known.join(", ")
+                )
+            }
+        })
+    }
+
+    /// Builds the backend for remote `name`.
+    pub fn open_remote(&self, name: &str) -> anyhow::Result<Arc<dyn Remote>> {
+        let remote = self.remote(name)?;
+        // Each service adds its arm here.
+        match remote.kind.as_str() {
+            "1fichier" => {
+                let backend = Fichier::new(remote.fichier_options()?)
+                    .with_context(|| format!("remote {name}"))?;
+                Ok(Arc::new(backend))
+            }
+            other => bail!("remote {name}: unknown type {other:?} (supported: 1fichier)"),
+        }
+    }
+}
+
+fn valid_remote_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Refuses a key-holding config file that others can read.
+#[cfg(unix)]
+fn check_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("config file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "config file {} holds an API key but is readable by others (mode {:o}); \
+             run `chmod 600 {}` or move the key to a key_file or the environment",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+impl RemoteConfig {
+    /// The API key, from the environment, the config, or the key file.
+    pub fn api_key(&self) -> anyhow::Result<ApiKey> {
+        let var = key_env_var(&self.name);
+        if let Some(value) = std::env::var_os(&var) {
+            let key = ApiKey::new(value.to_string_lossy().into_owned());
+            if !key.is_empty() {
+                return Ok(key);
+            }
+        }
+        if let Some(key) = &self.key {
+            return Ok(key.clone());
+        }
+        if let Some(file) = &self.key_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("remote {}: key_file {}", self.name, file.display()))?;
+            let key = ApiKey::new(text);
+            if key.is_empty() {
+                bail!("remote {}: key_file {} is empty", self.name, file.display());
+            }
+            return Ok(key);
+        }
+        bail!(
+            "remote {} has no API key: set key_file in its table, or the environment variable {var}",
+            self.name
+        )
+    }
+
+    /// Pacing and retry settings, from the defaults and this table.
+    pub fn pacer_config(&self) -> PacerConfig {
+        let mut pacer = PacerConfig::default();
+        if let Some(rate) = self.rate {
+            pacer.rate_per_sec = rate;
+        }
+        if let Some(burst) = self.burst {
+            pacer.burst = burst.max(1);
+        }
+        if let Some(retries) = self.retries {
+            pacer.max_attempts = retries.max(1);
+        }
+        if let Some(backoff) = self.retry_backoff {
+            pacer.initial_backoff = backoff;
+            pacer.max_backoff = pacer.max_backoff.max(backoff);
+        }
+        if let Some(wait) = self.flood_wait {
+            pacer.max_server_wait = pacer.max_server_wait.max(wait);
+        }
+        pacer
+    }
+
+    pub fn http_settings(&self) -> HttpSettings {
+        let mut http = HttpSettings::default();
+        if let Some(t) = self.connect_timeout {
+            http.connect_timeout = t;
+        }
+        if let Some(t) = self.read_timeout {
+            http.read_timeout = t;
+        }
+        http
+    }
+
+    pub fn fichier_options(&self) -> anyhow::Result<FichierOptions> {
+        let mut options = FichierOptions::new(self.api_key()?);
+        if let Some(url) = &self.api_url {
+            options.api_url = url.clone();
+        }
+        options.pacer = self.pacer_config();
+        options.http = self.http_settings();
+        if let Some(backoff) = self.retry_backoff {
+            options.download.retry_backoff = backoff;
+        }
+        if let Some(wait) = self.flood_wait {
+            options.flood_wait = wait;
+        }
+        if let Some(ttl) = self.link_ttl {
+            options.link_ttl = ttl;
+            options.link_margin = options.link_margin.min(ttl / 10);
+        }
+        Ok(options)
+    }
+}
+
+/// `REMOTE:path` as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemotePath {
+    pub remote: String,
+    /// Slash-separated, without leading or trailing slashes; empty = root.
+    pub path: String,
+}
+
+impl RemotePath {
+    pub fn parse(text: &str) -> anyhow::Result<RemotePath> {
+        let Some((remote, path)) = text.split_once(':') else {
+            bail!("{text}: expected REMOTE:path (e.g. work:docs/report.pdf)");
+        };
+        if !valid_remote_name(remote) {
+            bail!("{text}: {remote:?} is not a remote name");
+        }
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            bail!("{text}: '.' and '..' are not allowed in remote paths");
+        }
+        Ok(RemotePath {
+            remote: remote.to_string(),
+            path: parts.join("/"),
+        })
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.path.is_empty()
+    }
+
+    /// The last component (empty for the root).
+    pub fn leaf(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or("")
+    }
+
+    /// The path of the parent folder.
+    pub fn parent(&self) -> RemotePath {
+        RemotePath {
+            remote: self.remote.clone(),
+            path: self
+                .path
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn join(&self, name: &str) -> RemotePath {
+        RemotePath {
+            remote: self.remote.clone(),
+            path: if self.path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}/{name}", self.path)
+            },
+        }
+    }
+}
+
+impl fmt::Display for RemotePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.remote, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths() {
+        let p = RemotePath::parse("work:/a//b/").unwrap();
+        assert_eq!(p.remote, "work");
+        assert_eq!(p.path, "a/b");
+        assert_eq!(p.leaf(), "b");
+        assert_eq!(p.parent().to_string(), "work:a");
+        assert_eq!(p.join("c").to_string(), "work:a/b/c");
+        assert!(RemotePath::parse("work:").unwrap().is_root());
+        assert!(RemotePath::parse("nocolon").is_err());
+        assert!(RemotePath::parse(":x").is_err());
+        assert!(RemotePath::parse("w:a/../b").is_err());
+        // Only the first colon separates the remote.
+        assert_eq!(RemotePath::parse("w:a:b").unwrap().path, "a:b");
+    }
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(key_env_var("work"), "FILEHOSTFS_WORK_KEY");
+        assert_eq!(key_env_var("my-box.2"), "FILEHOSTFS_MY_BOX_2_KEY");
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_key() {
+        let err = Config::parse("[w]\ntype = \"1fichier\"\nkey = \"SECRETKEY\" oops\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("SECRETKEY"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn tables_are_checked() {
+        assert!(Config::parse("[w]\ntype = \"1fichier\"\nkye = 1\n", None).is_err());
+        assert!(Config::parse("w = 1\n", None).is_err());
+        assert!(Config::parse(
+            "[w]\ntype = \"1fichier\"\nkey = \"a\"\nkey_file = \"b\"\n",
+            None
+        )
+        .is_err());
+        let c = Config::parse(
+            "[w]\ntype = \"1fichier\"\nkey_file = \"k\"\nrate = 5\nflood_wait = 0.5\n",
+            Some(Path::new("/etc/fh/config.toml")),
+        )
+        .unwrap();
+        let r = c.remote("w").unwrap();
+        assert_eq!(r.key_file.as_deref(), Some(Path::new("/etc/fh/k")));
+        assert_eq!(r.pacer_config().rate_per_sec, 5.0);
+        assert_eq!(r.flood_wait, Some(Duration::from_millis(500)));
+        let err = c.remote("nope").unwrap_err().to_string();
+        assert!(err.contains("known: w"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_inline_keys() {
+        let c = Config::parse("[w]\ntype = \"1fichier\"\nkey = \"SECRETKEY\"\n", None).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("SECRETKEY"), "{shown}");
+        assert_eq!(
+            c.remote("w").unwrap().api_key().unwrap().expose(),
+            "SECRETKEY"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn readable_config_with_a_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[w]\ntype = \"1fichier\"\nkey = \"SECRETKEY\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("SECRETKEY"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Config::load(Some(&path)).is_ok());
+        // Without an inline key, a readable file is fine.
+        std::fs::write(&path, "[w]\ntype = \"1fichier\"\nkey_file = \"k\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(Some(&path)).is_ok());
+    }
+}

@@ -5,6 +5,12 @@
 //! each backend encodes them for its service and decodes what it lists.
 
 pub mod error;
+pub mod fichier;
+pub mod http;
+pub mod names;
+pub mod pacer;
+pub mod resolve;
+pub mod secret;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,6 +25,8 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 pub use error::{RemoteError, RemoteResult};
+pub use resolve::{resolve_path, Resolved};
+pub use secret::ApiKey;
 
 /// Opaque, service-specific identifier of a file (1fichier: the link URL;
 /// fii.one: a UUID; file.io: the 12-character key).

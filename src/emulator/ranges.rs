@@ -1,0 +1,422 @@
+//! Serving a stored blob over HTTP with single-range support, shared by every
+//! service's direct-download links.
+//!
+//! Supported: `bytes=N-M`, `bytes=N-`, `bytes=-N`, HEAD, 206 + Content-Range,
+//! 416 + `Content-Range: bytes */SIZE` when unsatisfiable. A syntactically
+//! invalid Range header or a multi-range request is ignored and the whole
+//! file is sent with 200, which RFC 9110 §14.2 allows.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+
+use super::stats::Stats;
+
+/// Read size per chunk: large enough that per-chunk overhead (a blocking
+/// task hop, a syscall) is negligible next to the copy itself.
+const CHUNK: usize = 1 << 20;
+
+/// A byte range resolved against the file size; `end` is inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable Range header: send everything.
+    Full,
+    Partial(ByteRange),
+    Unsatisfiable,
+}
+
+/// Interprets a Range header value against a file of `size` bytes.
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+    let Some(value) = value else {
+        return RangeRequest::Full;
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if first.is_empty() {
+        // Suffix range: the last N bytes.
+        if !digits(last) {
+            return RangeRequest::Full;
+        }
+        let Ok(suffix) = last.parse::<u64>() else {
+            return RangeRequest::Full;
+        };
+        if suffix == 0 || size == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        let len = suffix.min(size);
+        return RangeRequest::Partial(ByteRange {
+            start: size - len,
+            end: size - 1,
+        });
+    }
+    if !digits(first) || !(last.is_empty() || digits(last)) {
+        return RangeRequest::Full;
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        // Longer than u64: certainly past the end.
+        return RangeRequest::Unsatisfiable;
+    };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        last.parse::<u64>().unwrap_or(u64::MAX)
+    };
+    if end < start {
+        return RangeRequest::Full;
+    }
+    if start >= size {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial(ByteRange {
+        start,
+        end: end.min(size - 1),
+    })
+}
+
+/// What to send and how, for one download request.
+pub struct BlobResponse {
+    pub path: PathBuf,
+    pub size: u64,
+    pub content_type: String,
+    pub file_name: String,
+    /// Abort the body after this many bytes (fault injection).
+    pub cut_after: Option<u64>,
+    pub stats: Arc<Stats>,
+    /// Kept alive until the body is finished or dropped (e.g. a guard that
+    /// marks a single-use link as idle again).
+    pub guard: Option<Box<dyn Send + Sync + 'static>>,
+}
+
+/// RFC 8187 `attr-char` minus what must be escaped.
+const FILENAME_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
+fn content_disposition(name: &str) -> HeaderValue {
+    let encoded = percent_encoding::utf8_percent_encode(name, FILENAME_ESCAPES).to_string();
+    HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+impl BlobResponse {
+    pub async fn into_response(self, method: &Method, headers: &HeaderMap) -> Response {
+        let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        let request = parse_range(range_header, self.size);
+        let content_type = HeaderValue::from_str(&self.content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+
+        let (status, range) = match request {
+            RangeRequest::Unsatisfiable => {
+                let mut response = (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [
+                        (header::CONTENT_RANGE, format!("bytes */{}", self.size)),
+                        (header::ACCEPT_RANGES, "bytes".to_string()),
+                    ],
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+                return response;
+            }
+            RangeRequest::Full => (StatusCode::OK, None),
+            RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
+        };
+        let (offset, length) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, self.size),
+        };
+
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CONTENT_LENGTH, length)
+            .header(
+                header::CONTENT_DISPOSITION,
+                content_disposition(&self.file_name),
+            );
+        if let Some(r) = range {
+            builder = builder.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end, self.size),
+            );
+        }
+
+        if *method == Method::HEAD || length == 0 {
+            return builder
+                .body(Body::empty())
+                .unwrap_or_else(|_| internal_error());
+        }
+
+        let file = match tokio::task::spawn_blocking({
+            let path = self.path.clone();
+            move || -> std::io::Result<std::fs::File> {
+                let mut file = std::fs::File::open(path)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(file)
+            }
+        })
+        .await
+        {
+            Ok(Ok(file)) => file,
+            Ok(Err(err)) => {
+                tracing::error!("opening blob {}: {err}", self.path.display());
+                return internal_error();
+            }
+            Err(_) => return internal_error(),
+        };
+        let stream = BlobStream {
+            file: Some(file),
+            remaining: length,
+            sent: 0,
+            cut_after: self.cut_after,
+            pending: None,
+            stats: self.stats,
+            _guard: self.guard,
+        };
+        builder
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| internal_error())
+    }
+}
+
+fn internal_error() -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+}
+
+type ReadResult = std::io::Result<(std::fs::File, Bytes)>;
+
+/// Reads the file in large chunks on the blocking pool, one read in flight
+/// at a time, and hands each chunk to hyper without copying it again.
+struct BlobStream {
+    file: Option<std::fs::File>,
+    remaining: u64,
+    sent: u64,
+    cut_after: Option<u64>,
+    pending: Option<tokio::task::JoinHandle<ReadResult>>,
+    stats: Arc<Stats>,
+    _guard: Option<Box<dyn Send + Sync + 'static>>,
+}
+
+impl Stream for BlobStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(limit) = this.cut_after {
+            if this.sent >= limit {
+                // An error (not a clean end) makes hyper drop the connection
+                // short of Content-Length, like a real network cut.
+                this.cut_after = None;
+                this.remaining = 0;
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "download cut by fault injection",
+                ))));
+            }
+        }
+        if this.pending.is_none() {
+            if this.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let Some(mut file) = this.file.take() else {
+                return Poll::Ready(None);
+            };
+            let mut want = this.remaining.min(CHUNK as u64) as usize;
+            if let Some(limit) = this.cut_after {
+                want = want.min((limit - this.sent) as usize);
+            }
+            this.pending = Some(tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    let n = file.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "blob shorter than recorded",
+                        ));
+                    }
+                    filled += n;
+                }
+                Ok((file, buf.freeze()))
+            }));
+        }
+        let pending = this.pending.as_mut().expect("read in flight");
+        match Pin::new(pending).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(joined) => {
+                this.pending = None;
+                match joined {
+                    Ok(Ok((file, chunk))) => {
+                        this.file = Some(file);
+                        this.remaining -= chunk.len() as u64;
+                        this.sent += chunk.len() as u64;
+                        this.stats.add_bytes_served(chunk.len() as u64);
+                        Poll::Ready(Some(Ok(chunk)))
+                    }
+                    Ok(Err(err)) => {
+                        this.remaining = 0;
+                        Poll::Ready(Some(Err(err)))
+                    }
+                    Err(_) => {
+                        this.remaining = 0;
+                        Poll::Ready(Some(Err(std::io::Error::other("read task failed"))))
+                    }
+                }
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_against_size() {
+        let p = |s: &str, size| parse_range(Some(s), size);
+        assert_eq!(
+            p("bytes=0-0", 10),
+            RangeRequest::Partial(ByteRange { start: 0, end: 0 })
+        );
+        assert_eq!(
+            p("bytes=9-", 10),
+            RangeRequest::Partial(ByteRange { start: 9, end: 9 })
+        );
+        assert_eq!(
+            p("bytes=5-100", 10),
+            RangeRequest::Partial(ByteRange { start: 5, end: 9 })
+        );
+        assert_eq!(
+            p("bytes=-3", 10),
+            RangeRequest::Partial(ByteRange { start: 7, end: 9 })
+        );
+        assert_eq!(
+            p("bytes=-30", 10),
+            RangeRequest::Partial(ByteRange { start: 0, end: 9 })
+        );
+        assert_eq!(p("bytes=10-", 10), RangeRequest::Unsatisfiable);
+        assert_eq!(p("bytes=-0", 10), RangeRequest::Unsatisfiable);
+        assert_eq!(p("bytes=0-", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(p("bytes=-1", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            p("bytes=99999999999999999999999-", 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(p("bytes=5-3", 10), RangeRequest::Full);
+        assert_eq!(p("bytes=0-1,3-4", 10), RangeRequest::Full);
+        assert_eq!(p("items=0-1", 10), RangeRequest::Full);
+        assert_eq!(p("bytes=a-b", 10), RangeRequest::Full);
+        assert_eq!(parse_range(None, 10), RangeRequest::Full);
+    }
+
+    async fn serve(path: PathBuf, size: u64, range: Option<&str>, method: Method) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(r) = range {
+            headers.insert(header::RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        BlobResponse {
+            path,
+            size,
+            content_type: "text/plain".into(),
+            file_name: "a b.txt".into(),
+            cut_after: None,
+            stats: Arc::new(Stats::default()),
+            guard: None,
+        }
+        .into_response(&method, &headers)
+        .await
+    }
+
+    async fn body_bytes(response: Response) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn zero_length_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"").unwrap();
+        let full = serve(path.clone(), 0, None, Method::GET).await;
+        assert_eq!(full.status(), StatusCode::OK);
+        assert_eq!(full.headers()[header::CONTENT_LENGTH], "0");
+        assert!(body_bytes(full).await.is_empty());
+        let ranged = serve(path.clone(), 0, Some("bytes=0-"), Method::GET).await;
+        assert_eq!(ranged.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(ranged.headers()[header::CONTENT_RANGE], "bytes */0");
+    }
+
+    #[tokio::test]
+    async fn partial_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let size = data.len() as u64;
+        let r = serve(
+            path.clone(),
+            size,
+            Some("bytes=1048570-2097160"),
+            Method::GET,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(
+            r.headers()[header::CONTENT_RANGE],
+            format!("bytes 1048570-2097160/{size}")
+        );
+        assert_eq!(body_bytes(r).await, &data[1048570..=2097160]);
+        let head = serve(path.clone(), size, None, Method::HEAD).await;
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], size.to_string());
+        assert!(body_bytes(head).await.is_empty());
+        let full = serve(path, size, None, Method::GET).await;
+        assert_eq!(body_bytes(full).await, data);
+    }
+}

@@ -1,0 +1,482 @@
+//! HTTP plumbing shared by the backends: the client every remote builds its
+//! one connection pool from, the mapping of transport failures and HTTP
+//! statuses to [`RemoteError`], and a ranged download stream that survives
+//! cut connections and expired links.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt, TryStreamExt};
+use reqwest::header::{HeaderMap, CONTENT_RANGE, RANGE, RETRY_AFTER};
+use reqwest::StatusCode;
+use tokio_util::io::ReaderStream;
+
+use super::error::{RemoteError, RemoteResult};
+use super::{ByteStream, ProgressFn, UploadSource};
+
+/// Timeouts and identity of one remote's HTTP client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSettings {
+    /// Time allowed to establish a connection (TCP + TLS).
+    pub connect_timeout: Duration,
+    /// Longest silence tolerated while waiting for response bytes; a stalled
+    /// body fails after this instead of hanging a reader forever.
+    pub read_timeout: Duration,
+    pub user_agent: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            user_agent: concat!("filehostfs/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// A client builder with the settings every backend shares: rustls,
+/// connect and idle-read timeouts, pooled keep-alive connections. Backends
+/// add their own default headers or redirect policy, then build once per
+/// remote so all requests of a remote share one pool.
+pub fn client_builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(false)
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(8)
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(settings.user_agent.clone())
+}
+
+/// A transport-level failure (no HTTP answer, or a broken body).
+pub fn transport_error(err: reqwest::Error) -> RemoteError {
+    // reqwest's messages name the URL; the URLs we use carry no secrets.
+    if err.is_builder() {
+        RemoteError::Fatal(format!("invalid request: {err}"))
+    } else if err.is_decode() {
+        RemoteError::Fatal(format!("unreadable answer: {err}"))
+    } else {
+        RemoteError::Transient(describe_chain(&err))
+    }
+}
+
+/// `err` and its sources on one line ("error sending request: connection refused").
+fn describe_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The wait a server asked for in `Retry-After` (seconds or an HTTP date).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The generic meaning of an HTTP error status, for answers that carry no
+/// service-specific error body (backends check their own error bodies first).
+pub fn status_error(status: StatusCode, headers: &HeaderMap, context: &str) -> RemoteError {
+    let message = format!("{context}: HTTP {status}");
+    match status.as_u16() {
+        429 => RemoteError::RateLimited {
+            wait: retry_after(headers),
+            message,
+        },
+        408 | 500 | 502 | 503 | 504 | 509 | 520..=524 => RemoteError::Transient(message),
+        404 | 410 => RemoteError::NotFound(message),
+        401 | 403 => RemoteError::PermissionDenied(message),
+        413 => RemoteError::TooLarge(message),
+        507 => RemoteError::QuotaExceeded(message),
+        _ => RemoteError::Fatal(message),
+    }
+}
+
+/// Produces the URL to download from. Called with `true` after the server
+/// refused the previous URL (expired link), which must then not be reused.
+pub type LinkProvider = Arc<dyn Fn(bool) -> BoxFuture<'static, RemoteResult<String>> + Send + Sync>;
+
+/// Bounds of a resumable download.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DownloadSettings {
+    /// Re-requests allowed after a cut body, a failed connection or a 5xx.
+    pub max_resumes: u32,
+    /// New links allowed after the server refused one as expired.
+    pub max_link_refreshes: u32,
+    /// Wait before the first re-request; doubled each time up to 5 s.
+    pub retry_backoff: Duration,
+}
+
+impl Default for DownloadSettings {
+    fn default() -> Self {
+        DownloadSettings {
+            max_resumes: 8,
+            max_link_refreshes: 3,
+            retry_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// An upload body streamed from `source`, reporting the bytes sent so far
+/// to `progress`, and its size. The body fails (rather than sending a
+/// truncated or over-long file) if the source does not hold exactly the
+/// announced number of bytes, e.g. because a file changed meanwhile.
+pub async fn upload_body(
+    source: UploadSource,
+    progress: Option<ProgressFn>,
+) -> RemoteResult<(reqwest::Body, u64)> {
+    let (reader, size): (Pin<Box<dyn tokio::io::AsyncRead + Send>>, u64) = match source {
+        UploadSource::Path(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| RemoteError::Fatal(format!("cannot read {}: {e}", path.display())))?;
+            let size = file
+                .metadata()
+                .await
+                .map_err(|e| RemoteError::Fatal(format!("cannot read {}: {e}", path.display())))?
+                .len();
+            (Box::pin(file), size)
+        }
+        UploadSource::Reader { reader, size } => (reader, size),
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let chunks = ReaderStream::with_capacity(reader, 256 * 1024).map(move |chunk| {
+        let chunk = chunk?;
+        let len = chunk.len() as u64;
+        let so_far = counter.fetch_add(len, Ordering::SeqCst) + len;
+        if so_far > size {
+            return Err(std::io::Error::other(format!(
+                "the source grew past its announced {size} bytes while being uploaded"
+            )));
+        }
+        if let Some(progress) = &progress {
+            progress(so_far);
+        }
+        Ok(chunk)
+    });
+    let end_check = futures::stream::once(async move {
+        let total = sent.load(Ordering::SeqCst);
+        if total == size {
+            Ok(Bytes::new())
+        } else {
+            Err(std::io::Error::other(format!(
+                "the source ended after {total} of its announced {size} bytes"
+            )))
+        }
+    });
+    let stream = chunks
+        .chain(end_check)
+        .try_filter(|chunk| futures::future::ready(!chunk.is_empty()));
+    Ok((reqwest::Body::wrap_stream(stream), size))
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+struct RangedDownload {
+    client: reqwest::Client,
+    link: LinkProvider,
+    settings: DownloadSettings,
+    /// Next byte to hand to the reader.
+    pos: u64,
+    /// One past the last byte wanted (lowered once the file size is known).
+    end: u64,
+    url: Option<String>,
+    body: Option<BodyStream>,
+    /// Bytes at the start of the current body that precede `pos`.
+    skip: u64,
+    resumes: u32,
+    refreshes: u32,
+    finished: bool,
+}
+
+/// Bytes `offset .. offset + len` of the file behind `link`, as a stream.
+///
+/// When the body is cut before the end, the download continues with a new
+/// `Range` request from the last byte received; when the server refuses the
+/// link (403/404/410) a fresh one is asked from `link`. Both are bounded by
+/// `settings`. Reading past the end of the file yields fewer bytes (or none).
+pub fn ranged_download(
+    client: reqwest::Client,
+    link: LinkProvider,
+    offset: u64,
+    len: u64,
+    settings: DownloadSettings,
+) -> ByteStream {
+    let state = RangedDownload {
+        client,
+        link,
+        settings,
+        pos: offset,
+        end: offset.saturating_add(len),
+        url: None,
+        body: None,
+        skip: 0,
+        resumes: 0,
+        refreshes: 0,
+        finished: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut state| async move {
+        let item = state.next_chunk().await?;
+        if item.is_err() {
+            state.finished = true;
+        }
+        Some((item, state))
+    }))
+}
+
+/// What to do after a request was answered.
+enum Opened {
+    Body,
+    /// The range starts at or after the end of the file.
+    PastEnd,
+    Retry,
+}
+
+impl RangedDownload {
+    async fn next_chunk(&mut self) -> Option<RemoteResult<Bytes>> {
+        loop {
+            if self.finished || self.pos >= self.end {
+                return None;
+            }
+            let Some(body) = self.body.as_mut() else {
+                match self.open().await {
+                    Ok(Opened::Body) | Ok(Opened::Retry) => continue,
+                    Ok(Opened::PastEnd) => {
+                        self.end = self.pos;
+                        return None;
+                    }
+                    Err(err) => return Some(Err(err)),
+                }
+            };
+            match body.next().await {
+                Some(Ok(mut chunk)) => {
+                    if self.skip > 0 {
+                        let dropped = self.skip.min(chunk.len() as u64);
+                        let _ = chunk.split_to(dropped as usize);
+                        self.skip -= dropped;
+                    }
+                    let wanted = self.end - self.pos;
+                    if chunk.len() as u64 > wanted {
+                        chunk.truncate(wanted as usize);
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    self.pos += chunk.len() as u64;
+                    if self.pos >= self.end {
+                        // Do not keep a connection busy for bytes nobody reads.
+                        self.body = None;
+                    }
+                    return Some(Ok(chunk));
+                }
+                Some(Err(err)) => {
+                    let cause = describe_chain(&err);
+                    if let Err(e) = self.after_cut(&cause).await {
+                        return Some(Err(e));
+                    }
+                }
+                None => {
+                    if let Err(e) = self.after_cut("body ended early").await {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the broken body and waits before it is re-requested.
+    async fn after_cut(&mut self, cause: &str) -> RemoteResult<()> {
+        self.body = None;
+        self.spend_resume(cause).await
+    }
+
+    async fn spend_resume(&mut self, cause: &str) -> RemoteResult<()> {
+        self.resumes += 1;
+        if self.resumes > self.settings.max_resumes {
+            return Err(RemoteError::Transient(format!(
+                "download interrupted at byte {} ({cause}); gave up after {} resumes",
+                self.pos, self.settings.max_resumes
+            )));
+        }
+        tracing::debug!(
+            pos = self.pos,
+            resumes = self.resumes,
+            cause,
+            "resuming download"
+        );
+        let shift = (self.resumes - 1).min(10);
+        let wait = self
+            .settings
+            .retry_backoff
+            .saturating_mul(1 << shift)
+            .min(Duration::from_secs(5));
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    async fn refresh_link(&mut self, why: RemoteError) -> RemoteResult<()> {
+        self.url = None;
+        self.refreshes += 1;
+        if self.refreshes > self.settings.max_link_refreshes {
+            return Err(why);
+        }
+        tracing::debug!(
+            refreshes = self.refreshes,
+            "direct link refused; getting a new one"
+        );
+        self.url = Some((self.link)(true).await?);
+        Ok(())
+    }
+
+    async fn open(&mut self) -> RemoteResult<Opened> {
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => {
+                let url = (self.link)(false).await?;
+                self.url = Some(url.clone());
+                url
+            }
+        };
+        let range = format!("bytes={}-{}", self.pos, self.end - 1);
+        let response = match self.client.get(&url).header(RANGE, range).send().await {
+            Ok(r) => r,
+            Err(err) => {
+                let err = transport_error(err);
+                if !err.is_retryable() {
+                    return Err(err);
+                }
+                self.spend_resume(&err.to_string()).await?;
+                return Ok(Opened::Retry);
+            }
+        };
+        let status = response.status();
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let (start, total) = parse_content_range(response.headers()).ok_or_else(|| {
+                    RemoteError::Fatal("206 answer without a usable Content-Range".into())
+                })?;
+                if start > self.pos {
+                    return Err(RemoteError::Fatal(format!(
+                        "asked for bytes from {} but the server sent from {start}",
+                        self.pos
+                    )));
+                }
+                self.skip = self.pos - start;
+                if let Some(total) = total {
+                    self.end = self.end.min(total);
+                }
+            }
+            StatusCode::OK => {
+                // The server ignored Range and sends the whole file.
+                self.skip = self.pos;
+                if let Some(total) = response.content_length() {
+                    self.end = self.end.min(total);
+                }
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Opened::PastEnd),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
+                let why = status_error(status, response.headers(), "direct link refused");
+                self.refresh_link(why).await?;
+                return Ok(Opened::Retry);
+            }
+            _ => {
+                let err = status_error(status, response.headers(), "download");
+                if !err.is_retryable() {
+                    return Err(err);
+                }
+                if let RemoteError::RateLimited {
+                    wait: Some(wait), ..
+                } = &err
+                {
+                    tokio::time::sleep((*wait).min(Duration::from_secs(60))).await;
+                }
+                self.spend_resume(&err.to_string()).await?;
+                return Ok(Opened::Retry);
+            }
+        }
+        if self.pos >= self.end {
+            return Ok(Opened::PastEnd);
+        }
+        self.body = Some(Box::pin(response.bytes_stream()));
+        Ok(Opened::Body)
+    }
+}
+
+/// `(first byte, total size if known)` from `Content-Range: bytes a-b/total`.
+fn parse_content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let spec = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = spec.split_once('/')?;
+    let (first, _last) = range.split_once('-')?;
+    let first = first.trim().parse().ok()?;
+    let total = total.trim().parse().ok();
+    Some((first, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn content_range_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_RANGE,
+            HeaderValue::from_static("bytes 100-199/1000"),
+        );
+        assert_eq!(parse_content_range(&h), Some((100, Some(1000))));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 0-9/*"));
+        assert_eq!(parse_content_range(&h), Some((0, None)));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("garbage"));
+        assert_eq!(parse_content_range(&h), None);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn statuses_map_to_error_kinds() {
+        let h = HeaderMap::new();
+        assert!(status_error(StatusCode::BAD_GATEWAY, &h, "x").is_retryable());
+        assert!(matches!(
+            status_error(StatusCode::TOO_MANY_REQUESTS, &h, "x"),
+            RemoteError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            status_error(StatusCode::GONE, &h, "x"),
+            RemoteError::NotFound(_)
+        ));
+        assert!(!status_error(StatusCode::BAD_REQUEST, &h, "x").is_retryable());
+    }
+}
