@@ -17,11 +17,14 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use crate::cache::block::{BlockCacheConfig, CacheError};
+use crate::config::{Config, RemotePath};
+use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote, RemoteError};
 
 pub use adapter::{FilehostFs, FsConfig};
 use inode::InodeError;
 pub use read::ReadAheadConfig;
+pub use write::WriteConfig;
 
 /// Errors of the filesystem layer, each with the errno the kernel gets.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,14 @@ pub struct MountOptions {
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// How long after a file is closed its upload starts, so an editor that
+    /// saves twice uploads once (e.g. 5s, 500ms, 0).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub write_back: Duration,
+    /// At unmount, how long to wait for pending uploads; those not done by
+    /// then stay journaled and are completed by the next mount.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub write_back_wait: Duration,
 }
 
 impl MountOptions {
@@ -151,6 +162,12 @@ impl MountOptions {
             uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
             gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
             umask: self.umask,
+            write: WriteConfig {
+                cache_dir: self.cache_dir.clone(),
+                remote_name: None,
+                delay: self.write_back,
+                unmount_wait: self.write_back_wait,
+            },
         })
     }
 
@@ -225,7 +242,8 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     if args.daemon {
         return run_in_background(&args);
     }
-    let fs_config = args.options.fs_config()?;
+    let mut fs_config = args.options.fs_config()?;
+    fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
     let runtime = build_runtime()?;
     let (remote, root) = runtime.block_on(open_mount_root(config_path.as_deref(), &args.remote))?;
     let notify = args.notify_ready;
@@ -261,8 +279,17 @@ async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
 ) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
-    let _ = (config_path, spec);
-    anyhow::bail!("the config layer is not merged yet")
+    let target = RemotePath::parse(spec)?;
+    let config = Config::load(config_path)?;
+    let remote = config.open_remote(&target.remote)?;
+    let root = match resolve_path(remote.as_ref(), &target.path).await {
+        Ok(Resolved::Folder { id, .. }) => id,
+        Ok(Resolved::File { .. }) => {
+            anyhow::bail!("{spec} is a file, not a folder: mount the folder holding it")
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
+    };
+    Ok((remote, root))
 }
 
 /// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
@@ -279,9 +306,11 @@ pub fn serve(
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
-    let filesystem =
-        FilehostFs::new(remote, root, fs_config).context("cannot set up the block cache")?;
+    let filesystem = FilehostFs::new(remote, root, fs_config)
+        .context("cannot set up the caches and the write-back journal")?;
     let blocks = filesystem.state.blocks.clone();
+    let fs_state = filesystem.state.clone();
+    report_recovery(&filesystem);
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -298,12 +327,36 @@ pub fn serve(
     let result = session.run();
     signals.abort();
     drop(session);
+    runtime.block_on(write::finish_uploads(&fs_state.write));
     let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
     if runtime.block_on(settle).is_err() {
         warn!("gave up waiting for the disk cache writes");
     }
     info!(mountpoint = %mountpoint.display(), "unmounted");
     result.context("the FUSE session failed")
+}
+
+/// Tells the user what the write-back journal held from a previous mount.
+fn report_recovery(filesystem: &FilehostFs) {
+    let recovery = &filesystem.recovery;
+    let dir = filesystem.state.write.queue.staging_dir();
+    eprintln!(
+        "filehostfs: resumed {} pending upload(s) from {}",
+        recovery.resumed.len(),
+        dir.display()
+    );
+    for pending in &recovery.resumed {
+        info!(name = %pending.name, size = pending.size, "resuming pending upload");
+    }
+    if recovery.placeholders > 0 {
+        info!(
+            count = recovery.placeholders,
+            "empty files kept as local placeholders"
+        );
+    }
+    for lost in &recovery.lost {
+        warn!(name = %lost.name, "a pending file could not be recovered (see the log above)");
+    }
 }
 
 async fn wait_for_stop_signal() {
