@@ -15,6 +15,7 @@
 
 pub mod fichier_client;
 pub mod mount;
+pub mod write_mount;
 pub mod multi;
 pub mod remote;
 
