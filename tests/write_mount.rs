@@ -144,7 +144,7 @@ fn overwrite_append_and_editor_style_saves() {
     OpenOptions::new()
         .append(true)
         .open(m.join("log.txt"))
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", mount.log()))
         .write_all(b"line 2\n")
         .unwrap();
     assert_eq!(fs::read(m.join("log.txt")).unwrap(), b"line 1\nline 2\n");
@@ -456,6 +456,7 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     let mut small = fs::File::create(mount.path().join("fits.txt")).unwrap();
     small.write_all(b"small enough").unwrap();
     small.sync_all().expect("a file within the quota");
+    drop(small);
     let log = mount.unmount();
     assert!(log.contains("left journaled"), "{log}");
     assert!(log.contains("too-big.bin"), "{log}");
