@@ -22,16 +22,25 @@ fn reads_survive_server_errors_cut_bodies_and_expiring_links() {
     assert!(mount.path().join("errors.bin").exists());
 
     emu.set_faults(json!({"error_rate": 0.3}));
-    assert_eq!(sha256_of_file(&mount.path().join(&expected[0].0)), expected[0].1);
+    assert_eq!(
+        sha256_of_file(&mount.path().join(&expected[0].0)),
+        expected[0].1
+    );
     emu.set_faults(json!({"error_rate": 0.0}));
 
     emu.set_faults(json!({"cut_body_after": 300_000}));
     emu.reset_stats();
-    assert_eq!(sha256_of_file(&mount.path().join(&expected[1].0)), expected[1].1);
+    assert_eq!(
+        sha256_of_file(&mount.path().join(&expected[1].0)),
+        expected[1].1
+    );
     emu.set_faults(json!({"cut_body_after": null}));
 
     emu.set_faults(json!({"expire_links": true}));
-    assert_eq!(sha256_of_file(&mount.path().join(&expected[2].0)), expected[2].1);
+    assert_eq!(
+        sha256_of_file(&mount.path().join(&expected[2].0)),
+        expected[2].1
+    );
     emu.set_faults(json!({"expire_links": false}));
 
     assert!(!mount.log().contains("panicked"), "{}", mount.log());

@@ -104,11 +104,20 @@ fn rsync_into_the_mount_and_back_is_byte_identical() {
         .arg(format!("{}/", inside.display())));
     mount.unmount();
     let remote = RemoteView::new(&emu, &emu.key());
-    let names: Vec<String> = remote.listing("synced").files.into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = remote
+        .listing("synced")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     let mut sorted = names.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(names.len(), sorted.len(), "no duplicates or temp files: {names:?}");
+    assert_eq!(
+        names.len(),
+        sorted.len(),
+        "no duplicates or temp files: {names:?}"
+    );
     assert_eq!(sorted, ["one-byte", "small.txt"]);
 }
 
@@ -127,7 +136,10 @@ fn overwrite_append_and_editor_style_saves() {
     // Random writes into an existing remote file (fetched into staging first).
     let mut expected = original.clone();
     {
-        let file = OpenOptions::new().write(true).open(m.join("edit.bin")).unwrap();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(m.join("edit.bin"))
+            .unwrap();
         for (offset, len, seed) in [(0u64, 10usize, 1u64), (150_000, 4096, 2), (299_990, 30, 3)] {
             let data = test_bytes(len, 100 + seed);
             file.write_all_at(&data, offset).unwrap();
@@ -176,7 +188,13 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()>
     let to = CString::new(to.as_os_str().as_bytes()).unwrap();
     // SAFETY: two valid NUL-terminated paths; no memory is retained.
     let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
     };
     if rc == 0 {
         Ok(())
@@ -206,14 +224,26 @@ fn rename_move_delete_and_refusals() {
     assert_eq!(fs::read(m.join("d1/a-moved.txt")).unwrap(), b"file b");
     // RENAME_NOREPLACE onto an existing name.
     fs::write(m.join("d1/c.txt"), b"file c").unwrap();
-    let err = renameat2(&m.join("d1/c.txt"), &m.join("d1/a-moved.txt"), libc::RENAME_NOREPLACE)
-        .unwrap_err();
+    let err = renameat2(
+        &m.join("d1/c.txt"),
+        &m.join("d1/a-moved.txt"),
+        libc::RENAME_NOREPLACE,
+    )
+    .unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
-    renameat2(&m.join("d1/c.txt"), &m.join("d1/c2.txt"), libc::RENAME_NOREPLACE).unwrap();
+    renameat2(
+        &m.join("d1/c.txt"),
+        &m.join("d1/c2.txt"),
+        libc::RENAME_NOREPLACE,
+    )
+    .unwrap();
     // Folders: rename, and move into another folder with a pending file inside.
     fs::rename(m.join("d2/sub"), m.join("d2/sub-renamed")).unwrap();
     fs::rename(m.join("d2/sub-renamed"), m.join("d1/sub-moved")).unwrap();
-    assert_eq!(fs::read(m.join("d1/sub-moved/inner.txt")).unwrap(), b"inner");
+    assert_eq!(
+        fs::read(m.join("d1/sub-moved/inner.txt")).unwrap(),
+        b"inner"
+    );
     // rmdir of a non-empty folder.
     let err = fs::remove_dir(m.join("d1")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
@@ -255,7 +285,11 @@ fn rename_move_delete_and_refusals() {
         ]
     );
     assert_eq!(remote.files_named("d1/sub-moved", "inner.txt").len(), 1);
-    assert_eq!(emu.request_count("1fichier:upload"), 2 + 2, "seeds + c2 + inner");
+    assert_eq!(
+        emu.request_count("1fichier:upload"),
+        2 + 2,
+        "seeds + c2 + inner"
+    );
 }
 
 #[derive(Clone, Debug)]
@@ -322,8 +356,18 @@ fn random_operations_on_one_file_match_a_local_model() {
                 }
                 Op::TruncateByPath { size } => {
                     drop((a, b));
-                    OpenOptions::new().write(true).open(&ours).unwrap().set_len(*size).unwrap();
-                    OpenOptions::new().write(true).open(&model).unwrap().set_len(*size).unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&ours)
+                        .unwrap()
+                        .set_len(*size)
+                        .unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&model)
+                        .unwrap()
+                        .set_len(*size)
+                        .unwrap();
                     (a, b) = (open(&ours), open(&model));
                 }
                 Op::Append { len, seed } => {
@@ -364,7 +408,11 @@ fn random_operations_on_one_file_match_a_local_model() {
             assert!(files.is_empty(), "empty files stay local placeholders");
         } else {
             assert_eq!(files.len(), 1, "{name}: {files:#?}");
-            assert_eq!(sha256_hex(&remote.content(&files[0])), sha256_hex(&wanted), "{name}");
+            assert_eq!(
+                sha256_hex(&remote.content(&files[0])),
+                sha256_hex(&wanted),
+                "{name}"
+            );
         }
     }
 }
@@ -382,8 +430,12 @@ fn a_mount_killed_during_a_large_upload_completes_it_after_remount() {
     // Slow answers keep the upload in flight long enough to kill the mount.
     emu.set_faults(serde_json::json!({"latency_ms": 1500}));
     emu.reset_stats();
-    run(Command::new("cp").arg(&local).arg(mount.path().join("large.bin")));
-    wait_until("the upload to start", || emu.request_count("1fichier:upload") >= 1);
+    run(Command::new("cp")
+        .arg(&local)
+        .arg(mount.path().join("large.bin")));
+    wait_until("the upload to start", || {
+        emu.request_count("1fichier:upload") >= 1
+    });
     mount.kill9();
     emu.set_faults(serde_json::json!({"latency_ms": 0}));
 
@@ -396,7 +448,10 @@ fn a_mount_killed_during_a_large_upload_completes_it_after_remount() {
         "{}",
         mount.log()
     );
-    assert_eq!(sha256_of_file(&mount.path().join("large.bin")), sha256_hex(&data));
+    assert_eq!(
+        sha256_of_file(&mount.path().join("large.bin")),
+        sha256_hex(&data)
+    );
     mount.unmount();
     let files = remote.files_named("", "large.bin");
     assert_eq!(files.len(), 1, "exactly one copy: {files:#?}");
@@ -441,7 +496,9 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     let path = mount.path().join("too-big.bin");
     let mut file = fs::File::create(&path).unwrap();
     file.write_all(&test_bytes(300_000, 5)).unwrap();
-    let err = file.sync_all().expect_err("fsync must report the full account");
+    let err = file
+        .sync_all()
+        .expect_err("fsync must report the full account");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(file);
     // Kept: still listed and readable, and staged on disk.
@@ -449,7 +506,13 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     assert_eq!(fs::read(&path).unwrap(), test_bytes(300_000, 5));
     let staged = fs::read_dir(cache.path().join("staging"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".data"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".data")
+        })
         .count();
     assert_eq!(staged, 1);
     // A file that fits still goes through.
@@ -461,7 +524,12 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     assert!(log.contains("left journaled"), "{log}");
     assert!(log.contains("too-big.bin"), "{log}");
     let remote = RemoteView::new(&emu, &key);
-    let names: Vec<String> = remote.listing("").files.into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = remote
+        .listing("")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, ["fits.txt"]);
 }
 
@@ -474,7 +542,8 @@ fn empty_files_live_on_as_placeholders_and_fsync_is_durable() {
     fs::File::create(mount.path().join("empty.txt")).unwrap();
     // fsync means "stored by the service", whatever the write-back delay.
     let mut file = fs::File::create(mount.path().join("durable.txt")).unwrap();
-    file.write_all(b"on the service when fsync returns").unwrap();
+    file.write_all(b"on the service when fsync returns")
+        .unwrap();
     file.sync_all().unwrap();
     assert_eq!(remote.files_named("", "durable.txt").len(), 1);
     drop(file);
@@ -482,7 +551,10 @@ fn empty_files_live_on_as_placeholders_and_fsync_is_durable() {
     assert!(remote.files_named("", "empty.txt").is_empty());
 
     let mount = WriteMount::start(&emu, cache.path(), &["--write-back", "0"]);
-    assert_eq!(fs::metadata(mount.path().join("empty.txt")).unwrap().len(), 0);
+    assert_eq!(
+        fs::metadata(mount.path().join("empty.txt")).unwrap().len(),
+        0
+    );
     fs::write(mount.path().join("empty.txt"), b"content at last").unwrap();
     mount.unmount();
     let files = remote.files_named("", "empty.txt");

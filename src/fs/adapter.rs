@@ -96,22 +96,22 @@ impl FilehostFs {
     pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> std::io::Result<Self> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
-        let (write, recovery) =
-            write::WriteState::open(&config.write, remote.clone()).map_err(std::io::Error::other)?;
+        let (write, recovery) = write::WriteState::open(&config.write, remote.clone())
+            .map_err(std::io::Error::other)?;
         let state = Arc::new(FsState {
-                remote,
-                meta,
-                blocks,
-                inodes: InodeTable::new(root),
-                config,
-                runtime: Handle::current(),
-                files: Mutex::new(HashMap::new()),
-                dirs: Mutex::new(HashMap::new()),
-                next_handle: AtomicU64::new(1),
-                opened_content: Mutex::new(HashMap::new()),
-                mounted_at: SystemTime::now(),
-                write,
-            });
+            remote,
+            meta,
+            blocks,
+            inodes: InodeTable::new(root),
+            config,
+            runtime: Handle::current(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            opened_content: Mutex::new(HashMap::new()),
+            mounted_at: SystemTime::now(),
+            write,
+        });
         let events = Arc::downgrade(&state);
         state.write.queue.set_listener(Arc::new(move |event| {
             if let Some(state) = events.upgrade() {

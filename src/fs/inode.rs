@@ -355,7 +355,10 @@ impl InodeTable {
             return Err(InodeError::Exists(name.to_string()));
         }
         let ino = tables.ino_for(RemoteKey::Folder(folder.id.clone()));
-        let slot = tables.slots.get_mut(&ino).expect("ino_for creates the slot");
+        let slot = tables
+            .slots
+            .get_mut(&ino)
+            .expect("ino_for creates the slot");
         slot.node.parent = dir;
         slot.node.name = name.to_string();
         slot.node.kind = NodeKind::Folder {

@@ -517,8 +517,10 @@ pub(crate) fn mknod(
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
-    state.runtime.clone().spawn_blocking(move || {
-        match new_pending_file(&state, parent, &name) {
+    state
+        .runtime
+        .clone()
+        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
             Ok((node, staged)) => {
                 if let Err(error) = staged.release() {
                     return reply.error(error.errno());
@@ -527,8 +529,7 @@ pub(crate) fn mknod(
                 reply.entry(&ttl(&state), &state.attr(&node), 0);
             }
             Err(errno) => reply.error(errno),
-        }
-    });
+        });
 }
 
 /// A new, empty pending file `name` in folder `parent`, open for writing.
@@ -724,8 +725,7 @@ pub(crate) fn rename(
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
         return reply.error(libc::EINVAL);
     }
-    let (Some(name), Ok(new_name)) = (name.to_str().map(str::to_owned), utf8_name(new_name))
-    else {
+    let (Some(name), Ok(new_name)) = (name.to_str().map(str::to_owned), utf8_name(new_name)) else {
         return reply.error(libc::ENOENT);
     };
     let Some(source) = state.inodes.child(parent, &name) else {
@@ -790,10 +790,13 @@ async fn rename_file(
         // what it already uploaded) and removes what it replaces.
         let replaced = match (target, target_entry) {
             (_, Some(pending)) => Replaced::Pending(pending),
-            (Some(Node {
-                kind: NodeKind::File(file),
-                ..
-            }), None) => Replaced::Remote(file.id.clone()),
+            (
+                Some(Node {
+                    kind: NodeKind::File(file),
+                    ..
+                }),
+                None,
+            ) => Replaced::Remote(file.id.clone()),
             _ => Replaced::Nothing,
         };
         let queue = state.write.queue.clone();
@@ -1165,16 +1168,17 @@ pub(crate) fn create(
     };
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
-    state.runtime.clone().spawn_blocking(move || {
-        match new_pending_file(&state, parent, &name) {
+    state
+        .runtime
+        .clone()
+        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
             Ok((node, staged)) => {
                 let fh = register_handle(&state, node.ino, staged, append);
                 state.inodes.remember_lookup(node.ino);
                 reply.created(&ttl(&state), &state.attr(&node), 0, fh, 0);
             }
             Err(errno) => reply.error(errno),
-        }
-    });
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1206,9 +1210,13 @@ pub(crate) fn fallocate(
     let Some(staged) = staged.as_ref() else {
         return reply.error(libc::EBADF);
     };
-    let result = staged
-        .len()
-        .and_then(|len| if end > len { staged.set_len(end) } else { Ok(()) });
+    let result = staged.len().and_then(|len| {
+        if end > len {
+            staged.set_len(end)
+        } else {
+            Ok(())
+        }
+    });
     match result {
         Ok(()) => reply.ok(),
         Err(error) => reply.error(io_errno(&error)),

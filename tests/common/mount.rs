@@ -129,8 +129,15 @@ impl Mount {
             if is_mounted(&self.mountpoint) {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("filehostfs mount exited ({status}) before mounting; log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "filehostfs mount exited ({status}) before mounting; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -163,9 +170,19 @@ impl Mount {
             .arg(&self.mountpoint)
             .status()
             .expect("running fusermount3");
-        assert!(status.success(), "fusermount3 -u failed; log:\n{}", self.log());
-        let status = self.wait_for_exit().expect("the mount process did not exit");
-        assert!(status.success(), "mount exited with {status}; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "fusermount3 -u failed; log:\n{}",
+            self.log()
+        );
+        let status = self
+            .wait_for_exit()
+            .expect("the mount process did not exit");
+        assert!(
+            status.success(),
+            "mount exited with {status}; log:\n{}",
+            self.log()
+        );
         assert!(!is_mounted(&self.mountpoint));
     }
 

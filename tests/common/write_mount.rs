@@ -85,10 +85,21 @@ impl WriteMount {
         };
         let deadline = Instant::now() + WRITE_TIMEOUT;
         while !is_mounted(&mount.mountpoint) {
-            if let Some(status) = mount.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("mount exited ({status}) before mounting; log:\n{}", mount.log());
+            if let Some(status) = mount
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "mount exited ({status}) before mounting; log:\n{}",
+                    mount.log()
+                );
             }
-            assert!(Instant::now() < deadline, "mount did not appear; log:\n{}", mount.log());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear; log:\n{}",
+                mount.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         mount
@@ -114,7 +125,11 @@ impl WriteMount {
             .arg(&self.mountpoint)
             .status()
             .expect("running fusermount3");
-        assert!(status.success(), "fusermount3 -u failed; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "fusermount3 -u failed; log:\n{}",
+            self.log()
+        );
         let mut child = self.child.take().expect("mount process");
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let status = loop {
@@ -128,7 +143,11 @@ impl WriteMount {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(status.success(), "mount exited with {status}; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "mount exited with {status}; log:\n{}",
+            self.log()
+        );
         assert!(!is_mounted(&self.mountpoint));
         self.log()
     }
