@@ -230,7 +230,9 @@ async fn expiry_from_the_remote_settings_is_honoured() {
     assert!(copies.path().join(&entry.id.0).exists());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(remote.list_folder(&root).await.unwrap().files.is_empty());
-    // Its local copy goes with it.
+    // Its local copy goes with it (once clearly older than the listing).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    remote.list_folder(&root).await.unwrap();
     assert!(!copies.path().join(&entry.id.0).exists());
 }
 
