@@ -460,4 +460,19 @@ fn every_command_works_or_says_why_not() {
     fails(&["rm", "pics-nodelete:holiday.jpg"], "No delete permission");
     cli_ok(&config, &["rm", "pics:holiday.jpg"]);
     assert_eq!(cli_ok(&config, &["ls", "pics:"]).trim(), "");
+
+    // The key never shows up in output, even at the most verbose log level.
+    for args in [
+        &["ls", "pics:"][..],
+        &["about", "pics:"],
+        &["rm", "pics:no-such-file"],
+    ] {
+        let out = run_cli(&config, args, &[("RUST_LOG", "trace")]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!shown.contains(&keys.fiione), "{args:?} printed the key");
+    }
 }

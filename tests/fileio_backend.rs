@@ -320,4 +320,19 @@ fn every_command_works_or_says_why_not() {
     cli_ok(&config, &["rm", "outbox:slides.pdf"]);
     assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "");
     fails(&["rm", "outbox:slides.pdf"], "not found");
+
+    // The key never shows up in output, even at the most verbose log level.
+    for args in [
+        &["ls", "outbox:"][..],
+        &["about", "outbox:"],
+        &["rm", "outbox:no-such-file"],
+    ] {
+        let out = run_cli(&config, args, &[("RUST_LOG", "trace")]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!shown.contains(&keys.fileio), "{args:?} printed the key");
+    }
 }
