@@ -398,3 +398,27 @@ async fn parallel_reads_share_one_link() {
     assert_eq!(emu.request_count("1fichier:download/get_token"), 1);
     assert_eq!(emu.request_count("1fichier:download"), 8);
 }
+
+/// The document leaves open whether `folder/mv` with both a destination and
+/// a new name moves and renames, or only renames. The client never sends
+/// both, so folder moves and renames work under either reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_moves_work_under_either_reading_of_folder_mv() {
+    for mode in ["move-and-rename", "rename-only"] {
+        let emu = Emulator::start_with(&["--folder-move-mode", mode]);
+        let remote = fast_client(&emu);
+        let root = remote.root();
+        let a = remote.create_folder(&root, "a").await.unwrap();
+        let b = remote.create_folder(&root, "b").await.unwrap();
+        remote.move_folder(&a.id, &b.id).await.unwrap();
+        remote.rename_folder(&a.id, "a2").await.unwrap();
+        let inside_b = remote.list_folder(&b.id).await.unwrap();
+        let names: Vec<&str> = inside_b.folders.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a2"], "mode {mode}");
+        remote.move_folder(&a.id, &root).await.unwrap();
+        let top = remote.list_folder(&root).await.unwrap();
+        let mut names: Vec<&str> = top.folders.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["a2", "b"], "mode {mode}");
+    }
+}

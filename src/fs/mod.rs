@@ -1,5 +1,7 @@
 //! The FUSE adapter: inode table, read path, write path.
 
+pub mod writeback;
+
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]

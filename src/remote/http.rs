@@ -144,7 +144,8 @@ pub struct DownloadSettings {
     /// Re-requests allowed in a row, without a byte received in between,
     /// after a cut body, a failed connection or a 5xx.
     pub max_resumes: u32,
-    /// New links allowed after the server refused one as expired.
+    /// New links allowed in a row, without a byte received in between,
+    /// after the server refused one as expired.
     pub max_link_refreshes: u32,
     /// Wait before the first re-request; doubled each time up to 5 s.
     pub retry_backoff: Duration,
@@ -311,6 +312,7 @@ impl RangedDownload {
                     // over a flaky line may resume any number of times as
                     // long as each attempt makes progress.
                     self.resumes = 0;
+                    self.refreshes = 0;
                     if self.pos >= self.end {
                         // Do not keep a connection busy for bytes nobody reads.
                         self.body = None;
@@ -335,6 +337,9 @@ impl RangedDownload {
     /// Drops the broken body and waits before it is re-requested.
     async fn after_cut(&mut self, cause: &str) -> RemoteResult<()> {
         self.body = None;
+        // The link may have expired while the body streamed; the provider
+        // hands out its cached link while valid, else a new one.
+        self.url = None;
         self.spend_resume(cause).await
     }
 
