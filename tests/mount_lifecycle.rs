@@ -6,7 +6,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mount::{is_mounted, sha256_hex, sha256_of_file, test_bytes, write_config, Mount, Seeder, REMOTE_NAME};
+use common::mount::{
+    is_mounted, sha256_hex, sha256_of_file, test_bytes, write_config, Mount, Seeder, REMOTE_NAME,
+};
 use common::Emulator;
 
 #[test]
@@ -19,7 +21,11 @@ fn signals_and_fusermount_unmount_cleanly() {
         assert_eq!(std::fs::read(mount.path().join("a.txt")).unwrap(), b"hello");
         mount.signal(signal);
         let status = mount.wait_for_exit().expect("the mount did not stop");
-        assert!(status.success(), "signal {signal}: {status}; log:\n{}", mount.log());
+        assert!(
+            status.success(),
+            "signal {signal}: {status}; log:\n{}",
+            mount.log()
+        );
         assert!(!is_mounted(mount.path()));
     }
     let mount = Mount::start(&emu, "", &[]);
@@ -40,7 +46,10 @@ impl Drop for DaemonGuard {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                let _ = Command::new("fusermount3").arg("-uz").arg(&self.mountpoint).status();
+                let _ = Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&self.mountpoint)
+                    .status();
             }
         }
     }
@@ -73,14 +82,21 @@ fn daemon_mode_returns_once_mounted_and_runs_detached() {
     assert!(output.status.success(), "{output:?}");
     // Ready means ready: no waiting needed.
     assert!(is_mounted(&mountpoint));
-    assert_eq!(std::fs::read(mountpoint.join("a.txt")).unwrap(), b"from the daemon");
+    assert_eq!(
+        std::fs::read(mountpoint.join("a.txt")).unwrap(),
+        b"from the daemon"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let pid: i32 = stdout
         .rsplit("pid ")
         .next()
         .and_then(|s| s.trim().trim_end_matches(')').parse().ok())
         .unwrap_or_else(|| panic!("no pid in {stdout:?}"));
-    let status = Command::new("fusermount3").arg("-u").arg(&mountpoint).status().unwrap();
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
     assert!(status.success());
     // The detached process ends by itself once unmounted.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -133,16 +149,29 @@ fn a_disk_cache_makes_the_second_mount_warm() {
     seed.upload("", "warm.bin", &data);
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
-    let args = ["--block-size", "256K", "--cache-dir", cache_dir, "--cache-max-size", "64M"];
+    let args = [
+        "--block-size",
+        "256K",
+        "--cache-dir",
+        cache_dir,
+        "--cache-max-size",
+        "64M",
+    ];
 
     let mount = Mount::start(&emu, "", &args);
-    assert_eq!(sha256_of_file(&mount.path().join("warm.bin")), sha256_hex(&data));
+    assert_eq!(
+        sha256_of_file(&mount.path().join("warm.bin")),
+        sha256_hex(&data)
+    );
     mount.unmount();
 
     let mount = Mount::start(&emu, "", &args);
     assert!(mount.path().join("warm.bin").exists());
     emu.reset_stats();
-    assert_eq!(sha256_of_file(&mount.path().join("warm.bin")), sha256_hex(&data));
+    assert_eq!(
+        sha256_of_file(&mount.path().join("warm.bin")),
+        sha256_hex(&data)
+    );
     assert_eq!(emu.request_count("1fichier:download"), 0, "{}", emu.stats());
     mount.unmount();
 }

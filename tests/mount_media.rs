@@ -14,7 +14,12 @@ use common::Emulator;
 fn make_clip(path: &Path) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=duration=10:size=640x360:rate=25,noise=alls=30:allf=t"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=10:size=640x360:rate=25,noise=alls=30:allf=t",
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=10"])
         .args(["-c:v", "mpeg4", "-b:v", "6M", "-c:a", "aac", "-b:a", "96k"])
         .arg(path)

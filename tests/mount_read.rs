@@ -35,12 +35,19 @@ fn contents_match_for_every_size_around_block_boundaries() {
     let folder = mount.path().join("sizes");
     for (name, size, sha) in &expected {
         let path = folder.join(name);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), *size as u64, "{name}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            *size as u64,
+            "{name}"
+        );
         assert_eq!(&sha256_of_file(&path), sha, "{name}");
     }
     // Read-ahead merged the 1024 blocks of the large file into far fewer requests.
     let downloads = emu.request_count("1fichier:download");
-    assert!(downloads < 400, "{downloads} range requests for ~1040 blocks");
+    assert!(
+        downloads < 400,
+        "{downloads} range requests for ~1040 blocks"
+    );
     // A second read of everything is served from the caches.
     emu.reset_stats();
     for (name, _, sha) in &expected {
@@ -56,7 +63,11 @@ fn random_reads_match_a_local_copy() {
     let seed = Seeder::new(&emu);
     let data = Arc::new(test_bytes(3 * 1024 * 1024 + 777, 42));
     seed.upload("", "random.bin", &data);
-    let mount = Mount::start(&emu, "", &["--block-size", BLOCK_ARG, "--cache-max-memory", "1M"]);
+    let mount = Mount::start(
+        &emu,
+        "",
+        &["--block-size", BLOCK_ARG, "--cache-max-memory", "1M"],
+    );
     let file = std::fs::File::open(mount.path().join("random.bin")).unwrap();
     let len = data.len() as u64;
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
@@ -70,7 +81,9 @@ fn random_reads_match_a_local_copy() {
             let mut got = 0;
             // pread may return short counts; loop like a careful reader.
             while got < size {
-                let n = file.read_at(&mut buffer[got..], offset + got as u64).unwrap();
+                let n = file
+                    .read_at(&mut buffer[got..], offset + got as u64)
+                    .unwrap();
                 if n == 0 {
                     break;
                 }
@@ -161,12 +174,21 @@ fn changes_answer_read_only() {
     erofs(std::fs::create_dir(docs.join("sub")), "mkdir");
     erofs(std::fs::remove_file(docs.join("a.txt")), "unlink");
     erofs(std::fs::remove_dir(&docs), "rmdir");
-    erofs(std::fs::rename(docs.join("a.txt"), docs.join("b.txt")), "rename");
     erofs(
-        std::fs::set_permissions(docs.join("a.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        std::fs::rename(docs.join("a.txt"), docs.join("b.txt")),
+        "rename",
+    );
+    erofs(
+        std::fs::set_permissions(
+            docs.join("a.txt"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        ),
         "chmod",
     );
-    erofs(std::os::unix::fs::symlink("a.txt", docs.join("link")), "symlink");
+    erofs(
+        std::os::unix::fs::symlink("a.txt", docs.join("link")),
+        "symlink",
+    );
     // Nothing changed.
     assert_eq!(std::fs::read(docs.join("a.txt")).unwrap(), b"hello");
     let names: Vec<_> = std::fs::read_dir(&docs)
@@ -229,10 +251,20 @@ fn attributes_xattrs_and_statfs() {
     assert!(dir_meta.is_dir());
 
     let names = listxattr(&file);
-    for wanted in ["user.filehostfs.id", "user.filehostfs.checksum", "user.filehostfs.link"] {
-        assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+    for wanted in [
+        "user.filehostfs.id",
+        "user.filehostfs.checksum",
+        "user.filehostfs.link",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
     }
-    assert_eq!(getxattr(&file, "user.filehostfs.id").unwrap(), entry.id.0.as_bytes());
+    assert_eq!(
+        getxattr(&file, "user.filehostfs.id").unwrap(),
+        entry.id.0.as_bytes()
+    );
     assert_eq!(
         getxattr(&file, "user.filehostfs.checksum").unwrap(),
         entry.checksum.clone().unwrap().as_bytes()

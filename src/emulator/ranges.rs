@@ -207,6 +207,7 @@ impl BlobResponse {
             remaining: length,
             sent: 0,
             cut_after: self.cut_after,
+            cut_pause: None,
             pending: None,
             stats: self.stats,
             _guard: self.guard,
@@ -230,6 +231,7 @@ struct BlobStream {
     remaining: u64,
     sent: u64,
     cut_after: Option<u64>,
+    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     pending: Option<tokio::task::JoinHandle<ReadResult>>,
     stats: Arc<Stats>,
     _guard: Option<Box<dyn Send + Sync + 'static>>,
@@ -242,6 +244,15 @@ impl Stream for BlobStream {
         let this = &mut *self;
         if let Some(limit) = this.cut_after {
             if this.sent >= limit {
+                // hyper drops whatever it has not written yet when the body
+                // fails, headers included; pausing first lets it flush the
+                // bytes sent so far, so the client really gets `limit` bytes.
+                let pause = this.cut_pause.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
+                });
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 // An error (not a clean end) makes hyper drop the connection
                 // short of Content-Length, like a real network cut.
                 this.cut_after = None;

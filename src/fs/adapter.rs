@@ -729,6 +729,12 @@ impl Filesystem for FilehostFs {
         let Some(name) = name.to_str() else {
             return reply.error(libc::ENODATA);
         };
+        if !name.starts_with("user.") {
+            // Only the user namespace exists here. Saying so (rather than
+            // "no such attribute") lets tools like `ls -l` stop asking for
+            // SELinux labels and ACLs after the first file of the mount.
+            return reply.error(libc::ENOTSUP);
+        }
         if let Some((_, value)) = state
             .local_xattrs(&node)
             .into_iter()

@@ -16,6 +16,8 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use crate::cache::block::{BlockCacheConfig, CacheError};
+use crate::config::{Config, RemotePath};
+use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote, RemoteError};
 
 pub use adapter::{FilehostFs, FsConfig};
@@ -260,8 +262,17 @@ async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
 ) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
-    let _ = (config_path, spec);
-    anyhow::bail!("the config layer is not merged yet")
+    let target = RemotePath::parse(spec)?;
+    let config = Config::load(config_path)?;
+    let remote = config.open_remote(&target.remote)?;
+    let root = match resolve_path(remote.as_ref(), &target.path).await {
+        Ok(Resolved::Folder { id, .. }) => id,
+        Ok(Resolved::File { .. }) => {
+            anyhow::bail!("{spec} is a file, not a folder: mount the folder holding it")
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
+    };
+    Ok((remote, root))
 }
 
 /// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
@@ -326,10 +337,22 @@ async fn wait_for_stop_signal() {
 /// once the child reports the mount ready (or fails).
 fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let child_args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|arg| arg != "--daemon")
-        .collect();
+    // The same command line minus the options only the parent acts on.
+    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip_value = false;
+    for arg in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--daemon" || arg.to_string_lossy().starts_with("--log-file=") {
+            continue;
+        }
+        if arg == "--log-file" {
+            skip_value = true;
+            continue;
+        }
+        child_args.push(arg);
+    }
     let stderr = match &args.log_file {
         Some(path) => Stdio::from(
             std::fs::OpenOptions::new()

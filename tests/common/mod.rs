@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod fichier_client;
+pub mod mount;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

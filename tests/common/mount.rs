@@ -30,8 +30,10 @@ pub const REMOTE_NAME: &str = "emu";
 /// Writes a config file naming the emulator's first account `emu`.
 pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
     let path = dir.join("config.toml");
+    // The emulator runs without flood control in tests, so the client's
+    // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
     let text = format!(
-        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\n",
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\n",
         emu.fichier_url(),
         emu.key()
     );
@@ -129,8 +131,15 @@ impl Mount {
             if is_mounted(&self.mountpoint) {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("filehostfs mount exited ({status}) before mounting; log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "filehostfs mount exited ({status}) before mounting; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -150,6 +159,16 @@ impl Mount {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// SHA-256 of a file read through the mount; a read error fails the
+    /// test with the mount's log.
+    pub fn sha256(&self, relative: &str) -> String {
+        let path = self.mountpoint.join(relative);
+        match try_sha256_of_file(&path) {
+            Ok(sha) => sha,
+            Err(error) => panic!("reading {relative}: {error}; mount log:\n{}", self.log()),
+        }
+    }
+
     /// Scratch space removed with the mount.
     pub fn temp_dir(&self) -> &Path {
         self.dir.path()
@@ -163,9 +182,19 @@ impl Mount {
             .arg(&self.mountpoint)
             .status()
             .expect("running fusermount3");
-        assert!(status.success(), "fusermount3 -u failed; log:\n{}", self.log());
-        let status = self.wait_for_exit().expect("the mount process did not exit");
-        assert!(status.success(), "mount exited with {status}; log:\n{}", self.log());
+        assert!(
+            status.success(),
+            "fusermount3 -u failed; log:\n{}",
+            self.log()
+        );
+        let status = self
+            .wait_for_exit()
+            .expect("the mount process did not exit");
+        assert!(
+            status.success(),
+            "mount exited with {status}; log:\n{}",
+            self.log()
+        );
         assert!(!is_mounted(&self.mountpoint));
     }
 
@@ -312,6 +341,34 @@ impl Seeder {
     }
 }
 
+/// Uploads many small files quickly: the upload API takes up to 500 files
+/// in one multipart request (1fichier's documented limit).
+pub fn upload_in_batches(emu: &Emulator, folder: &FolderId, files: &[(String, Vec<u8>)]) {
+    use super::fichier_client::FichierClient;
+    use reqwest::blocking::multipart;
+    let client = FichierClient::new(emu);
+    for batch in files.chunks(500) {
+        let mut form = multipart::Form::new().text("did", folder.0.clone());
+        for (name, data) in batch {
+            form = form.part(
+                "file[]",
+                multipart::Part::bytes(data.clone())
+                    .file_name(name.clone())
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            );
+        }
+        let (host, id, response) = client.upload_raw(form);
+        assert_eq!(response.status().as_u16(), 302, "batch upload");
+        let end = client.end(&host, &id);
+        assert_eq!(
+            end["links"].as_array().map(Vec::len),
+            Some(batch.len()),
+            "{end}"
+        );
+    }
+}
+
 /// Deterministic pseudo-random bytes (a fixed seed per test keeps failures
 /// reproducible).
 pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -335,17 +392,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// SHA-256 of a file read through the mount in 1 MiB reads.
 pub fn sha256_of_file(path: &Path) -> String {
+    try_sha256_of_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn try_sha256_of_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
     use std::io::Read;
-    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer).unwrap();
+        let n = file.read(&mut buffer)?;
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
     }
-    hex::encode(hasher.finalize())
+    Ok(hex::encode(hasher.finalize()))
 }
