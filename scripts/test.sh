@@ -9,6 +9,7 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]}"
   sudo_cmd=()

@@ -6,6 +6,18 @@
 //! type = "1fichier"
 //! api_url = "http://127.0.0.1:8080/v1"   # optional; the real service by default
 //! key_file = "/path/to/key"              # or key = "...", or env FILEHOSTFS_WORK_KEY
+//!
+//! [pics]
+//! type = "fii.one"
+//! plan = "free"               # free | pro: upload size limit and hourly budget
+//! requests_per_hour = 100     # optional; default: the plan's budget
+//!
+//! [outbox]
+//! type = "file.io"
+//! expires = "1w"              # each upload's expiry (default: the service's 14 days)
+//! max_downloads = 1           # downloads before the file is deleted
+//! auto_delete = true
+//! local_copies = "/path"      # copies of files uploaded from here (default: data dir)
 //! ```
 //!
 //! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
@@ -14,7 +26,8 @@
 //! The API key comes from the environment variable `FILEHOSTFS_<NAME>_KEY`
 //! (the remote's name upper-cased, other characters than letters and digits
 //! turned into `_`) when set, else from `key`, else from the file `key_file`
-//! (relative paths are relative to the config file). A config file holding a
+//! (`~/` is the home folder; other relative paths are relative to the config
+//! file). A config file holding a
 //! `key` must not be readable by group or others. The key is never printed:
 //! [`ApiKey`] redacts itself and parse errors quote no source text.
 
@@ -28,6 +41,8 @@ use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
 use crate::remote::fichier::{Fichier, FichierOptions};
+use crate::remote::fiione::{self, FiiOne, FiiOnePlan, FiiOneSettings};
+use crate::remote::fileio::{self, FileIo, FileIoSettings, UploadOptions};
 use crate::remote::http::HttpSettings;
 use crate::remote::pacer::PacerConfig;
 use crate::remote::{ApiKey, Remote};
@@ -52,6 +67,12 @@ struct RawRemote {
     link_ttl: Option<f64>,
     connect_timeout: Option<f64>,
     read_timeout: Option<f64>,
+    plan: Option<String>,
+    requests_per_hour: Option<u32>,
+    expires: Option<String>,
+    max_downloads: Option<u32>,
+    auto_delete: Option<bool>,
+    local_copies: Option<PathBuf>,
 }
 
 /// One remote's settings. Durations are given in seconds in the file.
@@ -77,6 +98,14 @@ pub struct RemoteConfig {
     pub link_ttl: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// fii.one: the account's plan (upload size limit, hourly budget).
+    pub plan: Option<FiiOnePlan>,
+    /// fii.one: API requests allowed per hour (default: the plan's budget).
+    pub requests_per_hour: Option<u32>,
+    /// file.io: the options given to each upload.
+    pub upload: UploadOptions,
+    /// file.io: where copies of the files uploaded from here are kept.
+    pub local_copies: Option<PathBuf>,
 }
 
 /// All remotes of one config file.
@@ -179,11 +208,50 @@ impl Config {
             if raw.key.is_some() && raw.key_file.is_some() {
                 bail!("{shown}: [{name}]: set either key or key_file, not both");
             }
-            let key_file = raw.key_file.map(|f| match &base_dir {
-                Some(dir) if f.is_relative() => dir.join(f),
-                _ => f,
-            });
+            let key_file = raw.key_file.map(|f| expand_home(&f, base_dir.as_deref()));
+            let plan = match raw.plan.as_deref() {
+                None => None,
+                Some(text) => Some(FiiOnePlan::parse(text).ok_or_else(|| {
+                    anyhow!("{shown}: [{name}]: plan must be \"free\" or \"pro\"")
+                })?),
+            };
+            if let Some(expires) = &raw.expires {
+                fileio::check_expires(expires).map_err(|e| anyhow!("{shown}: [{name}]: {e}"))?;
+            }
+            if raw.max_downloads == Some(0) {
+                bail!("{shown}: [{name}]: max_downloads must be at least 1");
+            }
+            if raw.requests_per_hour == Some(0) {
+                bail!("{shown}: [{name}]: requests_per_hour must be at least 1");
+            }
+            let only_for = |set: bool, field: &str, kind: &str| -> anyhow::Result<()> {
+                if set && raw.kind != kind {
+                    bail!("{shown}: [{name}]: {field} only applies to type = \"{kind}\"");
+                }
+                Ok(())
+            };
+            only_for(raw.plan.is_some(), "plan", "fii.one")?;
+            only_for(
+                raw.requests_per_hour.is_some(),
+                "requests_per_hour",
+                "fii.one",
+            )?;
+            only_for(raw.expires.is_some(), "expires", "file.io")?;
+            only_for(raw.max_downloads.is_some(), "max_downloads", "file.io")?;
+            only_for(raw.auto_delete.is_some(), "auto_delete", "file.io")?;
+            only_for(raw.local_copies.is_some(), "local_copies", "file.io")?;
+            let local_copies = raw
+                .local_copies
+                .map(|f| expand_home(&f, base_dir.as_deref()));
             let remote = RemoteConfig {
+                plan,
+                requests_per_hour: raw.requests_per_hour,
+                upload: UploadOptions {
+                    expires: raw.expires,
+                    max_downloads: raw.max_downloads,
+                    auto_delete: raw.auto_delete,
+                },
+                local_copies,
                 kind: raw.kind,
                 api_url: raw.api_url,
                 key: raw.key.map(ApiKey::new),
@@ -246,8 +314,52 @@ impl Config {
                     .with_context(|| format!("remote {name}"))?;
                 Ok(Arc::new(backend))
             }
-            other => bail!("remote {name}: unknown type {other:?} (supported: 1fichier)"),
+            "fii.one" => {
+                let backend = FiiOne::new(remote.fiione_settings()?)
+                    .with_context(|| format!("remote {name}"))?;
+                Ok(Arc::new(backend))
+            }
+            "file.io" => {
+                let backend = FileIo::new(remote.fileio_settings()?)
+                    .with_context(|| format!("remote {name}"))?;
+                Ok(Arc::new(backend))
+            }
+            other => bail!(
+                "remote {name}: unknown type {other:?} (supported: 1fichier, fii.one, file.io)"
+            ),
         }
+    }
+}
+
+/// `$XDG_DATA_HOME/filehostfs/file.io/<remote>-<account>`: one folder per
+/// account (named by a hash of its service URL and key, never the key), so
+/// a changed key or URL does not mix two accounts' files.
+fn default_local_copies(name: &str, api_url: &str, key: &ApiKey) -> anyhow::Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let base = dirs::data_local_dir()
+        .ok_or_else(|| anyhow!("remote {name}: no data directory; set local_copies"))?;
+    let mut hash = Sha256::new();
+    hash.update(api_url.as_bytes());
+    hash.update([0]);
+    hash.update(key.expose().as_bytes());
+    let account = hex::encode(&hash.finalize()[..8]);
+    Ok(base
+        .join("filehostfs")
+        .join("file.io")
+        .join(format!("{name}-{account}")))
+}
+
+/// `~/x` → `$HOME/x`; other relative paths are relative to `base_dir` (the
+/// config file's folder), so a config works from any current directory.
+fn expand_home(path: &Path, base_dir: Option<&Path>) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = dirs::home_dir() {
+            return home.join(rest);
+        }
+    }
+    match base_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -313,7 +425,13 @@ impl RemoteConfig {
 
     /// Pacing and retry settings, from the defaults and this table.
     pub fn pacer_config(&self) -> PacerConfig {
-        let mut pacer = PacerConfig::default();
+        self.pacer_config_from(PacerConfig::default())
+    }
+
+    /// Pacing and retry settings: `base` (a service's own defaults) with
+    /// this table's settings on top.
+    pub fn pacer_config_from(&self, base: PacerConfig) -> PacerConfig {
+        let mut pacer = base;
         if let Some(rate) = self.rate {
             pacer.rate_per_sec = rate;
         }
@@ -342,6 +460,43 @@ impl RemoteConfig {
             http.read_timeout = t;
         }
         http
+    }
+
+    pub fn fiione_settings(&self) -> anyhow::Result<FiiOneSettings> {
+        let mut settings = FiiOneSettings::new(self.api_key()?);
+        if let Some(url) = &self.api_url {
+            settings.api_url = url.clone();
+        }
+        if let Some(plan) = self.plan {
+            settings.plan = plan;
+        }
+        let per_hour = self
+            .requests_per_hour
+            .unwrap_or(settings.plan.hourly_request_budget());
+        settings.pacer = self.pacer_config_from(fiione::hourly_pacer(per_hour));
+        settings.http = self.http_settings();
+        if let Some(backoff) = self.retry_backoff {
+            settings.download.retry_backoff = backoff;
+        }
+        Ok(settings)
+    }
+
+    pub fn fileio_settings(&self) -> anyhow::Result<FileIoSettings> {
+        let key = self.api_key()?;
+        let api_url = self
+            .api_url
+            .clone()
+            .unwrap_or_else(|| fileio::DEFAULT_API_URL.to_string());
+        let local_copies = match &self.local_copies {
+            Some(dir) => dir.clone(),
+            None => default_local_copies(&self.name, &api_url, &key)?,
+        };
+        let mut settings = FileIoSettings::new(key, local_copies);
+        settings.api_url = api_url;
+        settings.upload = self.upload.clone();
+        settings.pacer = self.pacer_config_from(fileio::default_pacer());
+        settings.http = self.http_settings();
+        Ok(settings)
     }
 
     pub fn fichier_options(&self) -> anyhow::Result<FichierOptions> {
@@ -451,6 +606,42 @@ mod tests {
     }
 
     #[test]
+    fn fiione_and_fileio_tables() {
+        let c = Config::parse(
+            "[pics]\ntype = \"fii.one\"\nkey = \"k\"\nplan = \"pro\"\n\
+             [pics2]\ntype = \"fii.one\"\nkey = \"k\"\nrequests_per_hour = 36\nrate = 9\n\
+             [out]\ntype = \"file.io\"\nkey = \"k\"\nexpires = \"1w\"\nmax_downloads = 3\n\
+             auto_delete = false\nlocal_copies = \"copies\"\n",
+            Some(Path::new("/etc/fh/config.toml")),
+        )
+        .unwrap();
+        let pics = c.remote("pics").unwrap().fiione_settings().unwrap();
+        assert_eq!(pics.plan, FiiOnePlan::Pro);
+        // The pro budget: 1000 requests in any hour, burst included.
+        let hourly = pics.pacer.rate_per_sec * 3600.0 + f64::from(pics.pacer.burst);
+        assert!((hourly - 1000.0).abs() < 1e-6, "{hourly}");
+        let pics2 = c.remote("pics2").unwrap().fiione_settings().unwrap();
+        assert_eq!(pics2.pacer.rate_per_sec, 9.0);
+        assert_eq!(pics2.plan, FiiOnePlan::Free);
+        let out = c.remote("out").unwrap().fileio_settings().unwrap();
+        assert_eq!(out.upload.expires.as_deref(), Some("1w"));
+        assert_eq!(out.upload.max_downloads, Some(3));
+        assert_eq!(out.upload.auto_delete, Some(false));
+        assert_eq!(out.local_copies, Path::new("/etc/fh/copies"));
+        assert_eq!(out.api_url, fileio::DEFAULT_API_URL);
+
+        for bad in [
+            "[x]\ntype = \"fii.one\"\nplan = \"gold\"\n",
+            "[x]\ntype = \"file.io\"\nexpires = \"someday\"\n",
+            "[x]\ntype = \"file.io\"\nmax_downloads = 0\n",
+            "[x]\ntype = \"1fichier\"\nexpires = \"1d\"\n",
+            "[x]\ntype = \"file.io\"\nplan = \"free\"\n",
+        ] {
+            assert!(Config::parse(bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn env_var_names() {
         assert_eq!(key_env_var("work"), "FILEHOSTFS_WORK_KEY");
         assert_eq!(key_env_var("my-box.2"), "FILEHOSTFS_MY_BOX_2_KEY");
@@ -481,6 +672,12 @@ mod tests {
         .unwrap();
         let r = c.remote("w").unwrap();
         assert_eq!(r.key_file.as_deref(), Some(Path::new("/etc/fh/k")));
+        if let Some(home) = dirs::home_dir() {
+            assert_eq!(
+                expand_home(Path::new("~/keys/w"), Some(Path::new("/etc"))),
+                home.join("keys/w")
+            );
+        }
         assert_eq!(r.pacer_config().rate_per_sec, 5.0);
         assert_eq!(r.flood_wait, Some(Duration::from_millis(500)));
         let err = c.remote("nope").unwrap_err().to_string();

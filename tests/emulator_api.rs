@@ -456,3 +456,158 @@ fn free_accounts_cannot_get_download_tokens() {
     let (s, body) = client.call("download/get_token", json!({"url": url, "single": 1}));
     assert_ko(s, &body, 403, "200");
 }
+
+/// Every JSON endpoint of §4 and §5 that the emulator serves.
+const ENDPOINTS: &[&str] = &[
+    "folder/ls",
+    "folder/mkdir",
+    "folder/rm",
+    "folder/mv",
+    "folder/share",
+    "file/ls",
+    "file/info",
+    "file/rm",
+    "file/mv",
+    "file/rename",
+    "file/cp",
+    "download/get_token",
+    "upload/get_upload_server",
+    "user/info",
+    "remote/request",
+    "remote/ls",
+    "remote/info",
+];
+
+#[test]
+fn every_endpoint_refuses_bad_keys_bad_json_and_wrong_methods() {
+    let emu = Emulator::start();
+    let http = common::fichier_client::http_client();
+    let base = emu.fichier_url();
+    let key = emu.key();
+    for endpoint in ENDPOINTS {
+        let url = format!("{base}/{endpoint}.cgi");
+        let post = |key: &str, body: &'static str| {
+            let response = http
+                .post(&url)
+                .bearer_auth(key)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().unwrap())
+        };
+        let (status, body) = post("wrong-key", "{}");
+        assert_ko(status, &body, 403, "93");
+        let (status, body) = post(&key, "{\"folder_id\": ");
+        assert_ko(status, &body, 403, "700");
+        let response = http
+            .put(&url)
+            .bearer_auth(&key)
+            .header("Content-Type", "application/json")
+            .body("{}")
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_ko(status, &response.json().unwrap(), 405, "702");
+    }
+    let stats = emu.stats();
+    for endpoint in ENDPOINTS {
+        assert_eq!(
+            stats["requests"][format!("1fichier:{endpoint}")],
+            3,
+            "{endpoint}"
+        );
+    }
+}
+
+#[test]
+fn shared_folders_are_listed_publicly_without_a_key() {
+    let emu = Emulator::start();
+    let client = FichierClient::new(&emu);
+    let open = client.mkdir(0, "open");
+    let locked = client.mkdir(0, "locked");
+    let link = client.upload(open, "pub.txt", b"public")["download"].clone();
+    client.upload(locked, "hidden.txt", b"hidden");
+    let http = common::fichier_client::http_client();
+    let public = |id: i64| format!("{}/dir/{id}", emu.base_url());
+
+    // Not shared yet: nothing to see.
+    let response = http.get(format!("{}?json=1", public(open))).send().unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+
+    let shared = client.ok("folder/share", json!({"folder_id": open, "share": 1}));
+    assert_eq!(shared["url"], public(open));
+    assert_eq!(
+        client.ok("folder/ls", json!({"folder_id": open}))["shared"],
+        1
+    );
+    let listing: Value = http
+        .get(format!("{}?json=1", public(open)))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        listing,
+        json!([{"filename": "pub.txt", "link": link, "size": 6}])
+    );
+    let html = http.get(public(open)).send().unwrap().text().unwrap();
+    assert!(html.contains("pub.txt"));
+
+    // With a password: only a POSTed form with the right one gets in.
+    client.ok(
+        "folder/share",
+        json!({"folder_id": locked, "share": 1, "pass": "s3cret!"}),
+    );
+    let response = http
+        .get(format!("{}?json=1", public(locked)))
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_ko(status, &response.json().unwrap(), 403, "631");
+    let post = |pass: &str| {
+        http.post(public(locked))
+            .form(&[("json", "1"), ("pass", pass)])
+            .send()
+            .unwrap()
+    };
+    let wrong = post("nope");
+    let status = wrong.status().as_u16();
+    assert_ko(status, &wrong.json().unwrap(), 403, "631");
+    let right: Value = post("s3cret!").json().unwrap();
+    assert_eq!(right[0]["filename"], "hidden.txt");
+
+    // A file link itself opens a page for anyone.
+    let page = http.get(link.as_str().unwrap()).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().unwrap().contains("pub.txt"));
+    let missing = http
+        .get(format!("{}/?zzzzzzzzzzzzzzzzzzzz", emu.base_url()))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    // Unsharing, and refusals.
+    client.ok("folder/share", json!({"folder_id": open, "share": 0}));
+    assert_eq!(
+        http.get(format!("{}?json=1", public(open)))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    let (s, b) = client.call("folder/share", json!({"folder_id": 0, "share": 1}));
+    assert_ko(s, &b, 403, "706");
+    let (s, b) = client.call("folder/share", json!({"folder_id": open, "share": 2}));
+    assert_ko(s, &b, 403, "700");
+    let (s, b) = client.call(
+        "folder/share",
+        json!({"folder_id": open, "share": 1, "shares": [{"email": "a@b.c", "rw": 0, "hide_links": 0}]}),
+    );
+    assert_ko(s, &b, 403, "631");
+    let other = FichierClient::with_key(&emu, &emu.fichier_keys()[1]);
+    let (s, b) = other.call("folder/share", json!({"folder_id": open, "share": 1}));
+    assert_ko(s, &b, 404, "469");
+}

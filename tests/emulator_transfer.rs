@@ -145,6 +145,18 @@ fn upload_placement_duplicates_and_refusals() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    // An id belongs to the account that asked for it.
+    let (_, id) = client.ok_get_upload_server();
+    let response = http
+        .post(format!("{}/upload.cgi?id={id}", emu.base_url()))
+        .bearer_auth(&emu.fichier_keys()[1])
+        .multipart(multipart::Form::new().part(
+            "file[]",
+            multipart::Part::bytes(b"x".to_vec()).file_name("x.txt"),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
     let response = http
         .get(format!("{}/upload.cgi?id=x", emu.base_url()))
         .send()
@@ -274,12 +286,12 @@ fn range_requests_follow_http_semantics() {
 
 #[test]
 fn download_links_expire_and_unknown_tokens_are_404() {
-    let emu = Emulator::start_with(&["--link-expiry-secs", "1"]);
+    let emu = Emulator::start_with(&["--link-expiry-secs", "2"]);
     let client = FichierClient::new(&emu);
     let link = client.upload(0, "e.txt", b"expiring");
     let url = client.token(link["download"].as_str().unwrap());
     assert_eq!(fetch("GET", &url, None).body, b"expiring");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(fetch("GET", &url, None).status, 410);
     let fresh = client.token(link["download"].as_str().unwrap());
     assert_eq!(fetch("GET", &fresh, None).status, 200);
@@ -310,4 +322,63 @@ fn get_token_errors() {
     assert_eq!(body["status"], "KO");
     let (status, _) = client.call("download/get_token", json!({"single": 1}));
     assert_eq!(status, 403);
+}
+
+#[test]
+fn parallel_uploads_and_ranged_downloads_stay_consistent() {
+    let emu = Emulator::start();
+    let folder = FichierClient::new(&emu).mkdir(0, "parallel");
+    let workers: Vec<_> = (0..6u64)
+        .map(|worker| {
+            let client = FichierClient::new(&emu);
+            std::thread::spawn(move || {
+                let data = pseudo_random(256 * 1024 + worker as usize * 1000, worker);
+                let link = client.upload(folder, &format!("part {worker}.bin"), &data);
+                assert_eq!(link["whirlpool"], whirlpool_hex(&data));
+                let url = client.token(link["download"].as_str().unwrap());
+                for i in 0..8usize {
+                    let start = (i * 31_337 + worker as usize * 7) % data.len();
+                    let end = (start + 40_000).min(data.len() - 1);
+                    let got = fetch("GET", &url, Some(&format!("bytes={start}-{end}")));
+                    assert_eq!(got.status, 206);
+                    assert!(got.body == data[start..=end], "worker {worker} range {i}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker panicked");
+    }
+    assert_eq!(FichierClient::new(&emu).files(folder).len(), 6);
+}
+
+/// 1fichier refuses empty files, but the shared Range code also serves
+/// file.io, which stores them: check the 0-length edge cases there.
+#[test]
+fn zero_length_file_ranges_over_http() {
+    let emu = Emulator::start_with(&["--fileio-rate-limit", "0"]);
+    let http = common::fichier_client::http_client();
+    let uploaded: serde_json::Value = http
+        .post(format!("{}/", emu.service_url("file.io")))
+        .multipart(multipart::Form::new().text("maxDownloads", "10").part(
+            "file",
+            multipart::Part::bytes(Vec::new()).file_name("empty.txt"),
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(uploaded["size"], 0, "{uploaded}");
+    let link = uploaded["link"].as_str().unwrap();
+    let head = fetch("HEAD", link, None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("0"));
+    let ranged = fetch("GET", link, Some("bytes=0-"));
+    assert_eq!(ranged.status, 416);
+    assert_eq!(ranged.header("content-range").as_deref(), Some("bytes */0"));
+    let suffix = fetch("GET", link, Some("bytes=-1"));
+    assert_eq!(suffix.status, 416);
+    let full = fetch("GET", link, None);
+    assert_eq!(full.status, 200);
+    assert!(full.body.is_empty());
 }

@@ -28,7 +28,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// The refusal to send unless the bearer token is the admin key (compared
 /// in constant time).
-fn denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -3,7 +3,7 @@
 //! A bare key is a 1fichier account. The general form is
 //! `SERVICE KEY [OPTION=VALUE ...]`; blank lines and lines starting with `#`
 //! are ignored. Options are service-specific (1fichier: `email=`, `quota=`
-//! in bytes, `offer=free|premium`).
+//! in bytes, `offer=free|premium`; fii.one and file.io: see their modules).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Services the emulator knows; a keys-file line naming another is an error.
-pub const SERVICES: &[&str] = &["1fichier"];
+pub const SERVICES: &[&str] = &["1fichier", "fii.one", "file.io"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyEntry {

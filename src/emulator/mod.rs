@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod faults;
 pub mod fichier;
+pub mod fiione;
+pub mod fileio;
 pub mod flood;
 pub mod keys;
 pub mod ranges;
@@ -130,6 +132,21 @@ pub struct ServeArgs {
     /// Fault: hand out download links that have already expired.
     #[arg(long)]
     pub fault_expire_links: bool,
+
+    /// fii.one: enforce the documented hourly request budgets (100 free,
+    /// 1000 pro) on every key; a key's `requests_per_hour=` option sets its own.
+    #[arg(long)]
+    pub fiione_rate_limit: bool,
+
+    /// file.io: requests per minute allowed to each caller (key, else IP)
+    /// without a `rate_limit=` option of its own; 0 = unlimited. The
+    /// default is the documented free-plan limit.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub fileio_rate_limit: u32,
+
+    /// file.io: whether HEAD and ranged GETs spend a download like a full GET.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub fileio_partial_reads_consume: bool,
 }
 
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
@@ -184,6 +201,8 @@ pub struct AppState {
     pub admin_key: String,
     pub settings: Settings,
     pub fichier: fichier::FichierState,
+    pub fiione: fiione::FiiOneState,
+    pub fileio: fileio::FileIoState,
 }
 
 impl AppState {
@@ -319,6 +338,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
+    // First, so a second server on this data dir stops before touching it.
+    let storage = Storage::open(&data_dir)?;
     let (key_entries, keys_file, keys_created) = load_or_create_keys(&args, &data_dir)?;
     let (admin_key, admin_key_file, admin_created) = load_or_create_admin_key(&args, &data_dir)?;
     if keys_created {
@@ -334,7 +355,6 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
         );
     }
 
-    let storage = Storage::open(&data_dir)?;
     let accounts = {
         let entries = key_entries.clone();
         storage
@@ -386,6 +406,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
     };
 
     let fichier_state = fichier::FichierState::new(&storage).await?;
+    let fiione_state =
+        fiione::FiiOneState::new(&storage, &key_entries, args.fiione_rate_limit).await?;
+    let fileio_state = fileio::FileIoState::new(
+        &storage,
+        &key_entries,
+        args.fileio_rate_limit,
+        args.fileio_partial_reads_consume,
+    )
+    .await?;
     let state = Arc::new(AppState {
         storage,
         stats: Arc::new(Stats::default()),
@@ -412,12 +441,18 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
             folder_move_mode: args.folder_move_mode,
         },
         fichier: fichier_state,
+        fiione: fiione_state,
+        fileio: fileio_state,
     });
 
-    let services = vec![(
-        fichier::SERVICE.to_string(),
-        format!("{public_url}{}", fichier::API_PREFIX),
-    )];
+    let services = [
+        (fichier::SERVICE, fichier::API_PREFIX),
+        (fiione::SERVICE, fiione::API_PREFIX),
+        (fileio::SERVICE, fileio::API_PREFIX),
+    ]
+    .iter()
+    .map(|(name, prefix)| (name.to_string(), format!("{public_url}{prefix}")))
+    .collect();
     let app = router(state);
 
     let handle = axum_server::Handle::new();
@@ -452,7 +487,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(admin::router(state.clone()))
-        .merge(fichier::router(state))
+        .merge(fichier::router(state.clone()))
+        .merge(fiione::router(state.clone()))
+        .merge(fileio::router(state))
 }
 
 /// The `serve` subcommand: start, print the address and service lines, run

@@ -6,6 +6,7 @@
 //! invalid Range header or a multi-range request is ignored and the whole
 //! file is sent with 200, which RFC 9110 §14.2 allows.
 
+use std::future::Future as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -24,6 +25,9 @@ use super::stats::Stats;
 /// task hop, a syscall) is negligible next to the copy itself.
 const CHUNK: usize = 1 << 20;
 
+/// How long a cut download waits, after its last byte, before dropping.
+const CUT_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A byte range resolved against the file size; `end` is inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteRange {
@@ -32,12 +36,9 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
-    pub fn len(&self) -> u64 {
+    /// Number of bytes in the range (never 0: `end` is inclusive).
+    pub fn byte_count(&self) -> u64 {
         self.end - self.start + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -159,7 +160,7 @@ impl BlobResponse {
             RangeRequest::Partial(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
         };
         let (offset, length) = match range {
-            Some(r) => (r.start, r.len()),
+            Some(r) => (r.start, r.byte_count()),
             None => (0, self.size),
         };
 
@@ -207,8 +208,8 @@ impl BlobResponse {
             remaining: length,
             sent: 0,
             cut_after: self.cut_after,
-            cut_pause: None,
             pending: None,
+            cut_pause: None,
             stats: self.stats,
             _guard: self.guard,
         };
@@ -231,8 +232,8 @@ struct BlobStream {
     remaining: u64,
     sent: u64,
     cut_after: Option<u64>,
-    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     pending: Option<tokio::task::JoinHandle<ReadResult>>,
+    cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     stats: Arc<Stats>,
     _guard: Option<Box<dyn Send + Sync + 'static>>,
 }
@@ -244,17 +245,16 @@ impl Stream for BlobStream {
         let this = &mut *self;
         if let Some(limit) = this.cut_after {
             if this.sent >= limit {
-                // hyper drops whatever it has not written yet when the body
-                // fails, headers included; pausing first lets it flush the
-                // bytes sent so far, so the client really gets `limit` bytes.
-                let pause = this.cut_pause.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
-                });
+                // Pause first so hyper flushes what was sent (it flushes
+                // while the body is pending), then fail: an error, not a
+                // clean end, makes hyper drop the connection short of
+                // Content-Length, like a real network cut.
+                let pause = this
+                    .cut_pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_FLUSH_PAUSE)));
                 if pause.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                // An error (not a clean end) makes hyper drop the connection
-                // short of Content-Length, like a real network cut.
                 this.cut_after = None;
                 this.remaining = 0;
                 return Poll::Ready(Some(Err(std::io::Error::new(
@@ -317,8 +317,6 @@ impl Stream for BlobStream {
     }
 }
 
-use std::future::Future as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +357,42 @@ mod tests {
         assert_eq!(p("items=0-1", 10), RangeRequest::Full);
         assert_eq!(p("bytes=a-b", 10), RangeRequest::Full);
         assert_eq!(parse_range(None, 10), RangeRequest::Full);
+    }
+
+    proptest::proptest! {
+        /// RFC 9110 §14.1.2 semantics, stated case by case.
+        #[test]
+        fn single_ranges_follow_rfc_9110(size in 0u64..5000, a in 0u64..6000, b in 0u64..6000) {
+            let closed = parse_range(Some(&format!("bytes={a}-{b}")), size);
+            if a > b {
+                proptest::prop_assert_eq!(closed, RangeRequest::Full);
+            } else if a >= size {
+                proptest::prop_assert_eq!(closed, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    closed,
+                    RangeRequest::Partial(ByteRange { start: a, end: b.min(size - 1) })
+                );
+            }
+            let open = parse_range(Some(&format!("bytes={a}-")), size);
+            if a >= size {
+                proptest::prop_assert_eq!(open, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    open,
+                    RangeRequest::Partial(ByteRange { start: a, end: size - 1 })
+                );
+            }
+            let suffix = parse_range(Some(&format!("bytes=-{b}")), size);
+            if b == 0 || size == 0 {
+                proptest::prop_assert_eq!(suffix, RangeRequest::Unsatisfiable);
+            } else {
+                proptest::prop_assert_eq!(
+                    suffix,
+                    RangeRequest::Partial(ByteRange { start: size - b.min(size), end: size - 1 })
+                );
+            }
+        }
     }
 
     async fn serve(path: PathBuf, size: u64, range: Option<&str>, method: Method) -> Response {

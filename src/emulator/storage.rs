@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_by_folder ON files(account_id, folder_id);
 CREATE INDEX IF NOT EXISTS files_by_blob ON files(blob_id);
+CREATE TABLE IF NOT EXISTS folder_shares (
+    folder_id INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    pass TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS upload_sessions (
     id TEXT PRIMARY KEY,
     service TEXT NOT NULL,
@@ -133,6 +138,31 @@ pub struct Storage {
     conn: Arc<Mutex<Connection>>,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
+    /// Holds an exclusive `flock` on `DATA_DIR/lock` while the store is open:
+    /// a second server on the same data dir would delete this one's
+    /// in-progress uploads at start-up. The kernel drops it on any exit.
+    _lock: std::fs::File,
+}
+
+/// Takes the data dir's lock, or explains who holds it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        anyhow::bail!(
+            "data dir {} is in use by another filehostfs serve",
+            data_dir.display()
+        );
+    }
+    Ok(file)
 }
 
 const FILE_COLUMNS: &str = "f.id, f.account_id, f.folder_id, f.link_id, f.name, f.blob_id, \
@@ -174,6 +204,7 @@ impl Storage {
     /// half-written upload left by a crash and garbage-collects blobs that no
     /// committed row references.
     pub fn open(data_dir: &Path) -> anyhow::Result<Storage> {
+        let lock = lock_data_dir(data_dir)?;
         let blob_dir = data_dir.join("blobs");
         let tmp_dir = data_dir.join("tmp");
         std::fs::create_dir_all(&blob_dir)
@@ -198,6 +229,7 @@ impl Storage {
             conn: Arc::new(Mutex::new(conn)),
             blob_dir,
             tmp_dir,
+            _lock: lock,
         };
         storage.collect_orphan_blobs()?;
         Ok(storage)
@@ -520,6 +552,19 @@ pub fn file_by_link(
     );
     Ok(conn
         .query_row(&sql, params![account, link_id], file_from_row)
+        .optional()?)
+}
+
+/// A file by its link, whoever owns it (public pages need no key).
+pub fn file_by_link_any_account(
+    conn: &Connection,
+    link_id: &str,
+) -> anyhow::Result<Option<FileRow>> {
+    let sql = format!(
+        "SELECT {FILE_COLUMNS} FROM files f JOIN blobs b ON b.id = f.blob_id WHERE f.link_id = ?1"
+    );
+    Ok(conn
+        .query_row(&sql, params![link_id], file_from_row)
         .optional()?)
 }
 

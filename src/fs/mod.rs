@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod inode;
 pub mod read;
 pub mod write;
+pub mod writeback;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};

@@ -82,6 +82,12 @@ impl FichierOptions {
     }
 }
 
+/// Where one upload goes: the node's base URL and the upload id.
+struct UploadNode {
+    base: String,
+    id: String,
+}
+
 /// A 1fichier account.
 #[derive(Clone)]
 pub struct Fichier {
@@ -99,8 +105,12 @@ struct Inner {
     scheme: String,
     options: FichierOptions,
     client: reqwest::Client,
+    /// For upload.cgi: no idle timeout while the file is being sent.
+    upload_client: reqwest::Client,
     pacer: Pacer,
     links: Mutex<HashMap<FileId, CachedLink>>,
+    /// One token request at a time per file (see `direct_link`).
+    link_gates: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     account_info: Mutex<Option<(Instant, SpaceInfo)>>,
     capabilities: Capabilities,
 }
@@ -136,19 +146,31 @@ impl Fichier {
         // Sent client-wide like the reference client does: the API, the
         // upload node and the download servers all accept it.
         headers.insert(AUTHORIZATION, auth);
-        let client = http::client_builder(&options.http)
-            .default_headers(headers)
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // upload.cgi answers 302 to end.pl, which must be fetched
-                // with the `JSON: 1` header to give JSON: stop there.
+        // upload.cgi answers 302 to end.pl, which must be fetched with the
+        // `JSON: 1` header to give JSON: redirects stop there.
+        let redirects = || {
+            reqwest::redirect::Policy::custom(|attempt| {
                 if attempt.url().path().ends_with("/end.pl") || attempt.previous().len() >= 10 {
                     attempt.stop()
                 } else {
                     attempt.follow()
                 }
-            }))
+            })
+        };
+        let build_error =
+            |e: reqwest::Error| RemoteError::Fatal(format!("cannot build the HTTP client: {e}"));
+        let client = http::client_builder(&options.http)
+            .default_headers(headers.clone())
+            .redirect(redirects())
             .build()
-            .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(build_error)?;
+        // Upload nodes are other hosts than the API, so their own pool costs
+        // no connection reuse.
+        let upload_client = http::upload_client_builder(&options.http)
+            .default_headers(headers)
+            .redirect(redirects())
+            .build()
+            .map_err(build_error)?;
         let pacer = Pacer::new(options.pacer.clone()).with_class_limit(
             CLASS_ACCOUNT,
             ClassLimit::once_per(options.account_info_interval),
@@ -172,8 +194,10 @@ impl Fichier {
                 scheme,
                 options,
                 client,
+                upload_client,
                 pacer,
                 links: Mutex::new(HashMap::new()),
+                link_gates: Mutex::new(HashMap::new()),
                 account_info: Mutex::new(None),
                 capabilities,
             }),
@@ -386,6 +410,37 @@ fn items<'a>(answer: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
+/// The `sub_folders` of a `folder/ls` answer (absent when there are none).
+fn subfolders(answer: &Value) -> RemoteResult<Vec<FolderEntry>> {
+    items(answer, "sub_folders")
+        .iter()
+        .map(|f| {
+            let id = f.get("id").and_then(integer).ok_or_else(|| {
+                RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
+            })?;
+            Ok(FolderEntry {
+                id: FolderId(id.to_string()),
+                name: names::decode(text(f, "name").unwrap_or_default()),
+                created: text(f, "create_date").and_then(parse_french_time),
+            })
+        })
+        .collect()
+}
+
+/// The files of a `folder/ls` answer asked with `files: 1`, or `None` when
+/// it does not tell them (then `file/ls` must be asked).
+fn files_of_folder_answer(answer: &Value) -> Option<RemoteResult<Vec<FileEntry>>> {
+    match (answer.get("items"), answer.get("files").and_then(number)) {
+        (Some(Value::Array(list)), _) => Some(
+            list.iter()
+                .map(|f| file_entry(f).map(|(entry, _)| entry))
+                .collect(),
+        ),
+        (_, Some(0)) => Some(Ok(Vec::new())),
+        _ => None,
+    }
+}
+
 /// A bare `host[:port]` as `get_upload_server` must return it.
 fn valid_upload_host(host: &str) -> bool {
     !host.is_empty()
@@ -462,9 +517,9 @@ impl Inner {
     }
 
     /// A paced call that changes something. It is retried like a read, but
-    /// when an attempt after a failed one is refused, `check` looks at the
-    /// current state: the earlier attempt may have been carried out with
-    /// only its answer lost, in which case the change is done.
+    /// when an attempt that follows a 5xx or a lost connection is refused,
+    /// `check` looks at the current state: the earlier attempt may have been
+    /// carried out with only its answer lost, in which case the change is done.
     async fn change<T, C, CF>(&self, endpoint: &str, body: Value, check: C) -> RemoteResult<Value>
     where
         C: Fn() -> CF,
@@ -478,7 +533,9 @@ impl Inner {
                 let outcome = self
                     .request_once(Method::POST, &url, Some(&body), endpoint)
                     .await;
-                if outcome.as_ref().is_err_and(RemoteError::is_retryable) {
+                // A flood answer means the request was not carried out; a
+                // 5xx or a lost connection leaves that open.
+                if matches!(outcome, Err(RemoteError::Transient(_))) {
                     failures.fetch_add(1, Ordering::SeqCst);
                 }
                 outcome
@@ -505,19 +562,26 @@ impl Inner {
                 Retry::Idempotent,
             )
             .await?;
-        items(&answer, "sub_folders")
-            .iter()
-            .map(|f| {
-                let id = f.get("id").and_then(integer).ok_or_else(|| {
-                    RemoteError::Fatal(format!("sub-folder without an id in the answer: {f}"))
-                })?;
-                Ok(FolderEntry {
-                    id: FolderId(id.to_string()),
-                    name: names::decode(text(f, "name").unwrap_or_default()),
-                    created: text(f, "create_date").and_then(parse_french_time),
-                })
-            })
-            .collect()
+        subfolders(&answer)
+    }
+
+    /// Sub-folders and files of a folder. `folder/ls` with `files: 1` also
+    /// returns the files (`items`, with their count in `files`), saving a
+    /// call; only when an answer has neither is `file/ls` asked.
+    async fn list_both(&self, folder: i64) -> RemoteResult<Listing> {
+        let answer = self
+            .call(
+                "folder/ls.cgi",
+                json!({ "folder_id": folder, "files": 1 }),
+                Retry::Idempotent,
+            )
+            .await?;
+        let folders = subfolders(&answer)?;
+        let files = match files_of_folder_answer(&answer) {
+            Some(files) => files?,
+            None => self.list_files(folder).await?,
+        };
+        Ok(Listing { folders, files })
     }
 
     async fn list_files(&self, folder: i64) -> RemoteResult<Vec<FileEntry>> {
@@ -590,17 +654,20 @@ impl Inner {
         }
         // Never rely on the server to refuse a non-empty folder: a server
         // that deleted recursively would lose data.
-        let subfolders = self.list_subfolders(id).await?;
-        let files = self.list_files(id).await?;
-        if !subfolders.is_empty() || !files.is_empty() {
+        let inside = self.list_both(id).await?;
+        if !inside.folders.is_empty() || !inside.files.is_empty() {
             return Err(RemoteError::NotEmpty(format!(
                 "folder {folder} holds {} folders and {} files",
-                subfolders.len(),
-                files.len()
+                inside.folders.len(),
+                inside.files.len()
             )));
         }
         let gone = || async {
-            matches!(self.list_files(id).await, Err(RemoteError::NotFound(_))).then_some(())
+            matches!(
+                self.list_subfolders(id).await,
+                Err(RemoteError::NotFound(_))
+            )
+            .then_some(())
         };
         self.change("folder/rm.cgi", json!({ "folder_id": id }), gone)
             .await?;
@@ -732,28 +799,24 @@ impl Inner {
                 // A path can be read again, so a failed upload starts over.
                 self.pacer
                     .run(CLASS_API, Retry::Idempotent, || async {
+                        let node = self.upload_node().await?;
                         let source = UploadSource::Path(path.clone());
                         let (body, size) = http::upload_body(source, progress.clone()).await?;
-                        self.upload_once(parent_id, &encoded, body, size).await
+                        self.send_upload(&node, parent_id, &encoded, body, size)
+                            .await
                     })
                     .await
             }
             UploadSource::Reader { reader, size } => {
                 self.check_upload_size(name, size)?;
+                // The node can be asked for again; the stream is sent once.
+                let node = self
+                    .pacer
+                    .run(CLASS_API, Retry::Idempotent, || self.upload_node())
+                    .await?;
                 let (body, size) =
                     http::upload_body(UploadSource::Reader { reader, size }, progress).await?;
-                let mut body = Some(body);
-                self.pacer
-                    .run(CLASS_API, Retry::Once, || {
-                        let body = body.take();
-                        let encoded = &encoded;
-                        async move {
-                            let body = body.ok_or_else(|| {
-                                RemoteError::Fatal("an upload stream cannot be sent twice".into())
-                            })?;
-                            self.upload_once(parent_id, encoded, body, size).await
-                        }
-                    })
+                self.send_upload(&node, parent_id, &encoded, body, size)
                     .await
             }
         }
@@ -773,14 +836,8 @@ impl Inner {
         Ok(())
     }
 
-    /// The three upload steps, once: get a node, send the bytes, read the result.
-    async fn upload_once(
-        &self,
-        parent_id: i64,
-        encoded_name: &str,
-        body: reqwest::Body,
-        size: u64,
-    ) -> RemoteResult<FileEntry> {
+    /// Step 1 of an upload (unpaced): the node to send to and the upload id.
+    async fn upload_node(&self) -> RemoteResult<UploadNode> {
         let server = self
             .request_once(
                 Method::GET,
@@ -796,8 +853,21 @@ impl Inner {
                 "unexpected answer from get_upload_server: {server}"
             )));
         }
-        let node = format!("{}://{host}", self.scheme);
+        Ok(UploadNode {
+            base: format!("{}://{host}", self.scheme),
+            id: id.to_string(),
+        })
+    }
 
+    /// Steps 2 and 3 of an upload: send the bytes, then read the result.
+    async fn send_upload(
+        &self,
+        node: &UploadNode,
+        parent_id: i64,
+        encoded_name: &str,
+        body: reqwest::Body,
+        size: u64,
+    ) -> RemoteResult<FileEntry> {
         let part = reqwest::multipart::Part::stream_with_length(body, size)
             .file_name(encoded_name.to_string())
             .mime_str("application/octet-stream")
@@ -807,39 +877,23 @@ impl Inner {
             .text("did", parent_id.to_string())
             .part("file[]", part);
         let response = self
-            .client
-            .post(format!("{node}/upload.cgi?id={id}"))
+            .upload_client
+            .post(format!("{}/upload.cgi?id={}", node.base, node.id))
+            .timeout(http::upload_deadline(&self.options.http, size))
             .multipart(form)
             .send()
             .await
             .map_err(http::transport_error)?;
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
-            // Reuse the KO-body reading for a precise error.
+            // A KO body gives the precise reason.
             self.read_answer(response, "upload.cgi").await?;
             return Err(RemoteError::Transient(format!("upload.cgi: HTTP {status}")));
         }
         drop(response);
 
-        self.pacer.acquire(CLASS_API).await;
-        let result = self
-            .client
-            .get(format!("{node}/end.pl?xid={id}"))
-            .header("JSON", "1")
-            .header(CONTENT_TYPE, "application/json")
-            .send()
-            .await
-            .map_err(http::transport_error)?;
-        let result = self.read_answer(result, "end.pl").await?;
-        let links = items(&result, "links");
-        let link = links
-            .iter()
-            .find(|l| text(l, "filename") == Some(encoded_name))
-            .or_else(|| links.first())
-            .ok_or_else(|| {
-                RemoteError::Transient("the upload node reported no uploaded file".into())
-            })?;
-        let url = text(link, "download")
+        let link = self.upload_result(node, encoded_name).await?;
+        let url = text(&link, "download")
             .filter(|u| !u.is_empty())
             .ok_or_else(|| RemoteError::Fatal(format!("upload result without a link: {link}")))?;
         let stored_size = link.get("size").and_then(number).unwrap_or(size);
@@ -850,10 +904,10 @@ impl Inner {
         }
         Ok(FileEntry {
             id: FileId(url.to_string()),
-            name: names::decode(text(link, "filename").unwrap_or(encoded_name)),
+            name: names::decode(text(&link, "filename").unwrap_or(encoded_name)),
             size,
             modified: DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default(),
-            checksum: text(link, "whirlpool")
+            checksum: text(&link, "whirlpool")
                 .filter(|c| !c.is_empty())
                 .map(str::to_ascii_lowercase),
             mime: Some("application/octet-stream".to_string()),
@@ -862,21 +916,80 @@ impl Inner {
         })
     }
 
+    /// Step 3: `end.pl` describes the stored file. The bytes are on the
+    /// service by now, so a failure here is retried on its own (the result
+    /// is kept for hours) rather than by sending the file again.
+    async fn upload_result(&self, node: &UploadNode, encoded_name: &str) -> RemoteResult<Value> {
+        let url = format!("{}/end.pl?xid={}", node.base, node.id);
+        self.pacer
+            .run(CLASS_API, Retry::Idempotent, || async {
+                let response = self
+                    .client
+                    .get(&url)
+                    .header("JSON", "1")
+                    .header(CONTENT_TYPE, "application/json")
+                    .send()
+                    .await
+                    .map_err(http::transport_error)?;
+                let result = self.read_answer(response, "end.pl").await?;
+                let links = items(&result, "links");
+                links
+                    .iter()
+                    .find(|l| text(l, "filename") == Some(encoded_name))
+                    .or_else(|| links.first())
+                    .cloned()
+                    .ok_or_else(|| {
+                        RemoteError::Transient("the upload node reported no uploaded file".into())
+                    })
+            })
+            .await
+    }
+
+    fn cached_link(&self, file: &FileId) -> Option<DirectLink> {
+        let links = self.links.lock();
+        let cached = links.get(file)?;
+        (cached.valid_until > Instant::now()).then(|| DirectLink {
+            url: cached.url.clone(),
+            valid_until: Some(cached.valid_until),
+        })
+    }
+
     async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        let now = Instant::now();
-        if let Some(cached) = self.links.lock().get(file) {
-            if cached.valid_until > now {
-                return Ok(DirectLink {
-                    url: cached.url.clone(),
-                    valid_until: Some(cached.valid_until),
-                });
-            }
+        if let Some(link) = self.cached_link(file) {
+            return Ok(link);
         }
+        // Readers of one file that all miss the cache wait for a single
+        // token request instead of each spending one of the few API calls
+        // per second.
+        let gate = self
+            .link_gates
+            .lock()
+            .entry(file.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            match self.cached_link(file) {
+                Some(link) => Ok(link),
+                None => self.fetch_link(file).await,
+            }
+        };
+        let mut gates = self.link_gates.lock();
+        // Only this call and the map hold the gate: nobody waits on it.
+        if Arc::strong_count(&gate) <= 2 {
+            gates.remove(file);
+        }
+        result
+    }
+
+    async fn fetch_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
         let asked_at = Instant::now();
+        // No `single: 1`: the link is cached and shared by parallel range
+        // reads, which a single-use link would refuse.
         let answer = self
             .call(
                 "download/get_token.cgi",
-                json!({ "url": file.0, "single": 1 }),
+                json!({ "url": file.0 }),
                 Retry::Idempotent,
             )
             .await?;
@@ -943,9 +1056,7 @@ impl Remote for Fichier {
 
     async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
         let id = parse_folder_id(folder)?;
-        let folders = self.inner.list_subfolders(id).await?;
-        let files = self.inner.list_files(id).await?;
-        Ok(Listing { folders, files })
+        self.inner.list_both(id).await
     }
 
     async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
@@ -1153,6 +1264,21 @@ mod tests {
         assert_eq!(folder, Some(FolderId("1234".into())));
         assert_eq!(entry.mime.as_deref(), Some("application/pdf"));
         assert!(file_entry(&json!({"filename": "no url"})).is_err());
+    }
+
+    #[test]
+    fn folder_answers_with_or_without_files() {
+        let with = json!({"folder_id": 0, "files": 1, "items": [
+            {"url": "https://1fichier.com/?a", "filename": "a", "size": 1, "date": "2024-01-02 10:11:12"}
+        ]});
+        assert_eq!(files_of_folder_answer(&with).unwrap().unwrap().len(), 1);
+        let empty = json!({"folder_id": 0, "files": "0"});
+        assert!(files_of_folder_answer(&empty).unwrap().unwrap().is_empty());
+        // A service that ignored `files: 1` says nothing about files.
+        let silent = json!({"folder_id": 0, "sub_folders": []});
+        assert!(files_of_folder_answer(&silent).is_none());
+        let counted_only = json!({"folder_id": 0, "files": 3});
+        assert!(files_of_folder_answer(&counted_only).is_none());
     }
 
     #[test]

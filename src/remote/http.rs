@@ -43,16 +43,39 @@ impl Default for HttpSettings {
 /// connect and idle-read timeouts, pooled keep-alive connections. Backends
 /// add their own default headers or redirect policy, then build once per
 /// remote so all requests of a remote share one pool.
+///
+/// The read timeout also bounds the wait for an answer's headers counted
+/// from the start of the request, so it is unfit for sending large bodies:
+/// use [`upload_client_builder`] for those.
 pub fn client_builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
+    base_builder(settings).read_timeout(settings.read_timeout)
+}
+
+/// Like [`client_builder`] but without the read timeout, for the requests
+/// that carry file bytes: sending a large file takes longer than any idle
+/// timeout. Give each such request its own deadline with [`upload_deadline`].
+pub fn upload_client_builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
+    base_builder(settings)
+}
+
+fn base_builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .use_rustls_tls()
-        .https_only(false)
         .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.read_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(8)
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(settings.user_agent.clone())
+}
+
+/// Slowest average upload speed tolerated before an upload is abandoned.
+const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 16 * 1024;
+
+/// A deadline for sending `size` bytes and getting the answer: the read
+/// timeout plus the time the bytes take at a very slow line's speed, so a
+/// stalled upload ends some day without cutting a merely slow one.
+pub fn upload_deadline(settings: &HttpSettings, size: u64) -> Duration {
+    settings.read_timeout + Duration::from_secs(size / SLOWEST_UPLOAD_BYTES_PER_SEC)
 }
 
 /// A transport-level failure (no HTTP answer, or a broken body).
@@ -118,9 +141,11 @@ pub type LinkProvider = Arc<dyn Fn(bool) -> BoxFuture<'static, RemoteResult<Stri
 /// Bounds of a resumable download.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DownloadSettings {
-    /// Re-requests allowed after a cut body, a failed connection or a 5xx.
+    /// Re-requests allowed in a row, without a byte received in between,
+    /// after a cut body, a failed connection or a 5xx.
     pub max_resumes: u32,
-    /// New links allowed after the server refused one as expired.
+    /// New links allowed in a row, without a byte received in between,
+    /// after the server refused one as expired.
     pub max_link_refreshes: u32,
     /// Wait before the first re-request; doubled each time up to 5 s.
     pub retry_backoff: Duration,
@@ -283,6 +308,11 @@ impl RangedDownload {
                         continue;
                     }
                     self.pos += chunk.len() as u64;
+                    // The budget bounds failures in a row: a long download
+                    // over a flaky line may resume any number of times as
+                    // long as each attempt makes progress.
+                    self.resumes = 0;
+                    self.refreshes = 0;
                     if self.pos >= self.end {
                         // Do not keep a connection busy for bytes nobody reads.
                         self.body = None;
@@ -307,6 +337,9 @@ impl RangedDownload {
     /// Drops the broken body and waits before it is re-requested.
     async fn after_cut(&mut self, cause: &str) -> RemoteResult<()> {
         self.body = None;
+        // The link may have expired while the body streamed; the provider
+        // hands out its cached link while valid, else a new one.
+        self.url = None;
         self.spend_resume(cause).await
     }
 
@@ -437,6 +470,14 @@ fn parse_content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn upload_deadlines_grow_with_the_size() {
+        let settings = HttpSettings::default();
+        assert_eq!(upload_deadline(&settings, 0), settings.read_timeout);
+        let gigabyte = upload_deadline(&settings, 1 << 30);
+        assert!(gigabyte > Duration::from_secs(3600), "{gigabyte:?}");
+    }
 
     #[test]
     fn content_range_parsing() {

@@ -6,6 +6,8 @@
 
 pub mod error;
 pub mod fichier;
+pub mod fiione;
+pub mod fileio;
 pub mod http;
 pub mod names;
 pub mod pacer;
@@ -213,6 +215,13 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Forgets a cached direct link that the server refused.
     fn invalidate_link(&self, file: &FileId);
+
+    /// Whether reading this file's bytes would spend one of its limited
+    /// downloads (file.io), so the caller must have the user's consent.
+    /// Backends that keep a local copy of a file answer `false` for it.
+    fn read_consumes_download(&self, _file: &FileId) -> bool {
+        self.capabilities().downloads_consume
+    }
 
     /// Bytes `offset .. offset + len` of the file (clamped to its end). A
     /// connection cut mid-body is resumed from the last byte received.

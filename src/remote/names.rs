@@ -132,8 +132,8 @@ pub fn decode(name: &str) -> String {
     out
 }
 
-/// Whether the service may refuse `name` as it is (used to validate encoder
-/// output in tests and to explain refusals).
+/// Whether `name` is free of everything the service refuses, i.e. can be
+/// sent as it is (every output of [`encode`] is).
 pub fn is_acceptable(name: &str) -> bool {
     let chars: Vec<char> = name.chars().collect();
     let last = chars.len().saturating_sub(1);

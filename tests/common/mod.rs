@@ -15,6 +15,8 @@
 
 pub mod fichier_client;
 pub mod mount;
+pub mod multi;
+pub mod remote;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -190,7 +192,8 @@ impl Emulator {
 
         let addr = self.wait_for_line(|line| line.trim().parse::<SocketAddr>().ok())?;
         self.addr = addr;
-        self.wait_for_line(|line| line.strip_prefix("1fichier ").map(str::to_string))?;
+        // The service lines come in one write; file.io's is the last.
+        self.wait_for_line(|line| line.strip_prefix("file.io ").map(str::to_string))?;
         self.services = self
             .stdout
             .lines

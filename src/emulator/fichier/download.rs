@@ -31,9 +31,18 @@ struct Token {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// Forgotten tokens are swept at most this often (a sweep walks them all).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 pub struct TokenStore {
-    tokens: Mutex<HashMap<String, Token>>,
+    tokens: Mutex<Tokens>,
+}
+
+#[derive(Default)]
+struct Tokens {
+    by_token: HashMap<String, Token>,
+    last_sweep: Option<Instant>,
 }
 
 enum Lookup {
@@ -51,8 +60,16 @@ impl TokenStore {
         let now = Instant::now();
         let token = random_lower_alnum(24);
         let mut tokens = self.tokens.lock();
-        tokens.retain(|_, t| t.expires_at + REMEMBER_EXPIRED > now);
-        tokens.insert(
+        if tokens
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) >= SWEEP_EVERY)
+        {
+            tokens
+                .by_token
+                .retain(|_, t| t.expires_at + REMEMBER_EXPIRED > now);
+            tokens.last_sweep = Some(now);
+        }
+        tokens.by_token.insert(
             token.clone(),
             Token {
                 file_id,
@@ -66,7 +83,7 @@ impl TokenStore {
 
     fn lookup(&self, token: &str) -> Lookup {
         let tokens = self.tokens.lock();
-        match tokens.get(token) {
+        match tokens.by_token.get(token) {
             None => Lookup::Unknown,
             Some(t) if Instant::now() >= t.expires_at => Lookup::Expired,
             Some(t) => Lookup::Valid {
@@ -88,10 +105,7 @@ pub async fn get_token(state: &AppState, caller: &Caller, req: Req) -> anyhow::R
     let _ = req.flag("no_ssl")?;
     let _ = req.opt_int("restrict_ip")?;
 
-    let account = state
-        .accounts
-        .values()
-        .find(|a| a.id == caller.account && a.entry.service == SERVICE);
+    let account = state.account(SERVICE, &caller.key);
     if account.is_some_and(|a| a.entry.option("offer") == Some("free")) {
         return Err(ApiError::refused("Must be a customer (Premium, Access) #200").into());
     }

@@ -20,7 +20,7 @@ pub async fn ls(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
     req.no_sharing("sharing_user")?;
     let with_files = req.flag("files")?;
     let account = caller.account;
-    let (folder, subfolders, files) = state
+    let (folder, shared, subfolders, files) = state
         .storage
         .call(move |conn| {
             let folder = if folder_id == ROOT_FOLDER {
@@ -28,13 +28,14 @@ pub async fn ls(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
             } else {
                 Some(storage::folder(conn, account, folder_id)?.ok_or_else(ApiError::not_found)?)
             };
+            let shared = folder_id != ROOT_FOLDER && is_shared(conn, account, folder_id)?;
             let subfolders = storage::subfolders(conn, account, folder_id)?;
             let files = if with_files {
                 storage::files_in_folder(conn, account, folder_id)?
             } else {
                 Vec::new()
             };
-            Ok((folder, subfolders, files))
+            Ok((folder, shared, subfolders, files))
         })
         .await?;
 
@@ -43,7 +44,7 @@ pub async fn ls(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
         "folder_id": folder_id,
         "name": folder.as_ref().map(|f| f.name.as_str()).unwrap_or(""),
         "pass": 0,
-        "shared": 0,
+        "shared": u8::from(shared),
     });
     if let Some(folder) = &folder {
         out["create_date"] = json!(paris_date(folder.created_at));
@@ -163,4 +164,122 @@ pub async fn mv(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
         "old_name": old_name,
         "new_name": new_name,
     }))
+}
+
+/// The password of a shared folder (`""` when none), `None` if not shared.
+fn share_of(
+    conn: &rusqlite::Connection,
+    account: storage::AccountId,
+    folder_id: FolderId,
+) -> anyhow::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT pass FROM folder_shares WHERE folder_id = ?1 AND account_id = ?2",
+            rusqlite::params![folder_id, account],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+pub fn is_shared(
+    conn: &rusqlite::Connection,
+    account: storage::AccountId,
+    folder_id: FolderId,
+) -> anyhow::Result<bool> {
+    Ok(share_of(conn, account, folder_id)?.is_some())
+}
+
+/// `folder/share.cgi` (§5): publish a folder at `<public-url>/dir/<id>`.
+pub async fn share(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<Value> {
+    let folder_id = req.int("folder_id")?;
+    let shared = match req.opt_int("share")? {
+        Some(0) => false,
+        Some(1) => true,
+        Some(_) => return Err(ApiError::bad_request("share must be 0 or 1").into()),
+        None => return Err(ApiError::bad_request("missing share").into()),
+    };
+    let pass = req.opt_string("pass")?.unwrap_or_default();
+    // Sharing with other accounts (groupware) is not emulated.
+    match req.0.get("shares") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) if items.is_empty() => {}
+        Some(Value::Array(_)) => return Err(ApiError::refused("Resource not allowed #631").into()),
+        Some(_) => return Err(ApiError::bad_request("shares must be an array").into()),
+    }
+    if folder_id == ROOT_FOLDER {
+        return Err(ApiError::refused("The root folder cannot be shared #706").into());
+    }
+    let account = caller.account;
+    state
+        .storage
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            storage::folder(&tx, account, folder_id)?.ok_or_else(ApiError::not_found)?;
+            if shared {
+                tx.execute(
+                    "INSERT INTO folder_shares (folder_id, account_id, pass) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(folder_id) DO UPDATE SET pass = excluded.pass",
+                    rusqlite::params![folder_id, account, pass],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM folder_shares WHERE folder_id = ?1 AND account_id = ?2",
+                    rusqlite::params![folder_id, account],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    let mut out = json!({
+        "status": "OK",
+        "message": if shared { "Folder shared" } else { "Folder no longer shared" },
+    });
+    if shared {
+        out["url"] = json!(format!("{}/dir/{folder_id}", state.public_url));
+    }
+    Ok(out)
+}
+
+/// What a visitor of `/dir/<id>` may see.
+pub enum PublicListing {
+    NotShared,
+    NeedsPassword,
+    WrongPassword,
+    Files(Vec<storage::FileRow>),
+}
+
+/// Files of a shared folder for a visitor who gave `pass` (if any).
+pub async fn public_listing(
+    state: &AppState,
+    folder_id: FolderId,
+    pass: Option<String>,
+) -> anyhow::Result<PublicListing> {
+    state
+        .storage
+        .call(move |conn| {
+            use rusqlite::OptionalExtension;
+            let share: Option<(storage::AccountId, String)> = conn
+                .query_row(
+                    "SELECT account_id, pass FROM folder_shares WHERE folder_id = ?1",
+                    rusqlite::params![folder_id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((account, expected)) = share else {
+                return Ok(PublicListing::NotShared);
+            };
+            if !expected.is_empty() {
+                match pass {
+                    None => return Ok(PublicListing::NeedsPassword),
+                    Some(given) if given != expected => return Ok(PublicListing::WrongPassword),
+                    Some(_) => {}
+                }
+            }
+            Ok(PublicListing::Files(storage::files_in_folder(
+                conn, account, folder_id,
+            )?))
+        })
+        .await
 }

@@ -9,6 +9,7 @@ mod account;
 mod download;
 mod files;
 mod folders;
+mod public_dir;
 mod remote_upload;
 mod upload;
 
@@ -61,6 +62,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/upload.cgi", any(upload::upload_cgi))
         .route("/end.pl", any(upload::end_pl))
         .route("/dl/{token}", any(download::direct_link))
+        .route("/dir/{folder}", any(public_dir::public_dir))
+        .route("/", any(public_dir::file_page))
         .with_state(state)
 }
 
@@ -232,6 +235,7 @@ const ENDPOINTS: &[(&str, &[Method], bool)] = &[
     ("folder/mkdir", &[Method::POST], false),
     ("folder/rm", &[Method::POST], false),
     ("folder/mv", &[Method::POST], false),
+    ("folder/share", &[Method::POST], false),
     ("file/ls", &[Method::POST], false),
     ("file/info", &[Method::POST], false),
     ("file/rm", &[Method::POST], false),
@@ -372,6 +376,7 @@ async fn api_call(
         "folder/mkdir" => folders::mkdir(&state, &caller, request).await,
         "folder/rm" => folders::rm(&state, &caller, request).await,
         "folder/mv" => folders::mv(&state, &caller, request).await,
+        "folder/share" => folders::share(&state, &caller, request).await,
         "file/ls" => files::ls(&state, &caller, request).await,
         "file/info" => files::info(&state, &caller, request).await,
         "file/rm" => files::rm(&state, &caller, request).await,
@@ -466,6 +471,14 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     } else {
         Ok(())
     }
+}
+
+/// Escapes text for an HTML page.
+pub fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// MIME type the service would report, guessed from the name as the real

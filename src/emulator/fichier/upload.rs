@@ -15,14 +15,17 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::{
-    bearer_key, content_type_for, error_response, json_response, validate_name, ApiError, Caller,
-    LINK_ID_LEN, SERVICE,
+    bearer_key, content_type_for, error_response, html_escape, json_response, validate_name,
+    ApiError, Caller, LINK_ID_LEN, SERVICE,
 };
 use crate::emulator::storage::{self, NewFile, StagedBlob, ROOT_FOLDER};
 use crate::emulator::AppState;
 
 /// Results are kept this long for end.pl, as the service does (~2 h).
 const RESULT_KEPT: Duration = Duration::from_secs(2 * 3600);
+/// How long an issued upload id stays usable (the service bounds an upload
+/// process to 4 hours).
+const UPLOAD_WINDOW: Duration = Duration::from_secs(4 * 3600);
 /// The service's per-upload file count limit.
 const MAX_FILES_PER_UPLOAD: usize = 500;
 /// The service's per-file size limit (300 GB).
@@ -37,10 +40,23 @@ pub async fn get_upload_server(state: &AppState, caller: &Caller) -> anyhow::Res
     state
         .storage
         .call(move |conn| {
+            let now = storage::now_unix();
+            // Forget results past their keeping time and ids never used
+            // within the service's 4-hour upload window.
+            conn.execute(
+                "DELETE FROM upload_sessions WHERE service = ?1 AND \
+                 ((completed_at IS NOT NULL AND completed_at < ?2) OR \
+                  (completed_at IS NULL AND created_at < ?3))",
+                params![
+                    SERVICE,
+                    now - RESULT_KEPT.as_secs() as i64,
+                    now - UPLOAD_WINDOW.as_secs() as i64
+                ],
+            )?;
             conn.execute(
                 "INSERT INTO upload_sessions (id, service, account_id, created_at) \
                  VALUES (?1, ?2, ?3, ?4)",
-                params![session, SERVICE, account, storage::now_unix()],
+                params![session, SERVICE, account, now],
             )?;
             Ok(())
         })
@@ -75,8 +91,12 @@ async fn load_session(state: &AppState, id: String) -> anyhow::Result<Option<Ses
             Ok(conn
                 .query_row(
                     "SELECT account_id, completed_at IS NOT NULL FROM upload_sessions \
-                     WHERE id = ?1 AND service = ?2",
-                    params![id, SERVICE],
+                     WHERE id = ?1 AND service = ?2 AND created_at >= ?3",
+                    params![
+                        id,
+                        SERVICE,
+                        storage::now_unix() - UPLOAD_WINDOW.as_secs() as i64
+                    ],
                     |row| {
                         Ok(Session {
                             account_id: row.get(0)?,
@@ -427,11 +447,4 @@ pub async fn end_pl(
         page,
     )
         .into_response()
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -1,0 +1,601 @@
+//! The fii.one emulator through HTTP: every behaviour of section 5 of
+//! `fii-one.md`, against a real `filehostfs serve` process.
+
+mod common;
+
+use common::multi::{assert_fiione_error, fiione_url, http, json_of, new_fiione_key, start_multi};
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+fn multipart_file(field: &str, file_name: &str, bytes: &[u8], mime: Option<&str>) -> Form {
+    let mut part = Part::bytes(bytes.to_vec()).file_name(file_name.to_string());
+    if let Some(mime) = mime {
+        part = part.mime_str(mime).unwrap();
+    }
+    Form::new().part(field.to_string(), part)
+}
+
+async fn upload_bytes(base: &str, key: &str, name: &str, bytes: &[u8]) -> Value {
+    let answer = json_of(
+        http()
+            .post(format!("{base}/upload"))
+            .bearer_auth(key)
+            .multipart(multipart_file("file", name, bytes, None))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    answer.1["data"].clone()
+}
+
+#[tokio::test]
+async fn keys_are_read_from_three_places_and_checked() {
+    let expired = new_fiione_key();
+    let inactive = new_fiione_key();
+    let upload_only = new_fiione_key();
+    let (emu, keys) = start_multi(
+        &[],
+        &[
+            format!("fii.one {expired} expires=2020-01-01T00:00:00Z"),
+            format!("fii.one {inactive} active=false"),
+            format!("fii.one {upload_only} permissions=upload"),
+        ],
+    );
+    let base = fiione_url(&emu);
+    let client = http();
+    let list = |auth: Option<String>, query: Option<&str>| {
+        let mut request = client.get(format!("{base}/files"));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        if let Some(key) = query {
+            request = request.query(&[("key", key)]);
+        }
+        request.send()
+    };
+    // Bearer, raw header and query parameter all work.
+    for answer in [
+        list(Some(format!("Bearer {}", keys.fiione)), None)
+            .await
+            .unwrap(),
+        list(Some(keys.fiione.clone()), None).await.unwrap(),
+        list(None, Some(&keys.fiione)).await.unwrap(),
+    ] {
+        let (status, body) = json_of(answer).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["success"], true);
+    }
+    // The query parameter is only read when no Authorization header is sent.
+    let answer = json_of(
+        list(Some("Bearer wrong".into()), Some(&keys.fiione))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 401, "Invalid or missing API key");
+    for bad in [
+        None,
+        Some(format!("Bearer {}", new_fiione_key())),
+        Some(format!("Bearer {expired}")),
+        Some(format!("Bearer {inactive}")),
+    ] {
+        let answer = json_of(list(bad, None).await.unwrap()).await;
+        assert_fiione_error(&answer, 401, "Invalid or missing API key");
+    }
+
+    // Permissions, with each route's own message.
+    let uploaded = upload_bytes(&base, &keys.fiione, "a.txt", b"abc").await;
+    let id = uploaded["id"].as_str().unwrap().to_string();
+    let answer = json_of(
+        list(Some(format!("Bearer {upload_only}")), None)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 403, "API key does not have read permission");
+    let answer = json_of(
+        client
+            .get(format!("{base}/files/{id}"))
+            .bearer_auth(&upload_only)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 403, "No read permission");
+    let answer = json_of(
+        client
+            .delete(format!("{base}/files/{id}"))
+            .bearer_auth(&keys.fiione_no_delete)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 403, "No delete permission");
+    let read_only = new_fiione_key();
+    drop(emu);
+    let (emu, _) = start_multi(&[], &[format!("fii.one {read_only} permissions=read")]);
+    let base = fiione_url(&emu);
+    let answer = json_of(
+        client
+            .post(format!("{base}/upload"))
+            .bearer_auth(&read_only)
+            .multipart(multipart_file("file", "x", b"x", None))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 403, "API key does not have upload permission");
+    let answer = json_of(
+        client
+            .patch(format!("{base}/files/{id}"))
+            .bearer_auth(&read_only)
+            .json(&json!({"name": "b"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 403, "No edit permission");
+}
+
+#[tokio::test]
+async fn uploads_in_every_documented_form() {
+    let small = new_fiione_key();
+    let (emu, keys) = start_multi(&[], &[format!("fii.one {small} max_file_size_mb=1")]);
+    let base = fiione_url(&emu);
+    let client = http();
+    let post = |form: Form, key: &str| {
+        client
+            .post(format!("{base}/upload"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+    };
+
+    // Multipart `image`, with the part's type as mime.
+    let (status, body) = json_of(
+        post(
+            multipart_file("image", "cat.jpg", b"jpeg!", Some("image/jpeg")),
+            &keys.fiione,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["title"], "cat.jpg");
+    assert_eq!(data["mime"], "image/jpeg");
+    assert_eq!(data["size"], 5);
+    let id = data["id"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    assert_eq!(data["url"], data["direct_link"]);
+    assert_eq!(data["delete_url"], format!("{base}/files/{id}"));
+    let share = data["share_url"].as_str().unwrap();
+    let token = share.rsplit('/').next().unwrap();
+    assert_eq!(token.len(), 6, "{share}");
+    assert!(token.chars().all(|c| c.is_ascii_alphanumeric()), "{share}");
+    chrono::DateTime::parse_from_rfc3339(data["created_at"].as_str().unwrap()).unwrap();
+    assert!(data["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Multipart `file` with a custom `name`; no part type → octet-stream.
+    let form = multipart_file("file", "ignored.bin", b"data", None).text("name", "chosen name.txt");
+    let (_, body) = json_of(post(form, &keys.fiione).await.unwrap()).await;
+    assert_eq!(body["data"]["title"], "chosen name.txt");
+    assert_eq!(body["data"]["mime"], "application/octet-stream");
+    // The object name keeps the quirk: no dot → the whole name is the extension.
+    let (_, body) = json_of(
+        post(multipart_file("file", "README", b"r", None), &keys.fiione)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        body["data"]["direct_link"]
+            .as_str()
+            .unwrap()
+            .ends_with(".README"),
+        "{body}"
+    );
+
+    // JSON base64: a data URI gives the mime; a bare string gets the defaults.
+    let json_upload = |value: Value| {
+        client
+            .post(format!("{base}/upload"))
+            .bearer_auth(&keys.fiione)
+            .json(&value)
+            .send()
+    };
+    let (status, body) = json_of(
+        json_upload(json!({"image": "data:image/gif;base64,R0lGODlh", "name": "g.gif"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["mime"], "image/gif");
+    assert_eq!(body["data"]["title"], "g.gif");
+    assert_eq!(body["data"]["size"], 6);
+    let (_, body) = json_of(json_upload(json!({"image": "aGVsbG8="})).await.unwrap()).await;
+    assert_eq!(body["data"]["title"], "upload.png");
+    assert_eq!(body["data"]["mime"], "image/png");
+    let link = body["data"]["direct_link"].as_str().unwrap().to_string();
+    assert_eq!(
+        client
+            .get(&link)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "hello"
+    );
+
+    // The documented 400s.
+    let answer = json_of(json_upload(json!({"name": "x"})).await.unwrap()).await;
+    assert_fiione_error(
+        &answer,
+        400,
+        "No image data provided. Use base64 'image' field.",
+    );
+    let answer = json_of(
+        post(Form::new().text("name", "x"), &keys.fiione)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(
+        &answer,
+        400,
+        "No file provided. Use 'image' or 'file' field.",
+    );
+    let answer = json_of(
+        client
+            .post(format!("{base}/upload"))
+            .bearer_auth(&keys.fiione)
+            .header("Content-Type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(
+        &answer,
+        400,
+        "Unsupported content type. Use multipart/form-data or application/json.",
+    );
+
+    // The plan's size limit.
+    let big = vec![7u8; 1024 * 1024 + 1];
+    let answer = json_of(
+        post(multipart_file("file", "big", &big, None), &small)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 413, "File exceeds max size limit (1 MB)");
+    let exact = vec![7u8; 1024 * 1024];
+    let (status, _) = json_of(
+        post(multipart_file("file", "exact", &exact, None), &small)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn listing_pages_newest_first_with_the_limit_cap() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let base = fiione_url(&emu);
+    let client = http();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let data = upload_bytes(&base, &keys.fiione, &format!("f{i}"), b"x").await;
+        ids.push(data["id"].as_str().unwrap().to_string());
+    }
+    ids.reverse(); // newest first
+    let page = |query: Vec<(&'static str, String)>| {
+        client
+            .get(format!("{base}/files"))
+            .bearer_auth(&keys.fiione)
+            .query(&query)
+            .send()
+    };
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let (status, body) = json_of(
+            page(vec![("page", n.to_string()), ("limit", "3".into())])
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["pagination"],
+            json!({"page": n, "limit": 3, "total": 7, "pages": 3})
+        );
+        for item in body["data"].as_array().unwrap() {
+            assert!(
+                item.get("folder_id").is_none(),
+                "list items carry no folder_id"
+            );
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(seen, ids);
+    // Defaults: page 1, limit 50; the limit is capped at 100.
+    let (_, body) = json_of(page(vec![]).await.unwrap()).await;
+    assert_eq!(
+        body["pagination"],
+        json!({"page": 1, "limit": 50, "total": 7, "pages": 1})
+    );
+    let (_, body) = json_of(page(vec![("limit", "1000".into())]).await.unwrap()).await;
+    assert_eq!(body["pagination"]["limit"], 100);
+    // Past the end: an empty page.
+    let (_, body) = json_of(page(vec![("page", "9".into())]).await.unwrap()).await;
+    assert_eq!(body["data"], json!([]));
+    // Values the real server chokes on.
+    for bad in [
+        vec![("page", "0".to_string())],
+        vec![("page", "abc".into())],
+        vec![("limit", "x".into())],
+    ] {
+        let answer = json_of(page(bad).await.unwrap()).await;
+        assert_fiione_error(&answer, 500, "Failed to list files");
+    }
+    // Another account sees none of these.
+    let other = new_fiione_key();
+    drop(emu);
+    let (emu, _) = start_multi(&[], &[format!("fii.one {other}")]);
+    let (_, body) = json_of(
+        client
+            .get(format!("{}/files", fiione_url(&emu)))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["pagination"]["total"], 0);
+}
+
+#[tokio::test]
+async fn get_patch_delete_and_their_odd_answers() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let base = fiione_url(&emu);
+    let client = http();
+    let data = upload_bytes(&base, &keys.fiione, "old.txt", b"0123456789").await;
+    let id = data["id"].as_str().unwrap().to_string();
+    let link = data["direct_link"].as_str().unwrap().to_string();
+    let get = || {
+        client
+            .get(format!("{base}/files/{id}"))
+            .bearer_auth(&keys.fiione)
+            .send()
+    };
+    let (status, body) = json_of(get().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["folder_id"], Value::Null);
+    assert!(body["data"]["updated_at"].is_string());
+
+    // Rename keeps the direct link.
+    let patch = |value: Value| {
+        client
+            .patch(format!("{base}/files/{id}"))
+            .bearer_auth(&keys.fiione)
+            .json(&value)
+            .send()
+    };
+    let (status, body) = json_of(patch(json!({"name": "new.txt"})).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["id"], id.as_str());
+    assert_eq!(body["data"]["title"], "new.txt");
+    let (_, body) = json_of(get().await.unwrap()).await;
+    assert_eq!(body["data"]["title"], "new.txt");
+    assert_eq!(body["data"]["direct_link"], link.as_str());
+    // An empty name is ignored.
+    let (_, body) = json_of(patch(json!({"name": ""})).await.unwrap()).await;
+    assert_eq!(body["data"]["title"], "new.txt");
+
+    // Move into a folder seeded through the admin hook, then back to root.
+    let (status, created) = emu.admin(
+        "POST",
+        "/_emulator/fiione/folders",
+        Some(json!({"name": "Photos", "key": keys.fiione})),
+    );
+    assert_eq!(status, 200, "{created}");
+    let folder: Value = serde_json::from_str(&created).unwrap();
+    let folder = folder["id"].as_str().unwrap().to_string();
+    let (_, body) = json_of(patch(json!({"folder_id": folder})).await.unwrap()).await;
+    assert_eq!(body["data"]["folder_id"], folder.as_str());
+    let (_, body) = json_of(get().await.unwrap()).await;
+    assert_eq!(body["data"]["folder_id"], folder.as_str());
+    let (_, body) = json_of(patch(json!({"folder_id": null})).await.unwrap()).await;
+    assert_eq!(body["data"]["folder_id"], Value::Null);
+    // Unknown or malformed folder ids, bodies and titles fail like the real server.
+    for bad in [
+        json!({"folder_id": uuid::Uuid::new_v4().to_string()}),
+        json!({"folder_id": "photos"}),
+        json!({"name": "x".repeat(256)}),
+    ] {
+        let answer = json_of(patch(bad).await.unwrap()).await;
+        assert_fiione_error(&answer, 500, "Failed to update file");
+    }
+    let answer = json_of(
+        client
+            .patch(format!("{base}/files/{id}"))
+            .bearer_auth(&keys.fiione)
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 500, "Failed to update file");
+
+    // Non-UUID ids answer 500 with each route's message; unknown UUIDs 404.
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&keys.fiione).send();
+    let answer = json_of(
+        auth(client.get(format!("{base}/files/nope")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 500, "Failed to get file");
+    let answer = json_of(
+        auth(
+            client
+                .patch(format!("{base}/files/nope"))
+                .json(&json!({"name": "a"})),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 500, "Failed to update file");
+    let answer = json_of(
+        auth(client.delete(format!("{base}/files/nope")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 500, "Failed to delete file");
+    let unknown = uuid::Uuid::new_v4();
+    let answer = json_of(
+        auth(client.get(format!("{base}/files/{unknown}")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 404, "File not found");
+
+    // Delete is permanent: the file, its link and a second delete all 404.
+    let (status, body) = json_of(
+        auth(client.delete(format!("{base}/files/{id}")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], json!({"id": id, "deleted": true}));
+    let answer = json_of(get().await.unwrap()).await;
+    assert_fiione_error(&answer, 404, "File not found");
+    let answer = json_of(
+        auth(client.delete(format!("{base}/files/{id}")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_fiione_error(&answer, 404, "File not found");
+    assert_eq!(client.get(&link).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn direct_links_are_public_with_range_support() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let base = fiione_url(&emu);
+    let client = http();
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let data = upload_bytes(&base, &keys.fiione, "blob.bin", &content).await;
+    let link = data["direct_link"].as_str().unwrap();
+    assert!(link.starts_with(&emu.base_url()), "{link}");
+    emu.reset_stats();
+    let full = client.get(link).send().await.unwrap();
+    assert_eq!(full.status(), 200);
+    assert_eq!(full.bytes().await.unwrap().as_ref(), &content[..]);
+    let part = client
+        .get(link)
+        .header("Range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 1000-1999/100000");
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &content[1000..2000]);
+    let tail = client
+        .get(link)
+        .header("Range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &content[99_990..]);
+    let head = client.head(link).send().await.unwrap();
+    assert_eq!(head.headers()["content-length"], "100000");
+    assert_eq!(
+        client
+            .get(link)
+            .header("Range", "bytes=100000-")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        416
+    );
+    assert_eq!(emu.request_count("fii.one:download"), 5);
+    // Share pages exist for each upload.
+    let share = data["share_url"].as_str().unwrap();
+    let page = client.get(share).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("blob.bin"));
+}
+
+#[tokio::test]
+async fn optional_hourly_limit_and_injected_bursts_answer_429_in_the_envelope() {
+    let limited = new_fiione_key();
+    let (emu, keys) = start_multi(&[], &[format!("fii.one {limited} requests_per_hour=2")]);
+    let base = fiione_url(&emu);
+    let client = http();
+    let list = |key: &str| client.get(format!("{base}/files")).bearer_auth(key).send();
+    for _ in 0..2 {
+        assert_eq!(list(&limited).await.unwrap().status(), 200);
+    }
+    let third = list(&limited).await.unwrap();
+    let retry_after: u64 = third.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 3000 && retry_after <= 3600, "{retry_after}");
+    assert_fiione_error(&json_of(third).await, 429, "Too many requests");
+    // Off by default: the other key is not limited.
+    for _ in 0..5 {
+        assert_eq!(list(&keys.fiione).await.unwrap().status(), 200);
+    }
+    // The shared fault injection speaks the same envelope.
+    emu.set_faults(json!({"rate_limit_burst": 1}));
+    assert_fiione_error(
+        &json_of(list(&keys.fiione).await.unwrap()).await,
+        429,
+        "Too many requests",
+    );
+    assert_eq!(list(&keys.fiione).await.unwrap().status(), 200);
+    assert!(emu.request_count("fii.one:files") >= 9);
+
+    // `--fiione-rate-limit` turns the documented plan budgets on.
+    drop(emu);
+    let (emu, keys) = start_multi(&["--fiione-rate-limit"], &[]);
+    let base = fiione_url(&emu);
+    let mut statuses = Vec::new();
+    for _ in 0..101 {
+        statuses.push(
+            client
+                .get(format!("{base}/files"))
+                .bearer_auth(&keys.fiione)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses[..100].iter().all(|s| *s == 200));
+    assert_eq!(statuses[100], 429);
+}
