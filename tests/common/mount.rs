@@ -94,16 +94,30 @@ impl Mount {
             .prefix("filehostfs-mount-")
             .tempdir()
             .unwrap();
+        let config = write_config(emu, dir.path());
+        Mount::start_in(dir, &config, &format!("{REMOTE_NAME}:{remote_path}"), args)
+    }
+
+    /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
+    /// remotes of any service.
+    pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        Mount::start_in(dir, config, spec, args)
+    }
+
+    fn start_in(dir: tempfile::TempDir, config: &Path, spec: &str, args: &[&str]) -> Mount {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).unwrap();
-        let config = write_config(emu, dir.path());
         let log_path = dir.path().join("mount.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("mount")
-            .arg(format!("{REMOTE_NAME}:{remote_path}"))
+            .arg(spec)
             .arg(&mountpoint)
             .args(args)
             .env(
