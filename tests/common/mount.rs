@@ -94,8 +94,18 @@ impl Mount {
             .prefix("filehostfs-mount-")
             .tempdir()
             .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
         let config = write_config(emu, dir.path());
-        Mount::start_in(dir, &config, &format!("{REMOTE_NAME}:{remote_path}"), args)
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            format!("{REMOTE_NAME}:{remote_path}").into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
     }
 
     /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
@@ -105,21 +115,36 @@ impl Mount {
             .prefix("filehostfs-mount-")
             .tempdir()
             .unwrap();
-        Mount::start_in(dir, config, spec, args)
-    }
-
-    fn start_in(dir: tempfile::TempDir, config: &Path, spec: &str, args: &[&str]) -> Mount {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).unwrap();
-        let log_path = dir.path().join("mount.log");
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            spec.into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
+    /// Runs `filehostfs <command_line>` (any command that mounts on
+    /// `mountpoint`, e.g. `demo`) and waits until the mount is in place.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        command_line: Vec<std::ffi::OsString>,
+    ) -> Mount {
+        let log_path = dir.path().join(format!(
+            "mount-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
-            .arg("--config")
-            .arg(config)
-            .arg("mount")
-            .arg(spec)
-            .arg(&mountpoint)
-            .args(args)
+            .args(command_line)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
@@ -128,7 +153,7 @@ impl Mount {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("starting filehostfs mount");
+            .expect("starting filehostfs");
         let mut mount = Mount {
             child: Some(child),
             mountpoint,
