@@ -132,3 +132,55 @@ fn foreign_files_need_consent() {
     eventually("the used-up file to vanish", || !gift.exists());
     consenting.unmount();
 }
+
+/// `filehostfs demo --service fii.one|file.io`: a flat account with the
+/// samples, whose own uploads read without spending downloads.
+#[test]
+fn demos_of_the_flat_services() {
+    let data = tempfile::tempdir().unwrap();
+    for service in ["fii.one", "file.io"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mountpoint = dir.path().join("demo");
+        let command_line = vec![
+            "demo".into(),
+            mountpoint.clone().into(),
+            "--service".into(),
+            service.into(),
+            "--data-dir".into(),
+            data.path().into(),
+        ];
+        let demo = Mount::launch(dir, mountpoint, command_line);
+        let names: Vec<String> = std::fs::read_dir(demo.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !demo.path().join(n).is_dir()),
+            "{service}: {names:?}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("report (")).count(),
+            2,
+            "{service}: {names:?}"
+        );
+        let readme = std::fs::read_to_string(demo.path().join("README.txt")).unwrap();
+        assert!(readme.contains(service), "{readme}");
+        assert_eq!(
+            std::fs::metadata(demo.path().join("random-8MiB.bin"))
+                .unwrap()
+                .len(),
+            8 << 20
+        );
+        let link = xattr(&demo.path().join("notes.md"), "user.filehostfs.link").unwrap();
+        assert!(link.starts_with("http://127.0.0.1:"), "{link}");
+        demo.unmount();
+    }
+    // Both accounts live in the one emulator data dir, beside 1fichier's.
+    let keys = std::fs::read_to_string(data.path().join("emulator/keys.txt")).unwrap();
+    assert!(
+        keys.lines().any(|l| l.starts_with("fii.one fii_")),
+        "{keys}"
+    );
+    assert!(keys.lines().any(|l| l.starts_with("file.io ")), "{keys}");
+}
