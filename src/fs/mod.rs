@@ -1,17 +1,479 @@
-//! The FUSE adapter: inode table, read path, write path.
+//! The FUSE adapter: inode table, read path, write path, and the `mount`
+//! command that ties them to a remote.
 
+pub mod adapter;
+pub mod inode;
+pub mod read;
+pub mod write;
 pub mod writeback;
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(Debug, clap::Args)]
-pub struct MountArgs {
-    /// REMOTE:[path] to mount.
-    pub remote: String,
-    /// Where to mount it.
-    pub mountpoint: PathBuf,
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use crate::cache::block::{BlockCacheConfig, CacheError};
+use crate::config::{Config, RemotePath};
+use crate::remote::resolve::{resolve_path, Resolved};
+use crate::remote::{FolderId, Remote, RemoteError};
+
+pub use adapter::{FilehostFs, FsConfig};
+use inode::InodeError;
+pub use read::ReadAheadConfig;
+
+/// Errors of the filesystem layer, each with the errno the kernel gets.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Inode(#[from] InodeError),
+    #[error("no such inode {0}")]
+    NoSuchInode(u64),
+    #[error("not a directory")]
+    NotADirectory,
 }
 
-pub fn run_mount(_config: Option<PathBuf>, _args: MountArgs) -> anyhow::Result<()> {
-    anyhow::bail!("mount is not built yet")
+impl FsError {
+    pub fn errno(&self) -> libc::c_int {
+        match self {
+            FsError::Remote(error) => error.errno(),
+            FsError::Cache(error) => error.errno(),
+            FsError::Inode(error) => error.errno(),
+            FsError::NoSuchInode(_) => libc::ENOENT,
+            FsError::NotADirectory => libc::ENOTDIR,
+        }
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountArgs {
+    /// REMOTE:[path] to mount (a remote named in the config file, and
+    /// optionally a folder inside it).
+    pub remote: String,
+    /// Where to mount it (an existing empty folder).
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub options: MountOptions,
+    /// Detach into the background once the mount is ready.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Where a background (--daemon) mount writes its log.
+    #[arg(long, value_name = "FILE", requires = "daemon")]
+    pub log_file: Option<PathBuf>,
+    /// Print "ready" on standard output once mounted (used by --daemon).
+    #[arg(long, hide = true)]
+    pub notify_ready: bool,
+}
+
+/// Cache, read-ahead and permission settings of a mount (shared with `demo`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountOptions {
+    /// Size of the blocks files are fetched and cached in (e.g. 1M, 512K).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Memory the block cache may hold.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub cache_max_memory: u64,
+    /// Also keep fetched blocks on disk here; they survive remounts.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disk the on-disk cache may use (least recently used blocks go first).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_max_size: u64,
+    /// How long folder listings and attributes are trusted (e.g. 5m, 30s, 0).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub dir_cache_time: Duration,
+    /// Largest read-ahead window of a sequentially read file (0 disables it).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub read_ahead_max: u64,
+    /// Largest read-ahead request.
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    pub read_ahead_request: u64,
+    /// Read-ahead requests in flight at once, across the mount.
+    #[arg(long, default_value_t = 4)]
+    pub read_ahead_concurrency: usize,
+    /// Owner of every file (default: the user mounting).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file (default: the group of the user mounting).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits removed from 0666 (files) and 0777 (folders), in octal.
+    #[arg(long, default_value = "022", value_parser = parse_umask)]
+    pub umask: u16,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// file.io: allow reading files that were not uploaded from this
+    /// machine. Each such read spends one of the file's downloads (and may
+    /// delete it); without this option opening them fails with EACCES.
+    #[arg(long)]
+    pub consume_downloads: bool,
+    /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
+    /// or a date); overrides the remote's `expires`.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
+    pub expires: Option<String>,
+    /// file.io: downloads each written file allows; overrides `max_downloads`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downloads: Option<u32>,
+    /// file.io: delete a file once its downloads are used up (true/false);
+    /// overrides `auto_delete`.
+    #[arg(long, value_name = "BOOL")]
+    pub auto_delete: Option<bool>,
+}
+
+fn parse_expires(text: &str) -> Result<String, String> {
+    crate::remote::fileio::check_expires(text).map(|()| text.trim().to_string())
+}
+
+impl MountOptions {
+    /// The file.io upload options given on the command line.
+    pub fn upload_overrides(&self) -> crate::remote::fileio::UploadOptions {
+        crate::remote::fileio::UploadOptions {
+            expires: self.expires.clone(),
+            max_downloads: self.max_downloads,
+            auto_delete: self.auto_delete,
+        }
+    }
+
+    /// The filesystem settings these options describe, checked for sense.
+    pub fn fs_config(&self) -> anyhow::Result<FsConfig> {
+        anyhow::ensure!(self.block_size >= 4096, "--block-size must be at least 4K");
+        anyhow::ensure!(
+            self.block_size <= 64 * MIB,
+            "--block-size must be at most 64M"
+        );
+        anyhow::ensure!(
+            self.cache_max_memory >= 2 * self.block_size,
+            "--cache-max-memory must hold at least two blocks"
+        );
+        // Read-ahead lands in the memory cache: it must not evict itself
+        // before the reader gets there.
+        let mut read_ahead = self.read_ahead_max;
+        if read_ahead > self.cache_max_memory / 2 {
+            read_ahead = self.cache_max_memory / 2;
+            warn!(
+                read_ahead,
+                "--read-ahead-max lowered to half of --cache-max-memory"
+            );
+        }
+        Ok(FsConfig {
+            cache: BlockCacheConfig {
+                block_size: self.block_size,
+                max_memory: self.cache_max_memory,
+                disk: self.cache_dir.clone().map(|dir| (dir, self.cache_max_size)),
+                prefetch_concurrency: self.read_ahead_concurrency.max(1),
+            },
+            read_ahead: ReadAheadConfig {
+                max_blocks: read_ahead / self.block_size,
+                max_blocks_per_request: (self.read_ahead_request / self.block_size).max(1),
+            },
+            dir_cache_time: self.dir_cache_time,
+            // SAFETY: getuid/getgid cannot fail and touch no memory.
+            uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+            gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+            umask: self.umask,
+            consume_downloads: self.consume_downloads,
+        })
+    }
+
+    fn fuse_options(&self) -> Vec<fuser::MountOption> {
+        let mut options = vec![
+            fuser::MountOption::FSName("filehostfs".into()),
+            fuser::MountOption::Subtype("filehostfs".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::NoAtime,
+        ];
+        if self.allow_other {
+            options.push(fuser::MountOption::AllowOther);
+        }
+        options
+    }
+}
+
+/// Parses sizes such as `4096`, `512K`, `1M`, `1MiB`, `10G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 512K, 1M, 10G)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown size unit {unit:?}")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses durations such as `0`, `90` (seconds), `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 5m, 1h)"))?;
+    let duration = match unit.trim() {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
+        _ => return Err(format!("{text:?}: unknown duration unit {unit:?}")),
+    };
+    Ok(duration)
+}
+
+fn parse_umask(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|mask| *mask <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal umask such as 022"))
+}
+
+pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
+    if args.daemon {
+        return run_in_background(&args);
+    }
+    let fs_config = args.options.fs_config()?;
+    let runtime = build_runtime()?;
+    let (remote, root) = runtime.block_on(open_mount_root(
+        config_path.as_deref(),
+        &args.remote,
+        &args.options.upload_overrides(),
+    ))?;
+    let notify = args.notify_ready;
+    serve(
+        &runtime,
+        remote,
+        root,
+        &args.mountpoint,
+        fs_config,
+        &args.options,
+        move || {
+            if notify {
+                let mut stdout = std::io::stdout();
+                let _ = writeln!(stdout, "ready");
+                let _ = stdout.flush();
+            }
+        },
+    )
+}
+
+pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("filehostfs-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Opens the remote named in `spec` (`REMOTE:[path]`) and finds the folder
+/// to mount.
+async fn open_mount_root(
+    config_path: Option<&Path>,
+    spec: &str,
+    upload: &crate::remote::fileio::UploadOptions,
+) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
+    let target = RemotePath::parse(spec)?;
+    let mut config = Config::load(config_path)?;
+    config.override_upload_options(&target.remote, upload)?;
+    let remote = config.open_remote(&target.remote)?;
+    let root = match resolve_path(remote.as_ref(), &target.path).await {
+        Ok(Resolved::Folder { id, .. }) => id,
+        Ok(Resolved::File { .. }) => {
+            anyhow::bail!("{spec} is a file, not a folder: mount the folder holding it")
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
+    };
+    Ok((remote, root))
+}
+
+/// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
+/// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
+/// (Ctrl-C, SIGTERM, SIGHUP), which unmounts cleanly. `on_ready` runs once
+/// the mount is in place.
+pub fn serve(
+    runtime: &tokio::runtime::Runtime,
+    remote: Arc<dyn Remote>,
+    root: FolderId,
+    mountpoint: &Path,
+    fs_config: FsConfig,
+    options: &MountOptions,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let _enter = runtime.enter();
+    let filesystem =
+        FilehostFs::new(remote, root, fs_config).context("cannot set up the block cache")?;
+    let blocks = filesystem.state.blocks.clone();
+    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    info!(mountpoint = %mountpoint.display(), "mounted");
+    let mut unmounter = session.unmount_callable();
+    let shown = mountpoint.display().to_string();
+    let signals = runtime.spawn(async move {
+        wait_for_stop_signal().await;
+        info!(mountpoint = %shown, "stop requested; unmounting");
+        if let Err(error) = unmounter.unmount() {
+            warn!(%error, "unmount failed");
+        }
+    });
+    on_ready();
+    let result = session.run();
+    signals.abort();
+    drop(session);
+    let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
+    if runtime.block_on(settle).is_err() {
+        warn!("gave up waiting for the disk cache writes");
+    }
+    info!(mountpoint = %mountpoint.display(), "unmounted");
+    result.context("the FUSE session failed")
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot listen for signals; stop the mount with fusermount3 -u");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+        _ = hangup.recv() => {}
+    }
+}
+
+/// `--daemon`: runs the same mount as a detached child process and returns
+/// once the child reports the mount ready (or fails).
+fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    // The same command line minus the options only the parent acts on.
+    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip_value = false;
+    for arg in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--daemon" || arg.to_string_lossy().starts_with("--log-file=") {
+            continue;
+        }
+        if arg == "--log-file" {
+            skip_value = true;
+            continue;
+        }
+        child_args.push(arg);
+    }
+    let stderr = match &args.log_file {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut command = Command::new(exe);
+    command
+        .args(child_args)
+        .arg("--notify-ready")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // SAFETY: setsid is async-signal-safe; the child leaves our session so
+    // closing this terminal does not stop the mount.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .context("cannot start the background mount")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() == "ready" {
+        println!(
+            "filehostfs: {} mounted on {} (pid {})",
+            args.remote,
+            args.mountpoint.display(),
+            child.id()
+        );
+        return Ok(());
+    }
+    let status = child.wait()?;
+    anyhow::bail!(
+        "the background mount failed ({status}){}",
+        match &args.log_file {
+            Some(path) => format!("; see {}", path.display()),
+            None => "; run without --daemon to see why".to_string(),
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("10g"), Ok(10 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn umask_parses_octal() {
+        assert_eq!(parse_umask("022"), Ok(0o022));
+        assert_eq!(parse_umask("77"), Ok(0o077));
+        assert!(parse_umask("8").is_err());
+        assert!(parse_umask("1777").is_err());
+    }
 }

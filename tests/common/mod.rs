@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod fichier_client;
+pub mod mount;
 pub mod multi;
 pub mod remote;
 

@@ -1,0 +1,451 @@
+//! Real FUSE mounts for tests: `filehostfs mount` run as a child process
+//! against an [`Emulator`], plus seeding through the library's Remote layer.
+//!
+//! ```ignore
+//! let emu = Emulator::start();
+//! let seed = Seeder::new(&emu);
+//! seed.upload("docs", "a.txt", b"hello");
+//! let mount = Mount::start(&emu, "", &["--block-size", "64K"]);
+//! assert_eq!(std::fs::read(mount.path().join("docs/a.txt")).unwrap(), b"hello");
+//! mount.unmount();                 // or let Drop unmount (also on panic)
+//! ```
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filehostfs::config::Config;
+use filehostfs::remote::{FileEntry, FolderId, Remote, UploadSource};
+
+use super::Emulator;
+
+/// How long a mount gets to appear or go away (the machine is loaded).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The name the test config gives the emulator's first 1fichier account.
+pub const REMOTE_NAME: &str = "emu";
+
+/// Writes a config file naming the emulator's first account `emu`.
+pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
+    let path = dir.join("config.toml");
+    // The emulator runs without flood control in tests, so the client's
+    // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
+    let text = format!(
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\n",
+        emu.fichier_url(),
+        emu.key()
+    );
+    std::fs::write(&path, text).unwrap();
+    // A config holding a key must be private.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Whether `path` is a mount point now (from /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let wanted = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    table.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|point| Path::new(&unescape_mountinfo(point)) == wanted)
+    })
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as octal.
+fn unescape_mountinfo(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(code) = u8::from_str_radix(&text[i + 1..i + 4], 8) {
+                out.push(code);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A running `filehostfs mount`. Dropping it unmounts (`fusermount3 -u`,
+/// falling back to a lazy `-uz`) and reaps the process, even when the test
+/// panicked.
+pub struct Mount {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    log_path: PathBuf,
+    /// Owns the mount point, the config and the log.
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `emu:<remote_path>` with extra `mount` arguments and waits
+    /// until the mount is in place.
+    pub fn start(emu: &Emulator, remote_path: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let config = write_config(emu, dir.path());
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            format!("{REMOTE_NAME}:{remote_path}").into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
+    /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
+    /// remotes of any service.
+    pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            spec.into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
+    /// Runs `filehostfs <command_line>` (any command that mounts on
+    /// `mountpoint`, e.g. `demo`) and waits until the mount is in place.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        command_line: Vec<std::ffi::OsString>,
+    ) -> Mount {
+        let log_path = dir.path().join(format!(
+            "mount-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
+            .args(command_line)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting filehostfs");
+        let mut mount = Mount {
+            child: Some(child),
+            mountpoint,
+            log_path,
+            dir,
+        };
+        mount.wait_until_mounted();
+        mount
+    }
+
+    fn wait_until_mounted(&mut self) {
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        while Instant::now() < deadline {
+            if is_mounted(&self.mountpoint) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "filehostfs mount exited ({status}) before mounting; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the mount did not appear in time; log:\n{}", self.log());
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mount process").id()
+    }
+
+    /// The mount process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SHA-256 of a file read through the mount; a read error fails the
+    /// test with the mount's log.
+    pub fn sha256(&self, relative: &str) -> String {
+        let path = self.mountpoint.join(relative);
+        match try_sha256_of_file(&path) {
+            Ok(sha) => sha,
+            Err(error) => panic!("reading {relative}: {error}; mount log:\n{}", self.log()),
+        }
+    }
+
+    /// Scratch space removed with the mount.
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Unmounts with `fusermount3 -u` and checks that the process exits
+    /// successfully and nothing stays mounted.
+    pub fn unmount(mut self) {
+        let status = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mountpoint)
+            .status()
+            .expect("running fusermount3");
+        assert!(
+            status.success(),
+            "fusermount3 -u failed; log:\n{}",
+            self.log()
+        );
+        let status = self
+            .wait_for_exit()
+            .expect("the mount process did not exit");
+        assert!(
+            status.success(),
+            "mount exited with {status}; log:\n{}",
+            self.log()
+        );
+        assert!(!is_mounted(&self.mountpoint));
+    }
+
+    /// Waits for the mount process to end on its own (after a signal or an
+    /// external unmount).
+    pub fn wait_for_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Sends a signal to the mount process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill() with a PID this guard started and still owns.
+        let result = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(result, 0, "kill failed");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            let unmounted = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                let _ = Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(&self.mountpoint)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Puts folders and files on the emulator through the library's Remote
+/// layer (the same code the mount uses to read them back).
+pub struct Seeder {
+    pub runtime: tokio::runtime::Runtime,
+    pub remote: Arc<dyn Remote>,
+    _dir: tempfile::TempDir,
+}
+
+impl Seeder {
+    pub fn new(emu: &Emulator) -> Seeder {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(emu, dir.path());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let remote = runtime.block_on(async {
+            Config::load(Some(&config_path))
+                .unwrap()
+                .open_remote(REMOTE_NAME)
+                .unwrap()
+        });
+        Seeder {
+            runtime,
+            remote,
+            _dir: dir,
+        }
+    }
+
+    /// The folder at `path` ("" = root), creating what is missing.
+    pub fn folder(&self, path: &str) -> FolderId {
+        self.runtime.block_on(async {
+            let mut folder = self.remote.root();
+            for part in path.split('/').filter(|p| !p.is_empty()) {
+                let listing = self.remote.list_folder(&folder).await.unwrap();
+                folder = match listing.folders.iter().find(|f| f.name == part) {
+                    Some(existing) => existing.id.clone(),
+                    None => self.remote.create_folder(&folder, part).await.unwrap().id,
+                };
+            }
+            folder
+        })
+    }
+
+    /// Uploads `data` as `name` into the folder at `folder_path`.
+    pub fn upload(&self, folder_path: &str, name: &str, data: &[u8]) -> FileEntry {
+        let folder = self.folder(folder_path);
+        self.upload_into(&folder, name, data)
+    }
+
+    pub fn upload_into(&self, folder: &FolderId, name: &str, data: &[u8]) -> FileEntry {
+        let data = data.to_vec();
+        self.runtime.block_on(async {
+            let size = data.len() as u64;
+            let reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+                Box::pin(std::io::Cursor::new(data));
+            self.remote
+                .upload(folder, name, UploadSource::Reader { reader, size }, None)
+                .await
+                .unwrap_or_else(|e| panic!("uploading {name}: {e}"))
+        })
+    }
+
+    /// Uploads many small files concurrently (`parallel` at a time).
+    pub fn upload_many(&self, folder: &FolderId, files: Vec<(String, Vec<u8>)>, parallel: usize) {
+        use futures::StreamExt;
+        self.runtime.block_on(async {
+            futures::stream::iter(files)
+                .map(|(name, data)| {
+                    let remote = self.remote.clone();
+                    let folder = folder.clone();
+                    async move {
+                        let size = data.len() as u64;
+                        let reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+                            Box::pin(std::io::Cursor::new(data));
+                        remote
+                            .upload(&folder, &name, UploadSource::Reader { reader, size }, None)
+                            .await
+                            .unwrap_or_else(|e| panic!("uploading {name}: {e}"));
+                    }
+                })
+                .buffer_unordered(parallel)
+                .collect::<Vec<()>>()
+                .await;
+        });
+    }
+}
+
+/// Uploads many small files quickly: the upload API takes up to 500 files
+/// in one multipart request (1fichier's documented limit).
+pub fn upload_in_batches(emu: &Emulator, folder: &FolderId, files: &[(String, Vec<u8>)]) {
+    use super::fichier_client::FichierClient;
+    use reqwest::blocking::multipart;
+    let client = FichierClient::new(emu);
+    for batch in files.chunks(500) {
+        let mut form = multipart::Form::new().text("did", folder.0.clone());
+        for (name, data) in batch {
+            form = form.part(
+                "file[]",
+                multipart::Part::bytes(data.clone())
+                    .file_name(name.clone())
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            );
+        }
+        let (host, id, response) = client.upload_raw(form);
+        assert_eq!(response.status().as_u16(), 302, "batch upload");
+        let end = client.end(&host, &id);
+        assert_eq!(
+            end["links"].as_array().map(Vec::len),
+            Some(batch.len()),
+            "{end}"
+        );
+    }
+}
+
+/// Deterministic pseudo-random bytes (a fixed seed per test keeps failures
+/// reproducible).
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// SHA-256 of a file read through the mount in 1 MiB reads.
+pub fn sha256_of_file(path: &Path) -> String {
+    try_sha256_of_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn try_sha256_of_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
