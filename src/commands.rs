@@ -15,14 +15,15 @@ use chrono::Local;
 use clap::Args;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use whirlpool::{Digest, Whirlpool};
 
 use crate::config::{Config, RemotePath};
 use crate::remote::resolve::{find_in, resolve_folder};
 use crate::remote::{
-    resolve_path, FileEntry, FolderId, Listing, ProgressFn, Remote, RemoteError, Resolved,
-    UploadSource,
+    resolve_path, FileEntry, FolderId, HashKind, Listing, ProgressFn, Remote, RemoteError,
+    Resolved, UploadSource,
 };
 
 #[derive(Debug, Args)]
@@ -287,10 +288,40 @@ fn local_size(path: &Path) -> u64 {
     }
 }
 
-fn whirlpool_of_file(path: &Path) -> std::io::Result<String> {
+/// A running content hash of the kind a service reports.
+enum ContentHasher {
+    Whirlpool(Box<Whirlpool>),
+    Sha256(Sha256),
+}
+
+impl ContentHasher {
+    fn new(kind: HashKind) -> Self {
+        match kind {
+            HashKind::Whirlpool => ContentHasher::Whirlpool(Box::default()),
+            HashKind::Sha256 => ContentHasher::Sha256(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Whirlpool(h) => h.update(data),
+            ContentHasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    /// Lower-case hex, as `FileEntry::checksum` holds it.
+    fn finish(self) -> String {
+        match self {
+            ContentHasher::Whirlpool(h) => hex::encode(h.finalize()),
+            ContentHasher::Sha256(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+fn hash_of_file(kind: HashKind, path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Whirlpool::new();
+    let mut hasher = ContentHasher::new(kind);
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = file.read(&mut buf)?;
@@ -299,7 +330,7 @@ fn whirlpool_of_file(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finish())
 }
 
 /// Progress and failures of a transfer of many files.
@@ -380,14 +411,13 @@ async fn put_file(
     let existing: Vec<&FileEntry> = listing.files.iter().filter(|f| f.name == name).collect();
     if let [old] = existing.as_slice() {
         if old.size == size {
-            let same = match &old.checksum {
-                Some(sum) => {
-                    let local_sum = tokio::task::block_in_place(|| whirlpool_of_file(local))
+            let same = match (&old.checksum, remote.capabilities().hash) {
+                (Some(sum), Some(kind)) => {
+                    let local_sum = tokio::task::block_in_place(|| hash_of_file(kind, local))
                         .with_context(|| local.display().to_string())?;
-                    remote.capabilities().hash == Some(crate::remote::HashKind::Whirlpool)
-                        && *sum == local_sum
+                    *sum == local_sum
                 }
-                None => false,
+                _ => false,
             };
             if same {
                 tracing::info!(path = %shown, "unchanged; not uploaded again");
@@ -539,7 +569,7 @@ fn safe_local_name(name: &str) -> bool {
 }
 
 /// Downloads `file` to `dest` through a temporary file in the same folder,
-/// checking the size and, when the service gives one, the Whirlpool hash.
+/// checking the size and, when the service gives one, the content hash.
 async fn get_file(
     remote: &dyn Remote,
     file: &FileEntry,
@@ -562,14 +592,15 @@ async fn get_file(
     let mut out =
         tokio::fs::File::from_std(temp.reopen().with_context(|| dest.display().to_string())?);
     let mut stream = at(shown, remote.download_range(&file.id, 0, file.size).await)?;
-    let check_hash = remote.capabilities().hash == Some(crate::remote::HashKind::Whirlpool)
-        && file.checksum.as_ref().is_some_and(|c| c.len() == 128);
-    let mut hasher = Whirlpool::new();
+    let mut hasher = match (remote.capabilities().hash, &file.checksum) {
+        (Some(kind), Some(_)) => Some(ContentHasher::new(kind)),
+        _ => None,
+    };
     let mut received = 0u64;
     transfer.bar.set_message(shown.to_string());
     while let Some(chunk) = stream.next().await {
         let chunk = at(shown, chunk)?;
-        if check_hash {
+        if let Some(hasher) = hasher.as_mut() {
             hasher.update(&chunk);
         }
         out.write_all(&chunk)
@@ -588,10 +619,9 @@ async fn get_file(
     if received != file.size {
         bail!("{shown}: received {received} bytes, expected {}", file.size);
     }
-    if check_hash {
-        let sum = hex::encode(hasher.finalize());
-        if Some(&sum) != file.checksum.as_ref() {
-            bail!("{shown}: the downloaded bytes do not match the service's Whirlpool hash");
+    if let Some(hasher) = hasher {
+        if Some(&hasher.finish()) != file.checksum.as_ref() {
+            bail!("{shown}: the downloaded bytes do not match the service's checksum");
         }
     }
     temp.persist(dest)

@@ -460,4 +460,46 @@ fn every_command_works_or_says_why_not() {
     fails(&["rm", "pics-nodelete:holiday.jpg"], "No delete permission");
     cli_ok(&config, &["rm", "pics:holiday.jpg"]);
     assert_eq!(cli_ok(&config, &["ls", "pics:"]).trim(), "");
+
+    // The key never shows up in output, even at the most verbose log level.
+    for args in [
+        &["ls", "pics:"][..],
+        &["about", "pics:"],
+        &["rm", "pics:no-such-file"],
+    ] {
+        let out = run_cli(&config, args, &[("RUST_LOG", "trace")]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!shown.contains(&keys.fiione), "{args:?} printed the key");
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let remote = fiione_client(&fiione_url(&emu), &keys.fiione);
+    let root = remote.root();
+    emu.set_faults(json!({"error_rate": 0.3}));
+    for i in 0..5 {
+        let data = format!("file {i}").into_bytes();
+        let size = data.len() as u64;
+        let source = UploadSource::Reader {
+            reader: Box::pin(std::io::Cursor::new(data)),
+            size,
+        };
+        // A stream cannot be sent twice, so a failed attempt is not
+        // retried: the caller sees it and may try again.
+        let _ = remote.upload(&root, &format!("f{i}"), source, None).await;
+    }
+    for _ in 0..5 {
+        let listing = remote.list_folder(&root).await.unwrap();
+        for file in &listing.files {
+            remote.stat_file(&file.id).await.unwrap();
+            collect(remote.download_range(&file.id, 0, 100).await.unwrap()).await;
+        }
+    }
+    emu.set_faults(json!({"error_rate": 0.0}));
 }

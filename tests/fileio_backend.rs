@@ -230,7 +230,9 @@ async fn expiry_from_the_remote_settings_is_honoured() {
     assert!(copies.path().join(&entry.id.0).exists());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(remote.list_folder(&root).await.unwrap().files.is_empty());
-    // Its local copy goes with it.
+    // Its local copy goes with it (once clearly older than the listing).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    remote.list_folder(&root).await.unwrap();
     assert!(!copies.path().join(&entry.id.0).exists());
 }
 
@@ -318,4 +320,58 @@ fn every_command_works_or_says_why_not() {
     cli_ok(&config, &["rm", "outbox:slides.pdf"]);
     assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "");
     fails(&["rm", "outbox:slides.pdf"], "not found");
+
+    // The key never shows up in output, even at the most verbose log level.
+    for args in [
+        &["ls", "outbox:"][..],
+        &["about", "outbox:"],
+        &["rm", "outbox:no-such-file"],
+    ] {
+        let out = run_cli(&config, args, &[("RUST_LOG", "trace")]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!shown.contains(&keys.fileio), "{args:?} printed the key");
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let copies = tempfile::tempdir().unwrap();
+    let remote = fileio_client(
+        &fileio_url(&emu),
+        &keys.fileio,
+        copies.path(),
+        UploadOptions::default(),
+    );
+    let root = remote.root();
+    emu.set_faults(json!({"error_rate": 0.3}));
+    // Uploads come from a staged copy, so they are retried too.
+    for i in 0..5 {
+        let data = format!("file {i}").into_bytes();
+        let size = data.len() as u64;
+        let source = UploadSource::Reader {
+            reader: Box::pin(std::io::Cursor::new(data)),
+            size,
+        };
+        remote
+            .upload(&root, &format!("f{i}"), source, None)
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        remote.list_folder(&root).await.unwrap();
+        remote.about().await.unwrap();
+    }
+    emu.set_faults(json!({"error_rate": 0.0}));
+    // A retried upload may have reached the service before failing: at
+    // least the five files, each readable from its local copy.
+    let listing = remote.list_folder(&root).await.unwrap();
+    assert!(listing.files.len() >= 5);
+    for i in 0..5 {
+        assert!(listing.files.iter().any(|f| f.name == format!("f{i}")));
+    }
 }

@@ -196,18 +196,20 @@ async fn expired_links_are_replaced() {
 async fn a_silent_server_times_out_instead_of_hanging() {
     let emu = Emulator::start();
     let mut options = fast_options(&emu);
-    options.http.read_timeout = Duration::from_millis(300);
+    // Long enough for a loaded machine to answer, far below the latency.
+    options.http.read_timeout = Duration::from_secs(1);
     options.pacer.max_attempts = 2;
     let remote = Fichier::new(options).unwrap();
     let root = remote.root();
     remote.list_folder(&root).await.unwrap();
 
-    emu.set_faults(json!({"latency_ms": 1500}));
+    emu.set_faults(json!({"latency_ms": 8000}));
     let started = Instant::now();
     let err = remote.list_folder(&root).await.unwrap_err();
     assert!(matches!(err, RemoteError::Transient(_)), "{err:?}");
+    // Two attempts of about a second each, not two 8-second waits.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );

@@ -498,10 +498,13 @@ impl Inner {
         let mut next = first;
         let mut failures = 0u32;
         while !senders.is_empty() {
+            let before = next;
             match self.stream_run(&src, &mut next, &mut senders).await {
                 Ok(()) => {}
                 Err(error) => {
-                    failures += 1;
+                    // Only failures in a row count: a flaky connection that
+                    // still delivers blocks is worth staying with.
+                    failures = if next > before { 1 } else { failures + 1 };
                     match retry_delay(&error, failures) {
                         Some(delay) => {
                             debug!(file = %src.id, block = next, %error, ?delay, "retrying block fetch");

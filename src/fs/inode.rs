@@ -406,7 +406,8 @@ impl InodeTable {
             .ok_or(InodeError::NotAFolder(dir))?
             .by_name
             .remove(name)
-            .ok_or_else(|| InodeError::NoSuchInode(0))?;
+            // ENOENT, like a rename of a name that is not there.
+            .ok_or(InodeError::NoSuchInode(dir))?;
         let replaced = tables
             .slots
             .get_mut(&new_dir)

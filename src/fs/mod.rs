@@ -122,9 +122,42 @@ pub struct MountOptions {
     /// then stay journaled and are completed by the next mount.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub write_back_wait: Duration,
+    /// Refuse every change (EROFS); uploads left by an earlier mount still
+    /// complete.
+    #[arg(long)]
+    pub read_only: bool,
+    /// file.io: allow reading files that were not uploaded from this
+    /// machine. Each such read spends one of the file's downloads (and may
+    /// delete it); without this option opening them fails with EACCES.
+    #[arg(long)]
+    pub consume_downloads: bool,
+    /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
+    /// or a date); overrides the remote's `expires`.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
+    pub expires: Option<String>,
+    /// file.io: downloads each written file allows; overrides `max_downloads`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downloads: Option<u32>,
+    /// file.io: delete a file once its downloads are used up (true/false);
+    /// overrides `auto_delete`.
+    #[arg(long, value_name = "BOOL")]
+    pub auto_delete: Option<bool>,
+}
+
+fn parse_expires(text: &str) -> Result<String, String> {
+    crate::remote::fileio::check_expires(text).map(|()| text.trim().to_string())
 }
 
 impl MountOptions {
+    /// The file.io upload options given on the command line.
+    pub fn upload_overrides(&self) -> crate::remote::fileio::UploadOptions {
+        crate::remote::fileio::UploadOptions {
+            expires: self.expires.clone(),
+            max_downloads: self.max_downloads,
+            auto_delete: self.auto_delete,
+        }
+    }
+
     /// The filesystem settings these options describe, checked for sense.
     pub fn fs_config(&self) -> anyhow::Result<FsConfig> {
         anyhow::ensure!(self.block_size >= 4096, "--block-size must be at least 4K");
@@ -168,6 +201,8 @@ impl MountOptions {
                 delay: self.write_back,
                 unmount_wait: self.write_back_wait,
             },
+            read_only: self.read_only,
+            consume_downloads: self.consume_downloads,
         })
     }
 
@@ -182,6 +217,9 @@ impl MountOptions {
         ];
         if self.allow_other {
             options.push(fuser::MountOption::AllowOther);
+        }
+        if self.read_only {
+            options.push(fuser::MountOption::RO);
         }
         options
     }
@@ -245,7 +283,11 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mut fs_config = args.options.fs_config()?;
     fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
     let runtime = build_runtime()?;
-    let (remote, root) = runtime.block_on(open_mount_root(config_path.as_deref(), &args.remote))?;
+    let (remote, root) = runtime.block_on(open_mount_root(
+        config_path.as_deref(),
+        &args.remote,
+        &args.options.upload_overrides(),
+    ))?;
     let notify = args.notify_ready;
     serve(
         &runtime,
@@ -278,9 +320,11 @@ pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
+    upload: &crate::remote::fileio::UploadOptions,
 ) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
     let target = RemotePath::parse(spec)?;
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    config.override_upload_options(&target.remote, upload)?;
     let remote = config.open_remote(&target.remote)?;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
@@ -380,10 +424,22 @@ async fn wait_for_stop_signal() {
 /// once the child reports the mount ready (or fails).
 fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let child_args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|arg| arg != "--daemon")
-        .collect();
+    // The same command line minus the options only the parent acts on.
+    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip_value = false;
+    for arg in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--daemon" || arg.to_string_lossy().starts_with("--log-file=") {
+            continue;
+        }
+        if arg == "--log-file" {
+            skip_value = true;
+            continue;
+        }
+        child_args.push(arg);
+    }
     let stderr = match &args.log_file {
         Some(path) => Stdio::from(
             std::fs::OpenOptions::new()

@@ -359,9 +359,10 @@ async fn stage_for_writing(
         // A local node without a pending file: unlinked meanwhile.
         NodeKind::Local(_) => return Err(libc::ENOENT),
     };
-    if !truncate && state.remote.capabilities().downloads_consume {
+    if !truncate && !state.config.consume_downloads && state.remote.read_consumes_download(&file.id)
+    {
         // Copying it into staging would spend one of its limited downloads.
-        warn!(name = %node.name, "refusing to modify a file whose downloads are limited; truncate it instead");
+        warn!(name = %node.name, "refusing to modify a file whose downloads are limited (mount with --consume-downloads to allow it)");
         return Err(libc::EACCES);
     }
     let folder = folder_of(state, node.parent)?;
@@ -441,6 +442,9 @@ pub(crate) fn setattr(
     change: AttrChange,
     reply: ReplyAttr,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     let Some(node) = state.inodes.get(ino) else {
         return reply.error(libc::ENOENT);
     };
@@ -508,6 +512,9 @@ pub(crate) fn mknod(
     _umask: u32,
     reply: ReplyEntry,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     if mode & libc::S_IFMT != libc::S_IFREG {
         // Devices, FIFOs and sockets cannot be stored by a file host.
         return reply.error(libc::EPERM);
@@ -574,6 +581,9 @@ pub(crate) fn mkdir(
     _umask: u32,
     reply: ReplyEntry,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     let name = match utf8_name(name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
@@ -613,6 +623,9 @@ pub(crate) fn unlink(
     name: &OsStr,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     let Some(name) = name.to_str().map(str::to_owned) else {
         return reply.error(libc::ENOENT);
     };
@@ -660,6 +673,9 @@ pub(crate) fn rmdir(
     name: &OsStr,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     let Some(name) = name.to_str().map(str::to_owned) else {
         return reply.error(libc::ENOENT);
     };
@@ -689,7 +705,11 @@ async fn remove_empty_folder(
     // Look at the folder as it is now, not as a cached listing remembers it.
     state.meta.invalidate(folder);
     state.ensure_listing(ino).await.map_err(|e| e.errno())?;
-    let has_children = state.inodes.children(ino).map_err(|e| e.errno())?.len() > 0;
+    let has_children = !state
+        .inodes
+        .children(ino)
+        .map_err(|e| e.errno())?
+        .is_empty();
     if has_children || !state.write.queue.pending_in(folder).is_empty() {
         return Err(libc::ENOTEMPTY);
     }
@@ -700,13 +720,16 @@ async fn remove_empty_folder(
 }
 
 pub(crate) fn symlink(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _parent: u64,
     _link_name: &OsStr,
     _target: &Path,
     reply: ReplyEntry,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     // File hosts store files and folders only.
     reply.error(libc::EPERM);
 }
@@ -722,6 +745,9 @@ pub(crate) fn rename(
     flags: u32,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
         return reply.error(libc::EINVAL);
     }
@@ -891,13 +917,16 @@ async fn rename_folder(
 }
 
 pub(crate) fn link(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _new_parent: u64,
     _new_name: &OsStr,
     reply: ReplyEntry,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     // A file has exactly one name on the services.
     reply.error(libc::EPERM);
 }
@@ -910,6 +939,9 @@ pub(crate) fn open_for_writing(
     flags: i32,
     reply: ReplyOpen,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     let truncate = flags & libc::O_TRUNC != 0;
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
@@ -1125,7 +1157,7 @@ pub(crate) fn fsync(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn setxattr(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _name: &OsStr,
@@ -1134,17 +1166,23 @@ pub(crate) fn setxattr(
     _position: u32,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     // The services keep no extended attributes; ours are read-only facts.
     reply.error(libc::ENOTSUP);
 }
 
 pub(crate) fn removexattr(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _name: &OsStr,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     reply.error(libc::ENOTSUP);
 }
 
@@ -1159,6 +1197,9 @@ pub(crate) fn create(
     flags: i32,
     reply: ReplyCreate,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
         return reply.error(libc::EPERM);
     }
@@ -1192,6 +1233,9 @@ pub(crate) fn fallocate(
     mode: i32,
     reply: ReplyEmpty,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     if mode != 0 {
         // Punching holes and the like mean nothing for an upload.
         return reply.error(libc::EOPNOTSUPP);
@@ -1224,11 +1268,14 @@ pub(crate) fn fallocate(
 }
 
 pub(crate) fn copy_file_range(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _range: CopyRange,
     reply: ReplyWrite,
 ) {
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
     // The kernel then copies through read and write, which we serve.
     reply.error(libc::ENOSYS);
 }

@@ -18,7 +18,7 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +42,10 @@ pub const DEFAULT_API_URL: &str = "https://file.io";
 
 /// Files per listing request.
 const PAGE_LIMIT: usize = 100;
+
+/// Tolerance between the clock stamping local copies and the one timing
+/// listings (the same machine, but file systems round timestamps).
+const COPY_CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 const ROOT_ID: &str = "";
 
@@ -361,14 +365,23 @@ impl FileIo {
 
     /// Removes local copies of files the service no longer has, so the
     /// folder does not grow without bound.
-    fn prune_local_copies(&self, live: &HashSet<&str>) {
+    ///
+    /// A copy kept after `listed_from` (an upload that finished while the
+    /// listing was read, in this process or another) is left alone: the
+    /// listing may predate it.
+    fn prune_local_copies(&self, live: &HashSet<&str>, listed_from: SystemTime) {
         let Ok(dir) = std::fs::read_dir(&self.local_copies) else {
             return;
         };
+        let cutoff = listed_from - COPY_CLOCK_SLACK;
         for item in dir.flatten() {
             let name = item.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') || live.contains(name) {
+                continue;
+            }
+            let kept_at = item.metadata().and_then(|m| m.modified());
+            if kept_at.map_or(true, |t| t >= cutoff) {
                 continue;
             }
             if let Err(e) = std::fs::remove_file(item.path()) {
@@ -618,8 +631,9 @@ impl Remote for FileIo {
 
     async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
         check_root(folder)?;
+        let listed_from = SystemTime::now();
         let files = self.live_files().await?;
-        self.prune_local_copies(&files.iter().map(|f| f.key.as_str()).collect());
+        self.prune_local_copies(&files.iter().map(|f| f.key.as_str()).collect(), listed_from);
         Ok(Listing {
             folders: Vec::new(),
             files: files.into_iter().map(|f| self.entry(f)).collect(),
@@ -732,8 +746,16 @@ impl Remote for FileIo {
         let id = FileId(uploaded.file.key.clone());
         match self.local_copy_path(&id) {
             Some(path) => {
-                if let Err(e) = staged.persist(&path) {
-                    tracing::warn!("cannot keep the local copy of {name:?}: {}", e.error);
+                // Stamped now, so a listing read during the upload does
+                // not take the copy for a stale one.
+                let kept = staged.persist(&path).map_err(|e| e.error).and_then(|_| {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&path)?
+                        .set_modified(SystemTime::now())
+                });
+                if let Err(e) = kept {
+                    tracing::warn!("cannot keep the local copy of {name:?}: {e}");
                 }
             }
             None => tracing::warn!("file.io returned an unusual key for {name:?}"),

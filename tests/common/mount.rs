@@ -30,8 +30,10 @@ pub const REMOTE_NAME: &str = "emu";
 /// Writes a config file naming the emulator's first account `emu`.
 pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
     let path = dir.join("config.toml");
+    // The emulator runs without flood control in tests, so the client's
+    // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
     let text = format!(
-        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\n",
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\n",
         emu.fichier_url(),
         emu.key()
     );
@@ -95,15 +97,54 @@ impl Mount {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).unwrap();
         let config = write_config(emu, dir.path());
-        let log_path = dir.path().join("mount.log");
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            format!("{REMOTE_NAME}:{remote_path}").into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
+    /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
+    /// remotes of any service.
+    pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            spec.into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
+    /// Runs `filehostfs <command_line>` (any command that mounts on
+    /// `mountpoint`, e.g. `demo`) and waits until the mount is in place.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        command_line: Vec<std::ffi::OsString>,
+    ) -> Mount {
+        let log_path = dir.path().join(format!(
+            "mount-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
-            .arg("--config")
-            .arg(&config)
-            .arg("mount")
-            .arg(format!("{REMOTE_NAME}:{remote_path}"))
-            .arg(&mountpoint)
-            .args(args)
+            .args(command_line)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
@@ -112,7 +153,7 @@ impl Mount {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("starting filehostfs mount");
+            .expect("starting filehostfs");
         let mut mount = Mount {
             child: Some(child),
             mountpoint,
@@ -155,6 +196,16 @@ impl Mount {
     /// The mount process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SHA-256 of a file read through the mount; a read error fails the
+    /// test with the mount's log.
+    pub fn sha256(&self, relative: &str) -> String {
+        let path = self.mountpoint.join(relative);
+        match try_sha256_of_file(&path) {
+            Ok(sha) => sha,
+            Err(error) => panic!("reading {relative}: {error}; mount log:\n{}", self.log()),
+        }
     }
 
     /// Scratch space removed with the mount.
@@ -329,6 +380,34 @@ impl Seeder {
     }
 }
 
+/// Uploads many small files quickly: the upload API takes up to 500 files
+/// in one multipart request (1fichier's documented limit).
+pub fn upload_in_batches(emu: &Emulator, folder: &FolderId, files: &[(String, Vec<u8>)]) {
+    use super::fichier_client::FichierClient;
+    use reqwest::blocking::multipart;
+    let client = FichierClient::new(emu);
+    for batch in files.chunks(500) {
+        let mut form = multipart::Form::new().text("did", folder.0.clone());
+        for (name, data) in batch {
+            form = form.part(
+                "file[]",
+                multipart::Part::bytes(data.clone())
+                    .file_name(name.clone())
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            );
+        }
+        let (host, id, response) = client.upload_raw(form);
+        assert_eq!(response.status().as_u16(), 302, "batch upload");
+        let end = client.end(&host, &id);
+        assert_eq!(
+            end["links"].as_array().map(Vec::len),
+            Some(batch.len()),
+            "{end}"
+        );
+    }
+}
+
 /// Deterministic pseudo-random bytes (a fixed seed per test keeps failures
 /// reproducible).
 pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -352,17 +431,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// SHA-256 of a file read through the mount in 1 MiB reads.
 pub fn sha256_of_file(path: &Path) -> String {
+    try_sha256_of_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn try_sha256_of_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
     use std::io::Read;
-    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut file = std::fs::File::open(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buffer).unwrap();
+        let n = file.read(&mut buffer)?;
         if n == 0 {
             break;
         }
         hasher.update(&buffer[..n]);
     }
-    hex::encode(hasher.finalize())
+    Ok(hex::encode(hasher.finalize()))
 }
