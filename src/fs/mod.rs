@@ -198,6 +198,7 @@ impl MountOptions {
             write: WriteConfig {
                 cache_dir: self.cache_dir.clone(),
                 remote_name: None,
+                scope: None,
                 delay: self.write_back,
                 unmount_wait: self.write_back_wait,
             },
@@ -282,6 +283,8 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     }
     let mut fs_config = args.options.fs_config()?;
     fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
+    let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+    fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
     let (remote, root) = runtime.block_on(open_mount_root(
         config_path.as_deref(),

@@ -64,6 +64,11 @@ pub struct WriteConfig {
     pub cache_dir: Option<PathBuf>,
     /// The remote's name in the config file; names the journal's owner.
     pub remote_name: Option<String>,
+    /// What this mount is (remote path and mount point). Without a cache
+    /// dir, each distinct mount gets its own staging dir, so several mounts
+    /// of one remote can run at once; the same mount finds its pending
+    /// uploads again.
+    pub scope: Option<String>,
     /// Upload this long after the last close (`--write-back`).
     pub delay: Duration,
     /// Longest wait for pending uploads at unmount (`--write-back-wait`).
@@ -75,6 +80,7 @@ impl Default for WriteConfig {
         WriteConfig {
             cache_dir: None,
             remote_name: None,
+            scope: None,
             delay: Duration::from_secs(5),
             unmount_wait: Duration::from_secs(60),
         }
@@ -85,6 +91,8 @@ impl Default for WriteConfig {
 pub(crate) struct WriteState {
     pub queue: WriteBack,
     pub unmount_wait: Duration,
+    /// The staging dir is ours (no `--cache-dir`): removed when left empty.
+    default_dir: bool,
     links: Mutex<Links>,
     handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
     readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
@@ -151,7 +159,7 @@ impl WriteState {
         let dir = config
             .cache_dir
             .clone()
-            .unwrap_or_else(|| default_write_dir(&identity));
+            .unwrap_or_else(|| default_write_dir(&identity, config.scope.as_deref()));
         let mut options = WriteBackOptions::new(identity);
         options.delay = config.delay;
         let (queue, recovery) = WriteBack::open(&dir, remote, options)?;
@@ -160,6 +168,7 @@ impl WriteState {
             WriteState {
                 queue,
                 unmount_wait: config.unmount_wait,
+                default_dir: config.cache_dir.is_none(),
                 links: Mutex::new(Links::default()),
                 handles: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
@@ -181,9 +190,9 @@ impl WriteState {
     }
 }
 
-/// `$XDG_CACHE_HOME/filehostfs/<service>-<remote>`: where pending uploads
-/// live when the mount has no `--cache-dir`.
-fn default_write_dir(identity: &str) -> PathBuf {
+/// `$XDG_CACHE_HOME/filehostfs/writeback/<service>-<remote>-<scope hash>`:
+/// where pending uploads live when the mount has no `--cache-dir`.
+fn default_write_dir(identity: &str, scope: Option<&str>) -> PathBuf {
     let safe: String = identity
         .chars()
         .map(|c| {
@@ -194,10 +203,18 @@ fn default_write_dir(identity: &str) -> PathBuf {
             }
         })
         .collect();
+    let name = match scope {
+        Some(scope) => {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(scope.as_bytes());
+            format!("{safe}-{}", &hex::encode(digest)[..12])
+        }
+        None => safe,
+    };
     dirs::cache_dir()
         .unwrap_or_else(std::env::temp_dir)
         .join("filehostfs")
-        .join(safe)
+        .join("writeback")
+        .join(name)
 }
 
 /// Reacts to the queue's news: a finished upload turns its local node into
@@ -1300,6 +1317,18 @@ pub(crate) async fn finish_uploads(write: &WriteState) {
         );
     }
     let report = write.queue.drain(write.unmount_wait).await;
+    if write.queue.pending().is_empty() && report.left.is_empty() {
+        // Nothing journaled (not even a placeholder): leave no trace.
+        let dir = write.queue.staging_dir();
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            debug!(dir = %dir.display(), %error, "cannot remove the empty staging dir");
+        }
+        if write.default_dir {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
     if report.left.is_empty() {
         if outstanding > 0 {
             eprintln!("filehostfs: all uploads complete");
