@@ -304,6 +304,44 @@ impl Config {
         })
     }
 
+    /// Replaces the file.io upload options of remote `name` with those set
+    /// in `options` (e.g. from `mount --expires`); an error for a remote of
+    /// another type, where they would mean nothing.
+    pub fn override_upload_options(
+        &mut self,
+        name: &str,
+        options: &UploadOptions,
+    ) -> anyhow::Result<()> {
+        if *options == UploadOptions::default() {
+            return Ok(());
+        }
+        self.remote(name)?;
+        let remote = self
+            .remotes
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("no remote named {name:?}"))?;
+        if remote.kind != "file.io" {
+            bail!(
+                "--expires, --max-downloads and --auto-delete apply to file.io remotes; {name} is {}",
+                remote.kind
+            );
+        }
+        if let Some(expires) = &options.expires {
+            fileio::check_expires(expires).map_err(|e| anyhow!(e))?;
+            remote.upload.expires = Some(expires.clone());
+        }
+        if let Some(max) = options.max_downloads {
+            if max == 0 {
+                bail!("--max-downloads must be at least 1");
+            }
+            remote.upload.max_downloads = Some(max);
+        }
+        if let Some(auto_delete) = options.auto_delete {
+            remote.upload.auto_delete = Some(auto_delete);
+        }
+        Ok(())
+    }
+
     /// Builds the backend for remote `name`.
     pub fn open_remote(&self, name: &str) -> anyhow::Result<Arc<dyn Remote>> {
         let remote = self.remote(name)?;
@@ -639,6 +677,35 @@ mod tests {
         ] {
             assert!(Config::parse(bad, None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn upload_options_can_be_overridden_for_file_io_only() {
+        let mut c = Config::parse(
+            "[out]\ntype = \"file.io\"\nkey = \"k\"\nexpires = \"1w\"\nmax_downloads = 3\n\
+             local_copies = \"/tmp/x\"\n[pics]\ntype = \"fii.one\"\nkey = \"k\"\n",
+            None,
+        )
+        .unwrap();
+        let wanted = UploadOptions {
+            expires: Some("1s".into()),
+            max_downloads: None,
+            auto_delete: Some(false),
+        };
+        c.override_upload_options("out", &wanted).unwrap();
+        let upload = c.remote("out").unwrap().fileio_settings().unwrap().upload;
+        assert_eq!(upload.expires.as_deref(), Some("1s"));
+        assert_eq!(upload.max_downloads, Some(3));
+        assert_eq!(upload.auto_delete, Some(false));
+        assert!(c.override_upload_options("pics", &wanted).is_err());
+        assert!(c
+            .override_upload_options("pics", &UploadOptions::default())
+            .is_ok());
+        let bad = UploadOptions {
+            expires: Some("soon".into()),
+            ..UploadOptions::default()
+        };
+        assert!(c.override_upload_options("out", &bad).is_err());
     }
 
     #[test]

@@ -476,3 +476,30 @@ fn every_command_works_or_says_why_not() {
         assert!(!shown.contains(&keys.fiione), "{args:?} printed the key");
     }
 }
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let remote = fiione_client(&fiione_url(&emu), &keys.fiione);
+    let root = remote.root();
+    emu.set_faults(json!({"error_rate": 0.3}));
+    for i in 0..5 {
+        let data = format!("file {i}").into_bytes();
+        let size = data.len() as u64;
+        let source = UploadSource::Reader {
+            reader: Box::pin(std::io::Cursor::new(data)),
+            size,
+        };
+        // A stream cannot be sent twice, so a failed attempt is not
+        // retried: the caller sees it and may try again.
+        let _ = remote.upload(&root, &format!("f{i}"), source, None).await;
+    }
+    for _ in 0..5 {
+        let listing = remote.list_folder(&root).await.unwrap();
+        for file in &listing.files {
+            remote.stat_file(&file.id).await.unwrap();
+            collect(remote.download_range(&file.id, 0, 100).await.unwrap()).await;
+        }
+    }
+    emu.set_faults(json!({"error_rate": 0.0}));
+}

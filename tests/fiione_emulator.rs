@@ -599,3 +599,43 @@ async fn optional_hourly_limit_and_injected_bursts_answer_429_in_the_envelope() 
     assert!(statuses[..100].iter().all(|s| *s == 200));
     assert_eq!(statuses[100], 429);
 }
+
+#[tokio::test]
+async fn files_survive_a_kill_9_and_restart() {
+    let (mut emu, keys) = start_multi(&[], &[]);
+    let base = fiione_url(&emu);
+    let data = upload_bytes(&base, &keys.fiione, "durable.txt", b"still here").await;
+    let id = data["id"].as_str().unwrap().to_string();
+    let link = data["direct_link"].as_str().unwrap().to_string();
+    let (status, _) = emu.admin(
+        "POST",
+        "/_emulator/fiione/folders",
+        Some(json!({"name": "F"})),
+    );
+    assert_eq!(status, 200);
+    emu.restart();
+    let client = http();
+    let (status, body) = json_of(
+        client
+            .get(format!("{base}/files/{id}"))
+            .bearer_auth(&keys.fiione)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["title"], "durable.txt");
+    assert_eq!(body["data"]["direct_link"], link.as_str());
+    assert_eq!(
+        client
+            .get(&link)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "still here"
+    );
+}

@@ -336,3 +336,42 @@ fn every_command_works_or_says_why_not() {
         assert!(!shown.contains(&keys.fileio), "{args:?} printed the key");
     }
 }
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let copies = tempfile::tempdir().unwrap();
+    let remote = fileio_client(
+        &fileio_url(&emu),
+        &keys.fileio,
+        copies.path(),
+        UploadOptions::default(),
+    );
+    let root = remote.root();
+    emu.set_faults(json!({"error_rate": 0.3}));
+    // Uploads come from a staged copy, so they are retried too.
+    for i in 0..5 {
+        let data = format!("file {i}").into_bytes();
+        let size = data.len() as u64;
+        let source = UploadSource::Reader {
+            reader: Box::pin(std::io::Cursor::new(data)),
+            size,
+        };
+        remote
+            .upload(&root, &format!("f{i}"), source, None)
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        remote.list_folder(&root).await.unwrap();
+        remote.about().await.unwrap();
+    }
+    emu.set_faults(json!({"error_rate": 0.0}));
+    // A retried upload may have reached the service before failing: at
+    // least the five files, each readable from its local copy.
+    let listing = remote.list_folder(&root).await.unwrap();
+    assert!(listing.files.len() >= 5);
+    for i in 0..5 {
+        assert!(listing.files.iter().any(|f| f.name == format!("f{i}")));
+    }
+}

@@ -663,3 +663,64 @@ async fn rate_limit_and_size_limit() {
         200
     );
 }
+
+#[tokio::test]
+async fn files_and_download_counts_survive_a_kill_9_and_restart() {
+    let (mut emu, keys) = start_multi(&[], &[]);
+    let base = fileio_url(&emu);
+    let client = http();
+    let (_, details) = json_of(
+        client
+            .post(format!("{base}/"))
+            .bearer_auth(&keys.fileio)
+            .query(&[("maxDownloads", "2")])
+            .multipart(file_form("durable.txt", b"still here"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let key = details["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        client
+            .get(format!("{base}/{key}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    emu.restart();
+    // A new client: the old one's pooled connection died with the server.
+    let client = http();
+    let (_, listed) = json_of(
+        client
+            .get(format!("{base}/"))
+            .bearer_auth(&keys.fileio)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["nodes"][0]["downloads"], 1, "{listed}");
+    assert_eq!(
+        client
+            .get(format!("{base}/{key}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "still here"
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/{key}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

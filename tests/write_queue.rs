@@ -267,6 +267,36 @@ async fn overwrite_uploads_the_new_version_then_removes_the_old() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_removed_while_a_copy_is_still_open() {
+    let setup = Setup::new();
+    let queue = setup.queue(Duration::ZERO);
+    let base = upload_bytes(&setup.remote, &setup.root(), "busy.txt", b"keep me").await;
+    // Opened, not yet filled (so empty): the worker must leave the base alone.
+    let handle = queue
+        .open_remote(&setup.root(), "busy.txt", base.id.clone(), false)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    setup
+        .remote
+        .stat_file(&base.id)
+        .await
+        .expect("base still there");
+    let bytes = setup
+        .remote
+        .download_range(&base.id, 0, base.size)
+        .await
+        .unwrap();
+    handle.fill(bytes).await.unwrap();
+    handle.write_at(b"K", 0).unwrap();
+    handle.release().unwrap();
+    drain_all(&queue).await;
+    assert_eq!(
+        only_file(&setup.remote, &setup.root(), "busy.txt").await.1,
+        b"Keep me"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_opened_for_writing_but_unchanged_is_not_uploaded() {
     let setup = Setup::new();
     let queue = setup.queue(Duration::ZERO);

@@ -43,6 +43,34 @@ pub struct FsConfig {
     pub gid: u32,
     /// Permission bits removed from 0666 (files) and 0777 (folders).
     pub umask: u16,
+    /// Whether files whose reading spends a limited download (file.io) may
+    /// be opened for reading (`--consume-downloads`).
+    pub consume_downloads: bool,
+}
+
+/// `EACCES` when opening `ino` would read a file whose every read spends
+/// one of its limited downloads (file.io) and the user has not allowed that
+/// with `--consume-downloads`. Truncating opens read nothing and pass.
+fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<libc::c_int> {
+    if state.config.consume_downloads || flags & libc::O_TRUNC != 0 {
+        return None;
+    }
+    let node = state.inodes.get(ino)?;
+    let NodeKind::File(entry) = &node.kind else {
+        return None;
+    };
+    if !state.remote.read_consumes_download(&entry.id) {
+        return None;
+    }
+    warn!(
+        file = %entry.name,
+        "refusing to open {:?}: it was not uploaded from this machine, and reading it would \
+         spend one of its {} downloads (possibly deleting it); mount with --consume-downloads \
+         to allow that",
+        entry.name,
+        state.remote.service()
+    );
+    Some(libc::EACCES)
 }
 
 /// The prefix of every extended attribute the mount exposes.
@@ -468,6 +496,9 @@ impl Filesystem for FilehostFs {
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let state = &self.state;
+        if let Some(errno) = refuse_to_spend_download(state, ino, flags) {
+            return reply.error(errno);
+        }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return write::open_for_writing(state, req, ino, flags, reply);
         }

@@ -113,9 +113,38 @@ pub struct MountOptions {
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// file.io: allow reading files that were not uploaded from this
+    /// machine. Each such read spends one of the file's downloads (and may
+    /// delete it); without this option opening them fails with EACCES.
+    #[arg(long)]
+    pub consume_downloads: bool,
+    /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
+    /// or a date); overrides the remote's `expires`.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
+    pub expires: Option<String>,
+    /// file.io: downloads each written file allows; overrides `max_downloads`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_downloads: Option<u32>,
+    /// file.io: delete a file once its downloads are used up (true/false);
+    /// overrides `auto_delete`.
+    #[arg(long, value_name = "BOOL")]
+    pub auto_delete: Option<bool>,
+}
+
+fn parse_expires(text: &str) -> Result<String, String> {
+    crate::remote::fileio::check_expires(text).map(|()| text.trim().to_string())
 }
 
 impl MountOptions {
+    /// The file.io upload options given on the command line.
+    pub fn upload_overrides(&self) -> crate::remote::fileio::UploadOptions {
+        crate::remote::fileio::UploadOptions {
+            expires: self.expires.clone(),
+            max_downloads: self.max_downloads,
+            auto_delete: self.auto_delete,
+        }
+    }
+
     /// The filesystem settings these options describe, checked for sense.
     pub fn fs_config(&self) -> anyhow::Result<FsConfig> {
         anyhow::ensure!(self.block_size >= 4096, "--block-size must be at least 4K");
@@ -153,6 +182,7 @@ impl MountOptions {
             uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
             gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
             umask: self.umask,
+            consume_downloads: self.consume_downloads,
         })
     }
 
@@ -229,7 +259,11 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     }
     let fs_config = args.options.fs_config()?;
     let runtime = build_runtime()?;
-    let (remote, root) = runtime.block_on(open_mount_root(config_path.as_deref(), &args.remote))?;
+    let (remote, root) = runtime.block_on(open_mount_root(
+        config_path.as_deref(),
+        &args.remote,
+        &args.options.upload_overrides(),
+    ))?;
     let notify = args.notify_ready;
     serve(
         &runtime,
@@ -262,9 +296,11 @@ pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
+    upload: &crate::remote::fileio::UploadOptions,
 ) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
     let target = RemotePath::parse(spec)?;
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    config.override_upload_options(&target.remote, upload)?;
     let remote = config.open_remote(&target.remote)?;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,

@@ -108,6 +108,26 @@ impl Mount {
         Mount::launch(dir, mountpoint, command_line)
     }
 
+    /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
+    /// remotes of any service.
+    pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            spec.into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch(dir, mountpoint, command_line)
+    }
+
     /// Runs `filehostfs <command_line>` (any command that mounts on
     /// `mountpoint`, e.g. `demo`) and waits until the mount is in place.
     pub fn launch(

@@ -706,6 +706,21 @@ impl WriteBack {
         self.inner.drain(timeout).await
     }
 
+    /// Where the staging files and the journal live.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.inner
+            .staging
+            .journal_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// The remote's capabilities (what the queue can ask of it).
+    pub fn capabilities(&self) -> &crate::remote::Capabilities {
+        self.inner.remote.capabilities()
+    }
+
     /// Stops the worker without waiting; the journal keeps everything.
     pub fn stop(&self) {
         if let Some(worker) = self.inner.worker.lock().take() {
@@ -902,7 +917,7 @@ impl Inner {
                 state
                     .rows
                     .values()
-                    .filter(|row| row.has_work() && row.state != EntryState::Open)
+                    .filter(|row| row.has_work())
                     .filter(|row| state.failures.get(&row.id).is_none_or(|f| f.seq <= since))
                     .count()
             };
@@ -1019,6 +1034,25 @@ impl StagedHandle {
             row.size = row.size.max(offset);
         }
         Ok(())
+    }
+
+    /// Writes initial content (the current bytes of the remote file being
+    /// opened) at `offset`; like [`StagedHandle::fill`], not a modification.
+    pub fn fill_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        let end = offset.saturating_add(data.len() as u64);
+        let mut state = self.inner.state.lock();
+        if let Some(row) = state.rows.get_mut(&self.id) {
+            row.size = row.size.max(end);
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable locally (staging file synced,
+    /// journal updated) without ending the handle: `close(2)` calls this
+    /// through FUSE's flush, so a file is safe once `close` returned.
+    pub fn flush(&self) -> Result<(), WriteBackError> {
+        self.inner.commit_dirty(self.id)
     }
 
     /// Durably records the handle's writes and, for the last handle, queues

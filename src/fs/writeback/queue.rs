@@ -131,15 +131,22 @@ impl Inner {
             Progress::Idle => match row.state {
                 EntryState::Cancelled => first_obsolete.map_or(Step::Drop, Step::Remove),
                 EntryState::Held => first_obsolete.map_or(Step::Wait, Step::Remove),
-                EntryState::Queued | EntryState::Open => {
+                // Still open: only an fsync uploads it (see `needs_step`);
+                // nothing it replaces is touched before it is released.
+                EntryState::Open => {
+                    if row.size > 0 || self.remote.capabilities().empty_files {
+                        Step::Upload
+                    } else {
+                        Step::Wait
+                    }
+                }
+                EntryState::Queued => {
                     if row.size > 0 || self.remote.capabilities().empty_files {
                         Step::Upload
                     } else if let Some(file) = first_obsolete {
                         Step::Remove(file)
-                    } else if row.state == EntryState::Queued {
-                        Step::Hold
                     } else {
-                        Step::Wait
+                        Step::Hold
                     }
                 }
             },

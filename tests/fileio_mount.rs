@@ -1,0 +1,186 @@
+//! file.io through a real mount: the outbox scenario of issue 7.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::mount::Mount;
+use common::multi::{fileio_url, http, json_of, start_multi, write_multi_config};
+use filehostfs::config::Config;
+use filehostfs::remote::FileEntry;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn service_files(config: &Path) -> Vec<FileEntry> {
+    let remote = Config::load(Some(config))
+        .unwrap()
+        .open_remote("outbox")
+        .unwrap();
+    block_on(async move { remote.list_folder(&remote.root()).await.unwrap().files })
+}
+
+fn xattr(path: &Path, name: &str) -> std::io::Result<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buffer.truncate(n as usize);
+    Ok(String::from_utf8(buffer).unwrap())
+}
+
+#[test]
+fn foreign_files_need_consent() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(&emu, &keys, dir.path(), "");
+    let mount = Mount::start_remote(&config, "outbox:", &["--dir-cache-time", "1s"]);
+    // A file uploaded elsewhere cannot be opened without consent, and
+    // nothing is spent trying.
+    let base = fileio_url(&emu);
+    block_on(async {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"for someone".to_vec()).file_name("gift.txt"),
+        );
+        let (status, _) = json_of(
+            http()
+                .post(format!("{base}/"))
+                .bearer_auth(&keys.fileio)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+    });
+    let gift = mount.path().join("gift.txt");
+    eventually("the foreign file to be listed", || gift.exists());
+    // Its link is there to hand out, without touching the file.
+    let entry = service_files(&config)
+        .into_iter()
+        .find(|f| f.name == "gift.txt")
+        .unwrap();
+    assert_eq!(
+        xattr(&gift, "user.filehostfs.link").unwrap(),
+        entry.share_link.unwrap()
+    );
+    emu.reset_stats();
+    let refused = std::fs::read(&gift).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EACCES));
+    let refused = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&gift)
+        .unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EACCES));
+    assert_eq!(emu.request_count("file.io:download"), 0);
+    assert!(
+        mount.log().contains("--consume-downloads"),
+        "{}",
+        mount.log()
+    );
+    assert!(
+        service_files(&config).iter().any(|f| f.name == "gift.txt"),
+        "the gift was spent"
+    );
+    mount.unmount();
+
+    // With consent: one download is spent, later reads use the copy kept,
+    // and the used-up file leaves the listing.
+    let consenting = Mount::start_remote(
+        &config,
+        "outbox:",
+        &["--dir-cache-time", "1s", "--consume-downloads"],
+    );
+    let gift = consenting.path().join("gift.txt");
+    emu.reset_stats();
+    assert_eq!(std::fs::read(&gift).unwrap(), b"for someone");
+    assert_eq!(std::fs::read(&gift).unwrap(), b"for someone");
+    assert_eq!(emu.request_count("file.io:download"), 1);
+    eventually("the used-up file to vanish", || !gift.exists());
+    consenting.unmount();
+}
+
+/// `filehostfs demo --service fii.one|file.io`: a flat account with the
+/// samples, whose own uploads read without spending downloads.
+#[test]
+fn demos_of_the_flat_services() {
+    let data = tempfile::tempdir().unwrap();
+    for service in ["fii.one", "file.io"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mountpoint = dir.path().join("demo");
+        let command_line = vec![
+            "demo".into(),
+            mountpoint.clone().into(),
+            "--service".into(),
+            service.into(),
+            "--data-dir".into(),
+            data.path().into(),
+        ];
+        let demo = Mount::launch(dir, mountpoint, command_line);
+        let names: Vec<String> = std::fs::read_dir(demo.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !demo.path().join(n).is_dir()),
+            "{service}: {names:?}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| n.starts_with("report (")).count(),
+            2,
+            "{service}: {names:?}"
+        );
+        let readme = std::fs::read_to_string(demo.path().join("README.txt")).unwrap();
+        assert!(readme.contains(service), "{readme}");
+        assert_eq!(
+            std::fs::metadata(demo.path().join("random-8MiB.bin"))
+                .unwrap()
+                .len(),
+            8 << 20
+        );
+        let link = xattr(&demo.path().join("notes.md"), "user.filehostfs.link").unwrap();
+        assert!(link.starts_with("http://127.0.0.1:"), "{link}");
+        demo.unmount();
+    }
+    // Both accounts live in the one emulator data dir, beside 1fichier's.
+    let keys = std::fs::read_to_string(data.path().join("emulator/keys.txt")).unwrap();
+    assert!(
+        keys.lines().any(|l| l.starts_with("fii.one fii_")),
+        "{keys}"
+    );
+    assert!(keys.lines().any(|l| l.starts_with("file.io ")), "{keys}");
+}
