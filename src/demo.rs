@@ -58,7 +58,9 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     std::fs::create_dir_all(&args.mountpoint)
         .with_context(|| format!("cannot create {}", args.mountpoint.display()))?;
-    let fs_config = args.options.fs_config()?;
+    let mut fs_config = args.options.fs_config()?;
+    // The demo's pending uploads get a journal of their own.
+    fs_config.write.remote_name = Some("demo".to_string());
     let runtime = fs::build_runtime()?;
 
     let emulator_dir = data_dir.join("emulator");

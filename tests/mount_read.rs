@@ -157,7 +157,7 @@ fn changes_answer_read_only() {
     let emu = Emulator::start();
     let seed = Seeder::new(&emu);
     seed.upload("docs", "a.txt", b"hello");
-    let mount = Mount::start(&emu, "", &[]);
+    let mount = Mount::start(&emu, "", &["--read-only"]);
     let docs = mount.path().join("docs");
     let erofs = |result: std::io::Result<()>, what: &str| {
         let error = result.expect_err(what);

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
 use super::read::{OpenFile, ReadAheadConfig};
+use super::writeback::Recovery;
 use super::{write, FsError};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
@@ -43,6 +44,9 @@ pub struct FsConfig {
     pub gid: u32,
     /// Permission bits removed from 0666 (files) and 0777 (folders).
     pub umask: u16,
+    pub write: write::WriteConfig,
+    /// `--read-only`: every change answers EROFS.
+    pub read_only: bool,
     /// Whether files whose reading spends a limited download (file.io) may
     /// be opened for reading (`--consume-downloads`).
     pub consume_downloads: bool,
@@ -91,6 +95,7 @@ pub(crate) struct FsState {
     /// may keep its page cache when the content is unchanged.
     opened_content: Mutex<HashMap<u64, ContentKey>>,
     mounted_at: SystemTime,
+    pub write: write::WriteState,
 }
 
 /// A folder's entries as they were at opendir, served to the readdir calls
@@ -112,6 +117,8 @@ struct DirEntry {
 /// The filesystem handed to fuser.
 pub struct FilehostFs {
     pub(crate) state: Arc<FsState>,
+    /// What the write-back journal held at start-up.
+    pub recovery: Recovery,
 }
 
 impl FilehostFs {
@@ -119,21 +126,29 @@ impl FilehostFs {
     pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> std::io::Result<Self> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
-        Ok(FilehostFs {
-            state: Arc::new(FsState {
-                remote,
-                meta,
-                blocks,
-                inodes: InodeTable::new(root),
-                config,
-                runtime: Handle::current(),
-                files: Mutex::new(HashMap::new()),
-                dirs: Mutex::new(HashMap::new()),
-                next_handle: AtomicU64::new(1),
-                opened_content: Mutex::new(HashMap::new()),
-                mounted_at: SystemTime::now(),
-            }),
-        })
+        let (write, recovery) = write::WriteState::open(&config.write, remote.clone())
+            .map_err(std::io::Error::other)?;
+        let state = Arc::new(FsState {
+            remote,
+            meta,
+            blocks,
+            inodes: InodeTable::new(root),
+            config,
+            runtime: Handle::current(),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            opened_content: Mutex::new(HashMap::new()),
+            mounted_at: SystemTime::now(),
+            write,
+        });
+        let events = Arc::downgrade(&state);
+        state.write.queue.set_listener(Arc::new(move |event| {
+            if let Some(state) = events.upgrade() {
+                write::on_write_event(&state, event);
+            }
+        }));
+        Ok(FilehostFs { state, recovery })
     }
 }
 
@@ -159,7 +174,13 @@ impl FsState {
                 0o666,
                 1,
             ),
-            NodeKind::Local(local) => (FileType::RegularFile, local.size, local.modified, 0o666, 1),
+            NodeKind::Local(local) => {
+                let (size, modified) = self
+                    .write
+                    .local_attr(node.ino)
+                    .unwrap_or((local.size, local.modified));
+                (FileType::RegularFile, size, modified, 0o666, 1)
+            }
         };
         FileAttr {
             ino: node.ino,
@@ -184,8 +205,9 @@ impl FsState {
     /// table shows it and returns how long it stays fresh.
     fn fresh_listing(&self, dir: u64) -> Option<Duration> {
         let node = self.inodes.get(dir)?;
-        let fetched = self.meta.fresh(node.folder_id()?)?;
-        self.inodes.apply_listing(dir, &fetched).ok()?;
+        let folder = node.folder_id()?;
+        let fetched = self.meta.fresh(folder)?;
+        write::apply_listing(self, dir, folder, &fetched).ok()?;
         Some(self.meta.remaining_ttl(&fetched))
     }
 
@@ -195,7 +217,7 @@ impl FsState {
         let node = self.inodes.get(dir).ok_or(FsError::NoSuchInode(dir))?;
         let folder = node.folder_id().ok_or(FsError::NotADirectory)?.clone();
         let fetched = self.meta.listing(&folder).await?;
-        self.inodes.apply_listing(dir, &fetched)?;
+        write::apply_listing(self, dir, &folder, &fetched)?;
         Ok(self.meta.remaining_ttl(&fetched))
     }
 

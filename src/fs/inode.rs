@@ -340,6 +340,92 @@ impl InodeTable {
         Ok(())
     }
 
+    /// Adds a folder just created through the mount to folder `dir`,
+    /// without waiting for the next listing (write path: mkdir).
+    pub fn insert_folder(
+        &self,
+        dir: u64,
+        name: &str,
+        folder: &crate::remote::FolderEntry,
+    ) -> Result<Node, InodeError> {
+        let mut tables = self.tables.lock();
+        let slot = tables.slots.get(&dir).ok_or(InodeError::NoSuchInode(dir))?;
+        let children = slot.children.as_ref().ok_or(InodeError::NotAFolder(dir))?;
+        if children.by_name.contains_key(name) {
+            return Err(InodeError::Exists(name.to_string()));
+        }
+        let ino = tables.ino_for(RemoteKey::Folder(folder.id.clone()));
+        let slot = tables
+            .slots
+            .get_mut(&ino)
+            .expect("ino_for creates the slot");
+        slot.node.parent = dir;
+        slot.node.name = name.to_string();
+        slot.node.kind = NodeKind::Folder {
+            id: folder.id.clone(),
+            created: folder.created,
+        };
+        slot.listed = true;
+        let node = slot.node.clone();
+        tables
+            .slots
+            .get_mut(&dir)
+            .and_then(|s| s.children.as_mut())
+            .expect("checked above")
+            .by_name
+            .insert(name.to_string(), ino);
+        Ok(node)
+    }
+
+    /// Moves entry `name` of folder `dir` to folder `new_dir` as `new_name`,
+    /// keeping its inode (write path: rename). Whatever was shown as
+    /// `new_name` there is unlisted. Returns the moved inode.
+    pub fn rename_child(
+        &self,
+        dir: u64,
+        name: &str,
+        new_dir: u64,
+        new_name: &str,
+    ) -> Result<u64, InodeError> {
+        let mut tables = self.tables.lock();
+        let target_ok = tables
+            .slots
+            .get(&new_dir)
+            .ok_or(InodeError::NoSuchInode(new_dir))?
+            .children
+            .is_some();
+        if !target_ok {
+            return Err(InodeError::NotAFolder(new_dir));
+        }
+        let ino = tables
+            .slots
+            .get_mut(&dir)
+            .ok_or(InodeError::NoSuchInode(dir))?
+            .children
+            .as_mut()
+            .ok_or(InodeError::NotAFolder(dir))?
+            .by_name
+            .remove(name)
+            // ENOENT, like a rename of a name that is not there.
+            .ok_or(InodeError::NoSuchInode(dir))?;
+        let replaced = tables
+            .slots
+            .get_mut(&new_dir)
+            .and_then(|s| s.children.as_mut())
+            .expect("checked above")
+            .by_name
+            .insert(new_name.to_string(), ino);
+        if let Some(slot) = tables.slots.get_mut(&ino) {
+            slot.node.parent = new_dir;
+            slot.node.name = new_name.to_string();
+            slot.listed = true;
+        }
+        if let Some(old) = replaced.filter(|old| *old != ino) {
+            tables.unlist(old);
+        }
+        Ok(ino)
+    }
+
     /// Removes `name` from folder `dir` at once (write path: unlink, rmdir,
     /// rename away), without waiting for the next listing.
     pub fn remove_child(&self, dir: u64, name: &str) -> Option<u64> {

@@ -24,6 +24,7 @@ use crate::remote::{FolderId, Remote, RemoteError};
 pub use adapter::{FilehostFs, FsConfig};
 use inode::InodeError;
 pub use read::ReadAheadConfig;
+pub use write::WriteConfig;
 
 /// Errors of the filesystem layer, each with the errno the kernel gets.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,18 @@ pub struct MountOptions {
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// How long after a file is closed its upload starts, so an editor that
+    /// saves twice uploads once (e.g. 5s, 500ms, 0).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub write_back: Duration,
+    /// At unmount, how long to wait for pending uploads; those not done by
+    /// then stay journaled and are completed by the next mount.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub write_back_wait: Duration,
+    /// Refuse every change (EROFS); uploads left by an earlier mount still
+    /// complete.
+    #[arg(long)]
+    pub read_only: bool,
     /// file.io: allow reading files that were not uploaded from this
     /// machine. Each such read spends one of the file's downloads (and may
     /// delete it); without this option opening them fails with EACCES.
@@ -182,6 +195,14 @@ impl MountOptions {
             uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
             gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
             umask: self.umask,
+            write: WriteConfig {
+                cache_dir: self.cache_dir.clone(),
+                remote_name: None,
+                scope: None,
+                delay: self.write_back,
+                unmount_wait: self.write_back_wait,
+            },
+            read_only: self.read_only,
             consume_downloads: self.consume_downloads,
         })
     }
@@ -197,6 +218,9 @@ impl MountOptions {
         ];
         if self.allow_other {
             options.push(fuser::MountOption::AllowOther);
+        }
+        if self.read_only {
+            options.push(fuser::MountOption::RO);
         }
         options
     }
@@ -257,7 +281,10 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     if args.daemon {
         return run_in_background(&args);
     }
-    let fs_config = args.options.fs_config()?;
+    let mut fs_config = args.options.fs_config()?;
+    fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
+    let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
+    fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
     let (remote, root) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
@@ -327,9 +354,11 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
     keep_block_memory_for_reuse(fs_config.cache.max_memory);
-    let filesystem =
-        FilehostFs::new(remote, root, fs_config).context("cannot set up the block cache")?;
+    let filesystem = FilehostFs::new(remote, root, fs_config)
+        .context("cannot set up the caches and the write-back journal")?;
     let blocks = filesystem.state.blocks.clone();
+    let fs_state = filesystem.state.clone();
+    report_recovery(&filesystem);
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -346,6 +375,7 @@ pub fn serve(
     let result = session.run();
     signals.abort();
     drop(session);
+    runtime.block_on(write::finish_uploads(&fs_state.write));
     let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
     if runtime.block_on(settle).is_err() {
         warn!("gave up waiting for the disk cache writes");
@@ -376,6 +406,29 @@ fn keep_block_memory_for_reuse(cache_bytes: u64) {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = cache_bytes;
+}
+
+/// Tells the user what the write-back journal held from a previous mount.
+fn report_recovery(filesystem: &FilehostFs) {
+    let recovery = &filesystem.recovery;
+    let dir = filesystem.state.write.queue.staging_dir();
+    eprintln!(
+        "filehostfs: resumed {} pending upload(s) from {}",
+        recovery.resumed.len(),
+        dir.display()
+    );
+    for pending in &recovery.resumed {
+        info!(name = %pending.name, size = pending.size, "resuming pending upload");
+    }
+    if recovery.placeholders > 0 {
+        info!(
+            count = recovery.placeholders,
+            "empty files kept as local placeholders"
+        );
+    }
+    for lost in &recovery.lost {
+        warn!(name = %lost.name, "a pending file could not be recovered (see the log above)");
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -1,19 +1,325 @@
-//! Every callback that would change the remote, in one place.
+//! Every callback that changes something, in one place: the write path.
 //!
-//! The mount is read-only for now: each of these answers `EROFS` (or the
-//! errno a read-only filesystem gives for the call). The write-back queue in
-//! `super::writeback` takes these over; the read path never calls them.
+//! Writes never go to the service directly. A file opened for writing gets
+//! a staging file through the write-back queue ([`super::writeback`]); its
+//! inode becomes a *local* node (listed, stat'ed and read from the staging
+//! file) until the queue has uploaded it, when it turns back into the
+//! remote file. Namespace changes (mkdir, rmdir, unlink, rename of remote
+//! entries) go to the service at once, from a tokio task, never from the
+//! kernel loop.
+//!
+//! Choices where POSIX and the services disagree:
+//! - chmod, chown and atime changes are accepted and ignored (the services
+//!   store no owner or mode; refusing them would make `cp -p` and `rsync -a`
+//!   fail). A new mtime is kept for a pending file until it is uploaded;
+//!   after that the service's date is shown. mtime changes of files already
+//!   on the service are accepted and ignored for the same reason.
+//! - symlink, hard links, device nodes and FIFOs: `EPERM` (the services store
+//!   none of them); extended attributes cannot be set (`ENOTSUP`);
+//!   `RENAME_EXCHANGE` is refused (`EINVAL`); a move across folders on a
+//!   service that cannot move files answers `EXDEV`, so `mv` copies instead.
+//! - A rename onto an existing file moves the source first and removes the
+//!   replaced file after, so the name is never missing.
+//! - Empty files on services that cannot store them are placeholders kept
+//!   by the write-back journal (see [`super::writeback`]).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
     TimeOrNow,
 };
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
 
 use super::adapter::FsState;
+use super::inode::{LocalFile, Node, NodeKind};
+use super::writeback::{
+    EntryId, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
+    WriteBackOptions, WriteEvent,
+};
+use crate::cache::meta::FetchedListing;
+use crate::cache::FileSource;
+use crate::remote::{FileEntry, FolderId, Remote, RemoteError};
+
+/// `renameat2` flags (linux/fs.h).
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+/// How much of a remote file is copied into staging per block-cache read
+/// when it is opened for writing without `O_TRUNC`.
+const FILL_CHUNK: u64 = 8 << 20;
+
+/// Write-path settings of a mount.
+#[derive(Clone, Debug)]
+pub struct WriteConfig {
+    /// The mount's cache dir; staging files go to `<dir>/staging`. Without
+    /// one, a per-remote dir under the user's cache dir is used, since
+    /// pending uploads must survive the process.
+    pub cache_dir: Option<PathBuf>,
+    /// The remote's name in the config file; names the journal's owner.
+    pub remote_name: Option<String>,
+    /// What this mount is (remote path and mount point). Without a cache
+    /// dir, each distinct mount gets its own staging dir, so several mounts
+    /// of one remote can run at once; the same mount finds its pending
+    /// uploads again.
+    pub scope: Option<String>,
+    /// Upload this long after the last close (`--write-back`).
+    pub delay: Duration,
+    /// Longest wait for pending uploads at unmount (`--write-back-wait`).
+    pub unmount_wait: Duration,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig {
+            cache_dir: None,
+            remote_name: None,
+            scope: None,
+            delay: Duration::from_secs(5),
+            unmount_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The write path's part of the filesystem state.
+pub(crate) struct WriteState {
+    pub queue: WriteBack,
+    pub unmount_wait: Duration,
+    /// The staging dir is ours (no `--cache-dir`): removed when left empty.
+    default_dir: bool,
+    links: Mutex<Links>,
+    handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
+    readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
+    /// Serializes the opens for writing of one remote file, so two opens
+    /// never both copy it into staging.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// Which inode shows which pending file.
+#[derive(Default)]
+struct Links {
+    by_ino: HashMap<u64, EntryId>,
+    by_entry: HashMap<EntryId, u64>,
+}
+
+impl Links {
+    fn insert(&mut self, ino: u64, entry: EntryId) {
+        if let Some(old) = self.by_ino.insert(ino, entry) {
+            self.by_entry.remove(&old);
+        }
+        self.by_entry.insert(entry, ino);
+    }
+
+    fn remove_ino(&mut self, ino: u64) -> Option<EntryId> {
+        let entry = self.by_ino.remove(&ino)?;
+        self.by_entry.remove(&entry);
+        Some(entry)
+    }
+
+    fn remove_entry(&mut self, entry: EntryId) -> Option<u64> {
+        let ino = self.by_entry.remove(&entry)?;
+        self.by_ino.remove(&ino);
+        Some(ino)
+    }
+}
+
+/// An open file handle with write access.
+struct WriteHandle {
+    ino: u64,
+    entry: EntryId,
+    append: bool,
+    /// `None` once released.
+    staged: Mutex<Option<StagedHandle>>,
+}
+
+/// A read-only handle on a pending file.
+struct ReadHandle {
+    entry: EntryId,
+    file: std::fs::File,
+}
+
+impl WriteState {
+    /// Opens the write-back journal of the remote (resuming what a previous
+    /// mount left) and starts its upload worker on the current runtime.
+    pub fn open(
+        config: &WriteConfig,
+        remote: Arc<dyn Remote>,
+    ) -> Result<(WriteState, Recovery), WriteBackError> {
+        let identity = format!(
+            "{}:{}",
+            remote.service(),
+            config.remote_name.as_deref().unwrap_or("unnamed")
+        );
+        let dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| default_write_dir(&identity, config.scope.as_deref()));
+        let mut options = WriteBackOptions::new(identity);
+        options.delay = config.delay;
+        let (queue, recovery) = WriteBack::open(&dir, remote, options)?;
+        queue.start();
+        Ok((
+            WriteState {
+                queue,
+                unmount_wait: config.unmount_wait,
+                default_dir: config.cache_dir.is_none(),
+                links: Mutex::new(Links::default()),
+                handles: Mutex::new(HashMap::new()),
+                readers: Mutex::new(HashMap::new()),
+                opening: tokio::sync::Mutex::new(()),
+            },
+            recovery,
+        ))
+    }
+
+    fn entry_of(&self, ino: u64) -> Option<EntryId> {
+        self.links.lock().by_ino.get(&ino).copied()
+    }
+
+    /// Size and mtime of a local node, from its pending file.
+    pub fn local_attr(&self, ino: u64) -> Option<(u64, SystemTime)> {
+        let entry = self.entry_of(ino)?;
+        let pending = self.queue.attr(entry)?;
+        Some((pending.size, pending.mtime))
+    }
+}
+
+/// `$XDG_CACHE_HOME/filehostfs/writeback/<service>-<remote>-<scope hash>`:
+/// where pending uploads live when the mount has no `--cache-dir`.
+fn default_write_dir(identity: &str, scope: Option<&str>) -> PathBuf {
+    let safe: String = identity
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = match scope {
+        Some(scope) => {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(scope.as_bytes());
+            format!("{safe}-{}", &hex::encode(digest)[..12])
+        }
+        None => safe,
+    };
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("filehostfs")
+        .join("writeback")
+        .join(name)
+}
+
+/// Reacts to the queue's news: a finished upload turns its local node into
+/// the remote file (same inode).
+pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
+    if let WriteEvent::Finalized { entry, file, .. } = event {
+        let ino = state.write.links.lock().remove_entry(*entry);
+        if let Some(ino) = ino {
+            if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
+                debug!(ino, %error, "finished upload of a node no longer shown");
+            }
+        }
+    }
+}
+
+/// Applies a folder listing to the inode table with the pending uploads
+/// laid over it: remote files that a pending file replaces are hidden, and
+/// pending files (including those found in the journal at start-up) shown.
+pub(crate) fn apply_listing(
+    state: &FsState,
+    dir: u64,
+    folder: &FolderId,
+    fetched: &FetchedListing,
+) -> Result<(), super::FsError> {
+    if state.inodes.applied_serial(dir) == Some(fetched.serial) {
+        return Ok(());
+    }
+    let hidden = state.write.queue.hidden_remote_ids();
+    if fetched.listing.files.iter().any(|f| hidden.contains(&f.id)) {
+        let mut listing = fetched.listing.clone();
+        listing.files.retain(|f| !hidden.contains(&f.id));
+        let visible = FetchedListing {
+            listing,
+            fetched_at: fetched.fetched_at,
+            serial: fetched.serial,
+        };
+        state.inodes.apply_listing(dir, &visible)?;
+    } else {
+        state.inodes.apply_listing(dir, fetched)?;
+    }
+    for pending in state.write.queue.pending_in(folder) {
+        show_pending(state, dir, &pending);
+    }
+    Ok(())
+}
+
+/// Makes sure a pending file has a local node in folder `dir`.
+fn show_pending(state: &FsState, dir: u64, pending: &PendingFile) {
+    let known = state.write.entry_of_entry(pending.id);
+    if known.is_some() {
+        return;
+    }
+    let local = LocalFile {
+        size: pending.size,
+        modified: pending.mtime,
+    };
+    // A remote file of the same name that the journal does not know yet
+    // (e.g. the unrecorded copy of an interrupted upload) gives way.
+    let node = match state.inodes.insert_local(dir, &pending.name, local.clone()) {
+        Ok(node) => node,
+        Err(_) => {
+            state.inodes.remove_child(dir, &pending.name);
+            match state.inodes.insert_local(dir, &pending.name, local) {
+                Ok(node) => node,
+                Err(error) => {
+                    warn!(name = %pending.name, %error, "cannot show a pending file");
+                    return;
+                }
+            }
+        }
+    };
+    state.write.links.lock().insert(node.ino, pending.id);
+}
+
+impl WriteState {
+    fn entry_of_entry(&self, entry: EntryId) -> Option<u64> {
+        self.links.lock().by_entry.get(&entry).copied()
+    }
+}
+
+fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
+    // Remote names are UTF-8: anything else cannot be stored.
+    name.to_str().map(str::to_owned).ok_or(libc::EINVAL)
+}
+
+fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, libc::c_int> {
+    let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
+    node.folder_id().cloned().ok_or(libc::ENOTDIR)
+}
+
+fn ttl(state: &FsState) -> Duration {
+    state.config.dir_cache_time
+}
+
+fn too_large(state: &FsState, end: u64) -> bool {
+    state
+        .remote
+        .capabilities()
+        .max_file_size
+        .is_some_and(|max| end > max)
+}
+
+fn remote_errno(error: &RemoteError) -> libc::c_int {
+    error.errno()
+}
 
 /// The parts of a `setattr` call.
 #[derive(Clone, Copy, Debug)]
@@ -40,187 +346,835 @@ pub struct CopyRange {
     pub flags: u32,
 }
 
+fn time_of(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Gives `ino` a staged file open for writing: the pending file it already
+/// shows, or a new one copied from (or, with `truncate`, replacing) the
+/// remote file it shows.
+async fn stage_for_writing(
+    state: &Arc<FsState>,
+    ino: u64,
+    truncate: bool,
+) -> Result<StagedHandle, libc::c_int> {
+    let _one_at_a_time = state.write.opening.lock().await;
+    if let Some(entry) = state.write.entry_of(ino) {
+        let queue = state.write.queue.clone();
+        return tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
+            .await
+            .map_err(|_| libc::EIO)?
+            .map_err(|e| e.errno());
+    }
+    let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
+    let file = match &node.kind {
+        NodeKind::File(file) => file.clone(),
+        NodeKind::Folder { .. } => return Err(libc::EISDIR),
+        // A local node without a pending file: unlinked meanwhile.
+        NodeKind::Local(_) => return Err(libc::ENOENT),
+    };
+    if !truncate && !state.config.consume_downloads && state.remote.read_consumes_download(&file.id)
+    {
+        // Copying it into staging would spend one of its limited downloads.
+        warn!(name = %node.name, "refusing to modify a file whose downloads are limited (mount with --consume-downloads to allow it)");
+        return Err(libc::EACCES);
+    }
+    let folder = folder_of(state, node.parent)?;
+    let staged = state
+        .write
+        .queue
+        .open_remote(&folder, &node.name, file.id.clone(), truncate)
+        .map_err(|e| e.errno())?;
+    if !truncate {
+        if let Err(errno) = copy_into_staging(state, &file, &staged).await {
+            if let Err(error) = staged.discard() {
+                warn!(%error, "cannot discard a staging copy");
+            }
+            return Err(errno);
+        }
+    }
+    state.write.links.lock().insert(ino, staged.id());
+    let local = LocalFile {
+        size: if truncate { 0 } else { file.size },
+        modified: SystemTime::from(file.modified),
+    };
+    let _ = state.inodes.set_kind(ino, NodeKind::Local(local));
+    Ok(staged)
+}
+
+/// Copies a remote file's bytes into a fresh staging file through the
+/// block cache (blocks already cached are not fetched again).
+async fn copy_into_staging(
+    state: &Arc<FsState>,
+    file: &FileEntry,
+    staged: &StagedHandle,
+) -> Result<(), libc::c_int> {
+    let source = FileSource::for_entry(file);
+    let block_size = state.blocks.block_size();
+    let mut offset = 0;
+    while offset < file.size {
+        let len = FILL_CHUNK.min(file.size - offset);
+        let last_block = (offset + len - 1) / block_size;
+        let data = state
+            .blocks
+            .read(&source, offset, len, last_block)
+            .await
+            .map_err(|e| e.errno())?;
+        if data.is_empty() {
+            return Err(libc::EIO);
+        }
+        staged.fill_at(&data, offset).map_err(|e| io_errno(&e))?;
+        offset += data.len() as u64;
+    }
+    Ok(())
+}
+
+fn io_errno(error: &std::io::Error) -> libc::c_int {
+    error.raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn register_handle(state: &FsState, ino: u64, staged: StagedHandle, append: bool) -> u64 {
+    let fh = state.new_handle();
+    let handle = WriteHandle {
+        ino,
+        entry: staged.id(),
+        append,
+        staged: Mutex::new(Some(staged)),
+    };
+    state.write.handles.lock().insert(fh, Arc::new(handle));
+    fh
+}
+
+fn write_handle(state: &FsState, fh: u64) -> Option<Arc<WriteHandle>> {
+    state.write.handles.lock().get(&fh).cloned()
+}
+
 pub(crate) fn setattr(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _ino: u64,
-    _change: AttrChange,
+    ino: u64,
+    change: AttrChange,
     reply: ReplyAttr,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    let Some(node) = state.inodes.get(ino) else {
+        return reply.error(libc::ENOENT);
+    };
+    if let Some(size) = change.size {
+        if node.is_dir() {
+            return reply.error(libc::EISDIR);
+        }
+        if too_large(state, size) {
+            return reply.error(libc::EFBIG);
+        }
+    }
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        if let Some(size) = change.size {
+            if let Err(errno) = truncate(&state, ino, change.fh, size).await {
+                return reply.error(errno);
+            }
+        }
+        if let Some(mtime) = change.mtime {
+            // Kept for pending files only; see the module comment.
+            if let Some(entry) = state.write.entry_of(ino) {
+                if let Err(error) = state.write.queue.set_mtime(entry, time_of(mtime)) {
+                    debug!(ino, %error, "mtime of a pending file not kept");
+                }
+            }
+        }
+        match state.inodes.get(ino) {
+            Some(node) => reply.attr(&ttl(&state), &state.attr(&node)),
+            None => reply.error(libc::ENOENT),
+        }
+    });
+}
+
+async fn truncate(
+    state: &Arc<FsState>,
+    ino: u64,
+    fh: Option<u64>,
+    size: u64,
+) -> Result<(), libc::c_int> {
+    if let Some(handle) = fh.and_then(|fh| write_handle(state, fh)) {
+        let staged = handle.staged.lock();
+        let staged = staged.as_ref().ok_or(libc::EBADF)?;
+        return staged.set_len(size).map_err(|e| io_errno(&e));
+    }
+    if let Some(NodeKind::File(file)) = state.inodes.get(ino).map(|n| n.kind) {
+        if file.size == size {
+            return Ok(());
+        }
+    }
+    let staged = stage_for_writing(state, ino, size == 0).await?;
+    tokio::task::spawn_blocking(move || {
+        staged.set_len(size).map_err(|e| io_errno(&e))?;
+        staged.release().map_err(|e| e.errno())
+    })
+    .await
+    .map_err(|_| libc::EIO)?
 }
 
 pub(crate) fn mknod(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
-    _mode: u32,
+    parent: u64,
+    name: &OsStr,
+    mode: u32,
     _umask: u32,
     reply: ReplyEntry,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        // Devices, FIFOs and sockets cannot be stored by a file host.
+        return reply.error(libc::EPERM);
+    }
+    let state = state.clone();
+    let name = match utf8_name(name) {
+        Ok(name) => name,
+        Err(errno) => return reply.error(errno),
+    };
+    state
+        .runtime
+        .clone()
+        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
+            Ok((node, staged)) => {
+                if let Err(error) = staged.release() {
+                    return reply.error(error.errno());
+                }
+                state.inodes.remember_lookup(node.ino);
+                reply.entry(&ttl(&state), &state.attr(&node), 0);
+            }
+            Err(errno) => reply.error(errno),
+        });
+}
+
+/// A new, empty pending file `name` in folder `parent`, open for writing.
+fn new_pending_file(
+    state: &FsState,
+    parent: u64,
+    name: &str,
+) -> Result<(Node, StagedHandle), libc::c_int> {
+    let folder = folder_of(state, parent)?;
+    if state.inodes.child(parent, name).is_some() {
+        return Err(libc::EEXIST);
+    }
+    let staged = state
+        .write
+        .queue
+        .create(&folder, name, None)
+        .map_err(|e| e.errno())?;
+    let local = LocalFile {
+        size: 0,
+        modified: SystemTime::now(),
+    };
+    match state.inodes.insert_local(parent, name, local) {
+        Ok(node) => {
+            state.write.links.lock().insert(node.ino, staged.id());
+            Ok((node, staged))
+        }
+        Err(error) => {
+            if let Err(undo) = staged.discard() {
+                warn!(%undo, "cannot discard a pending file");
+            }
+            Err(error.errno())
+        }
+    }
 }
 
 pub(crate) fn mkdir(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
+    parent: u64,
+    name: &OsStr,
     _mode: u32,
     _umask: u32,
     reply: ReplyEntry,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    let name = match utf8_name(name) {
+        Ok(name) => name,
+        Err(errno) => return reply.error(errno),
+    };
+    let folder = match folder_of(state, parent) {
+        Ok(folder) => folder,
+        Err(errno) => return reply.error(errno),
+    };
+    if !state.remote.capabilities().folders {
+        return reply.error(libc::EPERM);
+    }
+    if state.inodes.child(parent, &name).is_some() {
+        return reply.error(libc::EEXIST);
+    }
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        match state.remote.create_folder(&folder, &name).await {
+            Ok(created) => match state.inodes.insert_folder(parent, &name, &created) {
+                Ok(node) => {
+                    state.inodes.remember_lookup(node.ino);
+                    reply.entry(&ttl(&state), &state.attr(&node), 0);
+                }
+                Err(error) => reply.error(error.errno()),
+            },
+            Err(error) => {
+                debug!(%name, %error, "mkdir failed");
+                reply.error(remote_errno(&error));
+            }
+        }
+    });
 }
 
 pub(crate) fn unlink(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
+    parent: u64,
+    name: &OsStr,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    let Some(name) = name.to_str().map(str::to_owned) else {
+        return reply.error(libc::ENOENT);
+    };
+    let Some(node) = state.inodes.child(parent, &name) else {
+        return reply.error(libc::ENOENT);
+    };
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        match remove_file_node(&state, &node).await {
+            Ok(()) => {
+                state.inodes.remove_child(parent, &name);
+                reply.ok();
+            }
+            Err(errno) => reply.error(errno),
+        }
+    });
+}
+
+/// Removes what a file node stands for: cancels its pending upload (and
+/// the remote version it replaced), or removes the remote file.
+async fn remove_file_node(state: &Arc<FsState>, node: &Node) -> Result<(), libc::c_int> {
+    if let Some(entry) = state.write.entry_of(node.ino) {
+        let queue = state.write.queue.clone();
+        tokio::task::spawn_blocking(move || queue.unlink(entry))
+            .await
+            .map_err(|_| libc::EIO)?
+            .map_err(|e| e.errno())?;
+        state.write.links.lock().remove_ino(node.ino);
+        return Ok(());
+    }
+    match &node.kind {
+        NodeKind::File(file) => match state.remote.remove_file(&file.id).await {
+            Ok(()) | Err(RemoteError::NotFound(_)) => Ok(()),
+            Err(error) => Err(remote_errno(&error)),
+        },
+        NodeKind::Folder { .. } => Err(libc::EISDIR),
+        NodeKind::Local(_) => Ok(()),
+    }
 }
 
 pub(crate) fn rmdir(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
+    parent: u64,
+    name: &OsStr,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    let Some(name) = name.to_str().map(str::to_owned) else {
+        return reply.error(libc::ENOENT);
+    };
+    let Some(node) = state.inodes.child(parent, &name) else {
+        return reply.error(libc::ENOENT);
+    };
+    let Some(folder) = node.folder_id().cloned() else {
+        return reply.error(libc::ENOTDIR);
+    };
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        match remove_empty_folder(&state, node.ino, &folder).await {
+            Ok(()) => {
+                state.inodes.remove_child(parent, &name);
+                reply.ok();
+            }
+            Err(errno) => reply.error(errno),
+        }
+    });
+}
+
+async fn remove_empty_folder(
+    state: &Arc<FsState>,
+    ino: u64,
+    folder: &FolderId,
+) -> Result<(), libc::c_int> {
+    // Look at the folder as it is now, not as a cached listing remembers it.
+    state.meta.invalidate(folder);
+    state.ensure_listing(ino).await.map_err(|e| e.errno())?;
+    let has_children = !state
+        .inodes
+        .children(ino)
+        .map_err(|e| e.errno())?
+        .is_empty();
+    if has_children || !state.write.queue.pending_in(folder).is_empty() {
+        return Err(libc::ENOTEMPTY);
+    }
+    match state.remote.remove_folder(folder).await {
+        Ok(()) | Err(RemoteError::NotFound(_)) => Ok(()),
+        Err(error) => Err(remote_errno(&error)),
+    }
 }
 
 pub(crate) fn symlink(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _parent: u64,
     _link_name: &OsStr,
     _target: &Path,
     reply: ReplyEntry,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    // File hosts store files and folders only.
+    reply.error(libc::EPERM);
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rename(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
-    _new_parent: u64,
-    _new_name: &OsStr,
-    _flags: u32,
+    parent: u64,
+    name: &OsStr,
+    new_parent: u64,
+    new_name: &OsStr,
+    flags: u32,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+        return reply.error(libc::EINVAL);
+    }
+    let (Some(name), Ok(new_name)) = (name.to_str().map(str::to_owned), utf8_name(new_name)) else {
+        return reply.error(libc::ENOENT);
+    };
+    let Some(source) = state.inodes.child(parent, &name) else {
+        return reply.error(libc::ENOENT);
+    };
+    let target = state.inodes.child(new_parent, &new_name);
+    if let Some(target) = &target {
+        if target.ino == source.ino {
+            return reply.ok();
+        }
+        if flags & RENAME_NOREPLACE != 0 {
+            return reply.error(libc::EEXIST);
+        }
+        match (source.is_dir(), target.is_dir()) {
+            (true, false) => return reply.error(libc::ENOTDIR),
+            (false, true) => return reply.error(libc::EISDIR),
+            _ => {}
+        }
+    }
+    let new_folder = match folder_of(state, new_parent) {
+        Ok(folder) => folder,
+        Err(errno) => return reply.error(errno),
+    };
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        let moved = Move {
+            parent,
+            name,
+            new_parent,
+            new_folder,
+            new_name,
+        };
+        let result = if source.is_dir() {
+            rename_folder(&state, &source, target.as_ref(), &moved).await
+        } else {
+            rename_file(&state, &source, target.as_ref(), &moved).await
+        };
+        match result {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
+    });
+}
+
+struct Move {
+    parent: u64,
+    name: String,
+    new_parent: u64,
+    new_folder: FolderId,
+    new_name: String,
+}
+
+async fn rename_file(
+    state: &Arc<FsState>,
+    source: &Node,
+    target: Option<&Node>,
+    moved: &Move,
+) -> Result<(), libc::c_int> {
+    let target_entry = target.and_then(|t| state.write.entry_of(t.ino));
+    if let Some(entry) = state.write.entry_of(source.ino) {
+        // A pending file: the queue uploads it to the new place (or moves
+        // what it already uploaded) and removes what it replaces.
+        let replaced = match (target, target_entry) {
+            (_, Some(pending)) => Replaced::Pending(pending),
+            (
+                Some(Node {
+                    kind: NodeKind::File(file),
+                    ..
+                }),
+                None,
+            ) => Replaced::Remote(file.id.clone()),
+            _ => Replaced::Nothing,
+        };
+        let queue = state.write.queue.clone();
+        let (folder, name) = (moved.new_folder.clone(), moved.new_name.clone());
+        tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
+            .await
+            .map_err(|_| libc::EIO)?
+            .map_err(|e| e.errno())?;
+        if let Some(target) = target {
+            state.write.links.lock().remove_ino(target.ino);
+        }
+    } else {
+        let NodeKind::File(file) = &source.kind else {
+            return Err(libc::ENOENT);
+        };
+        let caps = state.remote.capabilities();
+        let same_folder = moved.parent == moved.new_parent;
+        if (same_folder && !caps.rename_file) || (!same_folder && !caps.move_file) {
+            // `mv` copies and deletes when told the move cannot be done.
+            return Err(libc::EXDEV);
+        }
+        // Without duplicate names the target must go first; with them it
+        // goes last, so the name is never missing.
+        let remove_target_first = !caps.duplicate_names;
+        if remove_target_first {
+            if let Some(target) = target {
+                remove_file_node(state, target).await?;
+            }
+        }
+        let renamed = if same_folder {
+            state.remote.rename_file(&file.id, &moved.new_name).await
+        } else {
+            let new_name = (moved.name != moved.new_name).then_some(moved.new_name.as_str());
+            state
+                .remote
+                .move_file(&file.id, &moved.new_folder, new_name)
+                .await
+        }
+        .map_err(|e| remote_errno(&e))?;
+        if !remove_target_first {
+            if let Some(target) = target {
+                remove_file_node(state, target).await?;
+            }
+        }
+        let _ = state
+            .inodes
+            .set_kind(source.ino, NodeKind::File(renamed.clone()));
+    }
+    state
+        .inodes
+        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
+        .map_err(|e| e.errno())?;
+    Ok(())
+}
+
+async fn rename_folder(
+    state: &Arc<FsState>,
+    source: &Node,
+    target: Option<&Node>,
+    moved: &Move,
+) -> Result<(), libc::c_int> {
+    let folder = source.folder_id().cloned().ok_or(libc::ENOTDIR)?;
+    let caps = state.remote.capabilities();
+    let same_folder = moved.parent == moved.new_parent;
+    if (same_folder && !caps.rename_folder) || (!same_folder && !caps.move_folder) {
+        return Err(libc::EXDEV);
+    }
+    if let Some(target) = target {
+        // POSIX: a folder may replace an empty folder.
+        let target_folder = target.folder_id().cloned().ok_or(libc::ENOTDIR)?;
+        remove_empty_folder(state, target.ino, &target_folder).await?;
+    }
+    if !same_folder {
+        state
+            .remote
+            .move_folder(&folder, &moved.new_folder)
+            .await
+            .map_err(|e| remote_errno(&e))?;
+    }
+    if moved.name != moved.new_name {
+        state
+            .remote
+            .rename_folder(&folder, &moved.new_name)
+            .await
+            .map_err(|e| remote_errno(&e))?;
+    }
+    state
+        .inodes
+        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
+        .map_err(|e| e.errno())?;
+    Ok(())
 }
 
 pub(crate) fn link(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _new_parent: u64,
     _new_name: &OsStr,
     reply: ReplyEntry,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    // A file has exactly one name on the services.
+    reply.error(libc::EPERM);
 }
 
 /// `open` with write access or `O_TRUNC`.
 pub(crate) fn open_for_writing(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _ino: u64,
-    _flags: i32,
+    ino: u64,
+    flags: i32,
     reply: ReplyOpen,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    let truncate = flags & libc::O_TRUNC != 0;
+    let append = flags & libc::O_APPEND != 0;
+    let state = state.clone();
+    state.runtime.clone().spawn(async move {
+        match stage_for_writing(&state, ino, truncate).await {
+            // Kernel page cache dropped: the file's bytes now come from staging.
+            Ok(staged) => reply.opened(register_handle(&state, ino, staged, append), 0),
+            Err(errno) => reply.error(errno),
+        }
+    });
 }
 
-/// `open` of a file that exists only locally (none can exist yet).
+/// `open` (read-only) of a file that exists only locally.
 pub(crate) fn open_local(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _ino: u64,
+    ino: u64,
     _flags: i32,
     reply: ReplyOpen,
 ) {
-    reply.error(libc::ENOENT);
+    let Some(entry) = state.write.entry_of(ino) else {
+        return reply.error(libc::ENOENT);
+    };
+    match state.write.queue.open_read(entry) {
+        Ok(file) => {
+            let fh = state.new_handle();
+            state
+                .write
+                .readers
+                .lock()
+                .insert(fh, Arc::new(ReadHandle { entry, file }));
+            reply.opened(fh, 0);
+        }
+        Err(error) => reply.error(error.errno()),
+    }
 }
 
-/// `read` on a handle the read path did not open.
+/// `read` on a handle the read path did not open: a pending file's bytes,
+/// from its staging file.
 pub(crate) fn read_unknown_handle(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _ino: u64,
-    _fh: u64,
-    _offset: i64,
-    _size: u32,
+    fh: u64,
+    offset: i64,
+    size: u32,
     reply: ReplyData,
 ) {
-    reply.error(libc::EBADF);
+    let Ok(offset) = u64::try_from(offset) else {
+        return reply.error(libc::EINVAL);
+    };
+    let mut buf = vec![0u8; size as usize];
+    let result = if let Some(handle) = write_handle(state, fh) {
+        let staged = handle.staged.lock();
+        match staged.as_ref() {
+            Some(staged) => staged.read_at(&mut buf, offset),
+            None => return reply.error(libc::EBADF),
+        }
+    } else if let Some(reader) = state.write.readers.lock().get(&fh).cloned() {
+        read_full_at(&reader.file, &mut buf, offset)
+    } else {
+        return reply.error(libc::EBADF);
+    };
+    match result {
+        Ok(n) => reply.data(&buf[..n]),
+        Err(error) => reply.error(io_errno(&error)),
+    }
+}
+
+fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
-    _fh: u64,
-    _offset: i64,
-    _data: &[u8],
+    fh: u64,
+    offset: i64,
+    data: &[u8],
     _write_flags: u32,
     _flags: i32,
     reply: ReplyWrite,
 ) {
-    reply.error(libc::EROFS);
+    let Some(handle) = write_handle(state, fh) else {
+        return reply.error(libc::EBADF);
+    };
+    let Ok(offset) = u64::try_from(offset) else {
+        return reply.error(libc::EINVAL);
+    };
+    let staged = handle.staged.lock();
+    let Some(staged) = staged.as_ref() else {
+        return reply.error(libc::EBADF);
+    };
+    let offset = if handle.append {
+        match staged.len() {
+            Ok(len) => len,
+            Err(error) => return reply.error(io_errno(&error)),
+        }
+    } else {
+        offset
+    };
+    if too_large(state, offset.saturating_add(data.len() as u64)) {
+        return reply.error(libc::EFBIG);
+    }
+    // A local write to the staging file (page cache): no network here.
+    match staged.write_at(data, offset) {
+        Ok(()) => reply.written(data.len() as u32),
+        Err(error) => reply.error(io_errno(&error)),
+    }
 }
 
-/// `flush` on a handle the read path did not open.
+/// `flush` (every `close(2)`): the written bytes are made durable locally
+/// and journaled before `close` returns.
 pub(crate) fn flush(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
-    _fh: u64,
+    fh: u64,
     _lock_owner: u64,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EBADF);
+    let Some(handle) = write_handle(state, fh) else {
+        return if state.write.readers.lock().contains_key(&fh) {
+            reply.ok()
+        } else {
+            reply.error(libc::EBADF)
+        };
+    };
+    state.runtime.spawn_blocking(move || {
+        let staged = handle.staged.lock();
+        match staged.as_ref().map(StagedHandle::flush) {
+            Some(Ok(())) | None => reply.ok(),
+            Some(Err(error)) => reply.error(error.errno()),
+        }
+    });
 }
 
-/// `release` of a handle the read path did not open.
+/// `release` of a write handle: the last one queues the upload.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn release(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
-    _fh: u64,
+    fh: u64,
     _flags: i32,
     _lock_owner: Option<u64>,
     _flush: bool,
     reply: ReplyEmpty,
 ) {
-    reply.ok();
+    if state.write.readers.lock().remove(&fh).is_some() {
+        return reply.ok();
+    }
+    let Some(handle) = state.write.handles.lock().remove(&fh) else {
+        return reply.ok();
+    };
+    state.runtime.spawn_blocking(move || {
+        let staged = handle.staged.lock().take();
+        match staged.map(StagedHandle::release) {
+            Some(Ok(())) | None => reply.ok(),
+            Some(Err(error)) => {
+                warn!(ino = handle.ino, entry = %handle.entry, %error, "release failed");
+                reply.error(error.errno())
+            }
+        }
+    });
 }
 
-/// `fsync` on a handle the read path did not open.
+/// `fsync`: returns once the service has confirmed the file's current
+/// content (EIO, ENOSPC, EFBIG or EINVAL when the upload failed; the file
+/// stays queued).
 pub(crate) fn fsync(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
-    _fh: u64,
+    fh: u64,
     _datasync: bool,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EBADF);
+    let entry = match write_handle(state, fh) {
+        Some(handle) => {
+            let staged = handle.staged.lock();
+            if let Some(Err(error)) = staged.as_ref().map(StagedHandle::flush) {
+                return reply.error(error.errno());
+            }
+            handle.entry
+        }
+        None => match state.write.readers.lock().get(&fh) {
+            Some(reader) => reader.entry,
+            None => return reply.error(libc::EBADF),
+        },
+    };
+    let queue = state.write.queue.clone();
+    state.runtime.spawn(async move {
+        match queue.wait_durable(entry).await {
+            Ok(()) => reply.ok(),
+            Err(error) => {
+                warn!(%entry, %error, "fsync: upload not confirmed");
+                reply.error(error.errno())
+            }
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn setxattr(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _name: &OsStr,
@@ -229,52 +1183,170 @@ pub(crate) fn setxattr(
     _position: u32,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    // The services keep no extended attributes; ours are read-only facts.
+    reply.error(libc::ENOTSUP);
 }
 
 pub(crate) fn removexattr(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
     _name: &OsStr,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    reply.error(libc::ENOTSUP);
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
-    _parent: u64,
-    _name: &OsStr,
-    _mode: u32,
+    parent: u64,
+    name: &OsStr,
+    mode: u32,
     _umask: u32,
-    _flags: i32,
+    flags: i32,
     reply: ReplyCreate,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+        return reply.error(libc::EPERM);
+    }
+    let name = match utf8_name(name) {
+        Ok(name) => name,
+        Err(errno) => return reply.error(errno),
+    };
+    let append = flags & libc::O_APPEND != 0;
+    let state = state.clone();
+    state
+        .runtime
+        .clone()
+        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
+            Ok((node, staged)) => {
+                let fh = register_handle(&state, node.ino, staged, append);
+                state.inodes.remember_lookup(node.ino);
+                reply.created(&ttl(&state), &state.attr(&node), 0, fh, 0);
+            }
+            Err(errno) => reply.error(errno),
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fallocate(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _ino: u64,
-    _fh: u64,
-    _offset: i64,
-    _length: i64,
-    _mode: i32,
+    fh: u64,
+    offset: i64,
+    length: i64,
+    mode: i32,
     reply: ReplyEmpty,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    if mode != 0 {
+        // Punching holes and the like mean nothing for an upload.
+        return reply.error(libc::EOPNOTSUPP);
+    }
+    let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+        return reply.error(libc::EINVAL);
+    };
+    let Some(handle) = write_handle(state, fh) else {
+        return reply.error(libc::EBADF);
+    };
+    let end = offset.saturating_add(length);
+    if too_large(state, end) {
+        return reply.error(libc::EFBIG);
+    }
+    let staged = handle.staged.lock();
+    let Some(staged) = staged.as_ref() else {
+        return reply.error(libc::EBADF);
+    };
+    let result = staged.len().and_then(|len| {
+        if end > len {
+            staged.set_len(end)
+        } else {
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(io_errno(&error)),
+    }
 }
 
 pub(crate) fn copy_file_range(
-    _state: &Arc<FsState>,
+    state: &Arc<FsState>,
     _req: &Request<'_>,
     _range: CopyRange,
     reply: ReplyWrite,
 ) {
-    reply.error(libc::EROFS);
+    if state.config.read_only {
+        return reply.error(libc::EROFS);
+    }
+    // The kernel then copies through read and write, which we serve.
+    reply.error(libc::ENOSYS);
+}
+
+/// At unmount: waits (bounded) for the queue and says what is left.
+pub(crate) async fn finish_uploads(write: &WriteState) {
+    // The kernel sends nothing more: handles it did not release (the
+    // session ended first) are released here, so their files get queued.
+    let leftover: Vec<Arc<WriteHandle>> = write.handles.lock().drain().map(|(_, h)| h).collect();
+    for handle in leftover {
+        if let Some(staged) = handle.staged.lock().take() {
+            if let Err(error) = staged.release() {
+                warn!(entry = %handle.entry, %error, "releasing a file at unmount failed");
+            }
+        }
+    }
+    let outstanding = write.queue.outstanding();
+    if outstanding > 0 {
+        eprintln!(
+            "filehostfs: waiting up to {}s for {outstanding} pending upload(s)...",
+            write.unmount_wait.as_secs()
+        );
+    }
+    let report = write.queue.drain(write.unmount_wait).await;
+    if write.queue.pending().is_empty() && report.left.is_empty() {
+        // Nothing journaled (not even a placeholder): leave no trace.
+        let dir = write.queue.staging_dir();
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            debug!(dir = %dir.display(), %error, "cannot remove the empty staging dir");
+        }
+        if write.default_dir {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+    if report.left.is_empty() {
+        if outstanding > 0 {
+            eprintln!("filehostfs: all uploads complete");
+        }
+        info!("write-back queue drained");
+        return;
+    }
+    eprintln!(
+        "filehostfs: {} upload(s) left journaled in {}; the next mount with this cache dir completes them:",
+        report.left.len(),
+        write.queue.staging_dir().display()
+    );
+    for pending in &report.left {
+        let reason = pending
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        eprintln!("  {} ({} bytes){reason}", pending.name, pending.size);
+    }
 }

@@ -17,6 +17,7 @@ pub mod fichier_client;
 pub mod mount;
 pub mod multi;
 pub mod remote;
+pub mod write_mount;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
