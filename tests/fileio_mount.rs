@@ -135,7 +135,7 @@ fn the_mount_expiry_setting_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_multi_config(&emu, &keys, dir.path(), "expires = \"1w\"\n");
     let mut args = FAST.to_vec();
-    args.extend(["--expires", "3s", "--max-downloads", "2"]);
+    args.extend(["--expires", "6s", "--max-downloads", "2"]);
     let mount = Mount::start_remote(&config, "outbox:", &args);
     std::fs::write(mount.path().join("fleeting.txt"), b"soon gone").unwrap();
     eventually("the upload", || {
@@ -148,7 +148,7 @@ fn the_mount_expiry_setting_is_honoured() {
         .find(|f| f.name == "fleeting.txt")
         .unwrap();
     let left = entry.expires.unwrap() - chrono::Utc::now();
-    assert!(left <= chrono::Duration::seconds(3), "expires in {left}");
+    assert!(left <= chrono::Duration::seconds(6), "expires in {left}");
     let (_, listed) = block_on(async {
         json_of(
             http()

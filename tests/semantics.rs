@@ -483,7 +483,7 @@ impl Subject<'_> {
                             reqwest::multipart::Part::bytes(b"brief".to_vec())
                                 .file_name("brief.txt"),
                         )
-                        .text("expires", "4s");
+                        .text("expires", "8s");
                     let answer = http()
                         .post(format!("{base}/"))
                         .bearer_auth(key)
