@@ -208,7 +208,7 @@ async fn expiry_from_the_remote_settings_is_honoured() {
     let base = fileio_url(&emu);
     let copies = tempfile::tempdir().unwrap();
     let options = UploadOptions {
-        expires: Some("1s".into()),
+        expires: Some("3s".into()),
         ..UploadOptions::default()
     };
     let remote = fileio_client(&base, &keys.fileio, copies.path(), options);
@@ -225,10 +225,10 @@ async fn expiry_from_the_remote_settings_is_honoured() {
         )
         .await
         .unwrap();
-    assert!(entry.expires.unwrap() <= chrono::Utc::now() + chrono::Duration::seconds(2));
+    assert!(entry.expires.unwrap() <= chrono::Utc::now() + chrono::Duration::seconds(3));
     assert_eq!(remote.list_folder(&root).await.unwrap().files.len(), 1);
     assert!(copies.path().join(&entry.id.0).exists());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(remote.list_folder(&root).await.unwrap().files.is_empty());
     // Its local copy goes with it (once clearly older than the listing).
     tokio::time::sleep(Duration::from_millis(1000)).await;

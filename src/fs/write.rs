@@ -859,7 +859,14 @@ async fn rename_file(
         let same_folder = moved.parent == moved.new_parent;
         if (same_folder && !caps.rename_file) || (!same_folder && !caps.move_file) {
             // `mv` copies and deletes when told the move cannot be done.
-            return Err(libc::EXDEV);
+            // Not where reading spends downloads (file.io): the copy would
+            // be a new upload under a new link, and deleting the original
+            // would kill the link already handed out. Refuse instead.
+            return Err(if caps.downloads_consume {
+                libc::EPERM
+            } else {
+                libc::EXDEV
+            });
         }
         // Without duplicate names the target must go first; with them it
         // goes last, so the name is never missing.

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Read benchmark of the mount against its limit: a direct download of the
+# same file from the same local emulator.
+#
+#   scripts/bench-read.sh            # 1 GiB file, 15 s fio runs
+#   SIZE_MIB=256 FIO_SECONDS=5 scripts/bench-read.sh
+#   MOUNT_OPTS="--block-size 4M" scripts/bench-read.sh
+#
+# Measures, on one emulator (flood control off) and one file:
+#   - curl of the file's direct link (the limit), and random 4 KiB Range
+#     requests on one kept-alive connection (the limit for random reads);
+#   - through the mount: sequential dd bs=1M cold and warm, fio random
+#     4 KiB reads cold and warm (IOPS, mean latency), `ls -l` of a folder of
+#     10,000 files cold and warm, HTTP requests of an ffprobe per file, and
+#     the peak RSS of the mount process;
+# and prints a table with each figure's ratio to the direct download.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-1024}
+FIO_SECONDS=${FIO_SECONDS:-15}
+MANY_FILES=${MANY_FILES:-10000}
+CACHE_MEMORY=${CACHE_MEMORY:-256M}
+# DISK_CACHE=1 adds --cache-dir (blocks also written to disk while reading).
+DISK_CACHE=${DISK_CACHE:-0}
+MOUNT_OPTS=${MOUNT_OPTS:-}
+
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench-read: installing ${need[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+echo "bench-read: building (release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/filehostfs
+
+WORK=$(mktemp -d /tmp/filehostfs-bench.XXXXXX)
+MNT=$WORK/mnt
+mkdir -p "$MNT"
+EMU_PID=
+MOUNT_PID=
+
+unmount() {
+  if grep -q " $MNT " /proc/self/mountinfo 2>/dev/null; then
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
+  fi
+  if [ -n "$MOUNT_PID" ]; then
+    for _ in $(seq 100); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill "$MOUNT_PID" 2>/dev/null || true
+    wait "$MOUNT_PID" 2>/dev/null || true
+    MOUNT_PID=
+  fi
+}
+
+cleanup() {
+  unmount
+  if [ -n "$EMU_PID" ]; then
+    kill "$EMU_PID" 2>/dev/null || true
+    wait "$EMU_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print($(now) - $1)"; }
+
+# --- emulator ------------------------------------------------------------
+KEY=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+ADMIN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+echo "$KEY" >"$WORK/keys"
+echo "$ADMIN" >"$WORK/admin"
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/emu" --keys-file "$WORK/keys" \
+  --admin-key-file "$WORK/admin" --no-flood-control >"$WORK/emu.out" 2>"$WORK/emu.log" &
+EMU_PID=$!
+for _ in $(seq 300); do
+  grep -q '^1fichier ' "$WORK/emu.out" 2>/dev/null && break
+  sleep 0.1
+done
+ADDR=$(head -1 "$WORK/emu.out")
+API=$(awk '$1 == "1fichier" {print $2}' "$WORK/emu.out")
+[ -n "$API" ] || { echo "the emulator did not start:"; cat "$WORK/emu.log"; exit 1; }
+admin() { curl -s -H "Authorization: Bearer $ADMIN" "$@"; }
+api() { curl -s -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" "$@"; }
+
+CFG=$WORK/config.toml
+umask 077
+cat >"$CFG" <<EOF
+[bench]
+type = "1fichier"
+api_url = "$API"
+key = "$KEY"
+rate = 1000.0
+burst = 100
+EOF
+umask 022
+fh() { "$BIN" --config "$CFG" "$@"; }
+
+# --- data ----------------------------------------------------------------
+echo "bench-read: seeding a ${SIZE_MIB} MiB file, two videos and ${MANY_FILES} small files"
+head -c "${SIZE_MIB}M" /dev/urandom >"$WORK/big.bin"
+fh mkdir bench:bench >/dev/null
+fh put "$WORK/big.bin" bench:bench >/dev/null
+rm "$WORK/big.bin"
+mkdir -p "$WORK/videos"
+for ext in mp4 mkv; do
+  ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i "testsrc=duration=10:size=640x360:rate=25,noise=alls=30:allf=t" \
+    -f lavfi -i sine=frequency=440:duration=10 \
+    -c:v mpeg4 -b:v 6M -c:a aac -b:a 96k "$WORK/videos/clip.$ext"
+done
+fh put "$WORK/videos" bench:videos >/dev/null
+fh mkdir bench:many >/dev/null
+MANY_ID=$(api -d '{"folder_id":0}' "$API/folder/ls.cgi" |
+  python3 -c 'import json,sys; print(next(f["id"] for f in json.load(sys.stdin)["sub_folders"] if f["name"] == "many"))')
+mkdir -p "$WORK/many"
+python3 - "$WORK/many" "$MANY_FILES" <<'EOF'
+import os, sys
+folder, count = sys.argv[1], int(sys.argv[2])
+for i in range(count):
+    with open(os.path.join(folder, f"file-{i:05d}.txt"), "w") as f:
+        f.write(f"content of file {i}\n")
+EOF
+# The upload API takes up to 500 files per request.
+(cd "$WORK/many" && ls | split -l 500 - "$WORK/batch.")
+for batch in "$WORK"/batch.*; do
+  read -r HOST UPID < <(api "$API/upload/get_upload_server.cgi" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["url"], d["id"])')
+  args=()
+  while read -r name; do args+=(-F "file[]=@$WORK/many/$name"); done <"$batch"
+  curl -s -o /dev/null -H "Authorization: Bearer $KEY" -F "did=$MANY_ID" "${args[@]}" \
+    "http://$HOST/upload.cgi?id=$UPID"
+  curl -s -o /dev/null -H "JSON: 1" "http://$HOST/end.pl?xid=$UPID"
+done
+rm -rf "$WORK/many" "$WORK"/batch.*
+
+# --- the limit: direct downloads -----------------------------------------
+LINK=$(fh link bench:bench/big.bin)
+BYTES=$((SIZE_MIB * 1024 * 1024))
+best=0
+for _ in 1 2; do
+  t=$(curl -s -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $KEY" "$LINK")
+  speed=$(python3 -c "print($BYTES / 1048576 / $t)")
+  best=$(python3 -c "print(max($best, $speed))")
+done
+CURL_MIBS=$best
+read -r DIRECT_IOPS DIRECT_LAT_MS < <(python3 - "$LINK" "$KEY" "$BYTES" "$FIO_SECONDS" <<'EOF'
+import http.client, random, socket, sys, time, urllib.parse
+link, key, size, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+url = urllib.parse.urlsplit(link)
+conn = http.client.HTTPConnection(url.hostname, url.port)
+conn.connect()
+# Without it, delayed ACKs put ~40 ms into every small request.
+conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rng = random.Random(1)
+count, total = 0, 0.0
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    offset = rng.randrange(0, size // 4096) * 4096
+    started = time.monotonic()
+    conn.request("GET", url.path, headers={"Range": f"bytes={offset}-{offset + 4095}",
+                                           "Authorization": f"Bearer {key}"})
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 206 and len(body) == 4096, response.status
+    total += time.monotonic() - started
+    count += 1
+print(f"{count / seconds:.0f} {total / count * 1000:.3f}")
+EOF
+)
+
+# --- the mount -------------------------------------------------------------
+start_mount() {
+  # shellcheck disable=SC2086
+  local disk=()
+  [ "$DISK_CACHE" = 1 ] && disk=(--cache-dir "$WORK/cache" --cache-max-size 4G)
+  "$BIN" --config "$CFG" mount bench: "$MNT" --cache-max-memory "$CACHE_MEMORY" \
+    "${disk[@]}" $MOUNT_OPTS 2>>"$WORK/mount.log" &
+  MOUNT_PID=$!
+  for _ in $(seq 300); do
+    grep -q " $MNT " /proc/self/mountinfo && return 0
+    sleep 0.1
+  done
+  echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+}
+PEAK_RSS_KIB=0
+stop_mount() {
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status" 2>/dev/null || echo 0)
+  [ "${rss:-0}" -gt "$PEAK_RSS_KIB" ] && PEAK_RSS_KIB=$rss
+  unmount
+}
+dd_mibs() {
+  local t
+  t=$(now)
+  dd if="$MNT/bench/big.bin" of=/dev/null bs=1M status=none
+  python3 -c "print($SIZE_MIB / ($(now) - $t))"
+}
+fio_run() {
+  fio --name=rand --filename="$MNT/bench/big.bin" --rw=randread --bs=4k --ioengine=psync \
+    --size="${SIZE_MIB}M" --runtime="$FIO_SECONDS" --time_based --randrepeat=1 \
+    --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print("%.0f %.3f" % (r["iops"], r["lat_ns"]["mean"] / 1e6))'
+}
+ls_ms() {
+  local t
+  t=$(now)
+  ls -l "$MNT/many" >/dev/null
+  python3 -c "print(($(now) - $t) * 1000)"
+}
+
+echo "bench-read: sequential reads"
+rm -rf "$WORK/cache"
+start_mount
+SEQ_COLD=$(dd_mibs)
+SEQ_WARM=$(dd_mibs)
+stop_mount
+
+echo "bench-read: random reads"
+rm -rf "$WORK/cache"
+start_mount
+read -r RAND_COLD_IOPS RAND_COLD_LAT < <(fio_run)
+read -r RAND_WARM_IOPS RAND_WARM_LAT < <(fio_run)
+stop_mount
+
+echo "bench-read: listing and probing"
+start_mount
+LS_COLD=$(ls_ms)
+LS_WARM=$(ls_ms)
+ls "$MNT/videos" >/dev/null
+probe_requests() {
+  admin -X POST "http://$ADDR/_emulator/stats/reset" >/dev/null
+  ffprobe -hide_banner -loglevel error -show_streams "$MNT/videos/$1" >/dev/null
+  admin "http://$ADDR/_emulator/stats" | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["requests"].values()))'
+}
+PROBE_MP4=$(probe_requests clip.mp4)
+PROBE_MKV=$(probe_requests clip.mkv)
+stop_mount
+
+# --- report ----------------------------------------------------------------
+python3 - <<EOF
+rows = [
+    ("sequential read, cold (dd bs=1M)", "MiB/s", $CURL_MIBS, $SEQ_COLD, True),
+    ("sequential read, warm (dd bs=1M)", "MiB/s", $CURL_MIBS, $SEQ_WARM, True),
+    ("random 4 KiB reads, cold (fio)", "IOPS", $DIRECT_IOPS, $RAND_COLD_IOPS, True),
+    ("random 4 KiB reads, warm (fio)", "IOPS", $DIRECT_IOPS, $RAND_WARM_IOPS, True),
+    ("random 4 KiB mean latency, cold", "ms", $DIRECT_LAT_MS, $RAND_COLD_LAT, False),
+    ("random 4 KiB mean latency, warm", "ms", $DIRECT_LAT_MS, $RAND_WARM_LAT, False),
+    ("ls -l of $MANY_FILES files, cold", "ms", None, $LS_COLD, False),
+    ("ls -l of $MANY_FILES files, warm", "ms", None, $LS_WARM, False),
+    ("ffprobe of an MP4: HTTP requests", "requests", None, $PROBE_MP4, False),
+    ("ffprobe of an MKV: HTTP requests", "requests", None, $PROBE_MKV, False),
+    ("peak RSS of the mount (cache $CACHE_MEMORY)", "MiB", None, $PEAK_RSS_KIB / 1024, False),
+]
+print()
+disk = " + disk tier" if "$DISK_CACHE" == "1" else ""
+print(f"Read benchmark: {$SIZE_MIB} MiB file, emulator on loopback, memory cache $CACHE_MEMORY{disk}, options: $MOUNT_OPTS")
+print(f"{'measure':46} {'unit':>8} {'direct':>10} {'mount':>10} {'ratio':>8}")
+for name, unit, direct, mount, higher_is_better in rows:
+    d = f"{direct:10.1f}" if direct is not None else f"{'-':>10}"
+    if direct:
+        ratio = mount / direct
+        r = f"{ratio:7.2f}x"
+    else:
+        r = f"{'-':>8}"
+    print(f"{name:46} {unit:>8} {d} {mount:10.1f} {r}")
+print()
+print("direct = curl of the direct link (sequential) / 4 KiB Range requests on one")
+print("kept-alive connection (random); ratio = mount / direct (for latency, lower is better).")
+EOF
