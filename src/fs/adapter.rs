@@ -288,7 +288,7 @@ impl FsState {
                     attrs.push((format!("{XATTR_PREFIX}mime"), mime.clone().into_bytes()));
                 }
             }
-            NodeKind::Local(_) => {}
+            NodeKind::Local(_) => attrs.extend(write::pending_xattrs(self, node.ino)),
         }
         attrs
     }
