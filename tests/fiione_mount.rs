@@ -46,14 +46,43 @@ fn flat_account_rename_and_a_key_without_delete() {
             .unwrap();
     }
 
-    let mount = Mount::start_remote(&config, "pics-nodelete:", &["--dir-cache-time", "1s"]);
+    // A file of several blocks, read through ranged requests of its
+    // public direct link.
+    let big: Vec<u8> = (0..3_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let size = big.len() as u64;
+    runtime
+        .block_on(remote.upload(
+            &remote.root(),
+            "big.bin",
+            UploadSource::Reader {
+                reader: Box::pin(std::io::Cursor::new(big.clone())),
+                size,
+            },
+            None,
+        ))
+        .unwrap();
+
+    let mount = Mount::start_remote(
+        &config,
+        "pics-nodelete:",
+        &["--dir-cache-time", "1s", "--block-size", "256K"],
+    );
+    emu.reset_stats();
+    assert!(
+        std::fs::read(mount.path().join("big.bin")).unwrap() == big,
+        "big.bin differs"
+    );
+    assert!(emu.request_count("fii.one:download") >= 2);
+    std::fs::remove_file(mount.path().join("big.bin")).unwrap_err();
     let mut names: Vec<String> = std::fs::read_dir(mount.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     assert!(names.contains(&"b.txt".to_string()), "{names:?}");
     assert_eq!(
         names.iter().filter(|n| n.starts_with("a ")).count(),

@@ -189,9 +189,10 @@ impl FiiOneState {
             .await
             .context("creating the fii.one tables")?;
         let mut policies = HashMap::new();
-        for entry in keys.iter().filter(|e| e.service == SERVICE) {
+        for (n, entry) in keys.iter().filter(|e| e.service == SERVICE).enumerate() {
+            // Named by position: the key itself is never printed.
             let mut policy = KeyPolicy::from_entry(entry, plan_limits)
-                .with_context(|| format!("fii.one key {}…", preview(&entry.key)))?;
+                .with_context(|| format!("fii.one key number {} of the keys file", n + 1))?;
             let owner = match entry.option("account") {
                 Some(name) => format!("account:{name}"),
                 None => entry.key.clone(),
@@ -226,10 +227,6 @@ impl FiiOneState {
         window.push_back(now);
         None
     }
-}
-
-fn preview(key: &str) -> String {
-    key.chars().take(8).collect()
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -102,13 +102,10 @@ impl FileIoState {
         partial_reads_consume: bool,
     ) -> anyhow::Result<FileIoState> {
         let mut policies = HashMap::new();
-        for entry in keys.iter().filter(|e| e.service == SERVICE) {
-            let policy = AccountPolicy::from_entry(entry).with_context(|| {
-                format!(
-                    "file.io key {}…",
-                    entry.key.chars().take(6).collect::<String>()
-                )
-            })?;
+        for (n, entry) in keys.iter().filter(|e| e.service == SERVICE).enumerate() {
+            // Named by position: the key itself is never printed.
+            let policy = AccountPolicy::from_entry(entry)
+                .with_context(|| format!("file.io key number {} of the keys file", n + 1))?;
             policies.insert(entry.key.clone(), policy);
         }
         let anonymous_account = storage
