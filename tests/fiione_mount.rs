@@ -94,6 +94,18 @@ fn flat_account_rename_and_a_key_without_delete() {
         b"content of b.txt"
     );
 
+    // A burst of 429 answers is waited out: the listing still arrives.
+    std::thread::sleep(Duration::from_millis(1100));
+    emu.set_faults(serde_json::json!({"rate_limit_burst": 3}));
+    emu.reset_stats();
+    let relisted = std::fs::read_dir(mount.path()).unwrap().count();
+    assert_eq!(relisted, 4);
+    assert!(
+        emu.request_count("fii.one:files") >= 4,
+        "{}",
+        emu.request_count("fii.one:files")
+    );
+
     // No folders on fii.one.
     let err = std::fs::create_dir(mount.path().join("album")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));

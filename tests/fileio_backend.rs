@@ -295,6 +295,8 @@ fn every_command_works_or_says_why_not() {
 
     cli_ok(&config, &["put", local.to_str().unwrap(), "outbox:"]);
     assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "slides.pdf");
+    let long = cli_ok(&config, &["ls", "-l", "outbox:"]);
+    assert!(long.contains("slides.pdf  (expires "), "{long}");
     let link = cli_ok(&config, &["link", "outbox:slides.pdf"]);
     assert!(
         link.trim().starts_with(&format!("{}/", fileio_url(&emu))),

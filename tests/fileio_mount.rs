@@ -90,6 +90,11 @@ fn outbox_scenario() {
             .map(|l| l == link)
             .unwrap_or(false)
     });
+    let expires = xattr(&inside, "user.filehostfs.expires").unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&expires).unwrap(),
+        entry.expires.unwrap()
+    );
     assert!(std::fs::read_dir(mount.path())
         .unwrap()
         .flatten()
