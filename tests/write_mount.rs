@@ -183,6 +183,23 @@ fn overwrite_append_and_editor_style_saves() {
     assert_eq!(remote.listing("").files.len(), 3);
 }
 
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     let from = CString::new(from.as_os_str().as_bytes()).unwrap();
     let to = CString::new(to.as_os_str().as_bytes()).unwrap();
@@ -501,8 +518,14 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
         .expect_err("fsync must report the full account");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(file);
-    // Kept: still listed and readable, and staged on disk.
+    // Kept: still listed and readable, and staged on disk, with its reason.
     assert_eq!(fs::metadata(&path).unwrap().len(), 300_000);
+    // (the kernel releases the handle just after close returns)
+    wait_until("the closed file to be queued", || {
+        xattr(&path, "user.filehostfs.pending").as_deref() == Some("queued")
+    });
+    let reason = xattr(&path, "user.filehostfs.last_error").expect("a reason");
+    assert!(reason.contains("space"), "{reason}");
     assert_eq!(fs::read(&path).unwrap(), test_bytes(300_000, 5));
     let staged = fs::read_dir(cache.path().join("staging"))
         .unwrap()

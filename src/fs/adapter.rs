@@ -295,7 +295,7 @@ impl FsState {
                     ));
                 }
             }
-            NodeKind::Local(_) => {}
+            NodeKind::Local(_) => attrs.extend(write::pending_xattrs(self, node.ino)),
         }
         attrs
     }

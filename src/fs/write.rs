@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use super::adapter::FsState;
 use super::inode::{LocalFile, Node, NodeKind};
 use super::writeback::{
-    EntryId, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
+    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
     WriteBackOptions, WriteEvent,
 };
 use crate::cache::meta::FetchedListing;
@@ -293,6 +293,32 @@ impl WriteState {
     fn entry_of_entry(&self, entry: EntryId) -> Option<u64> {
         self.links.lock().by_entry.get(&entry).copied()
     }
+}
+
+/// Extended attributes of a pending file: `user.filehostfs.pending` says
+/// where its upload stands (`open`, `queued`, `held` for an empty-file
+/// placeholder), and `user.filehostfs.last_error` why the last attempt
+/// failed, while it has not succeeded since.
+pub(crate) fn pending_xattrs(state: &FsState, ino: u64) -> Vec<(String, Vec<u8>)> {
+    let Some(pending) = state
+        .write
+        .entry_of(ino)
+        .and_then(|entry| state.write.queue.attr(entry))
+    else {
+        return Vec::new();
+    };
+    let prefix = super::adapter::XATTR_PREFIX;
+    let stage = match pending.state {
+        EntryState::Open => "open",
+        EntryState::Queued => "queued",
+        EntryState::Held => "held",
+        EntryState::Cancelled => "cancelled",
+    };
+    let mut attrs = vec![(format!("{prefix}pending"), stage.as_bytes().to_vec())];
+    if let Some(error) = pending.last_error {
+        attrs.push((format!("{prefix}last_error"), error.into_bytes()));
+    }
+    attrs
 }
 
 fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
