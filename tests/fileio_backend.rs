@@ -117,6 +117,30 @@ async fn every_operation_and_its_errors() {
     );
     assert_eq!(emu.request_count("file.io:download"), 0);
 
+    // Awkward names survive the trip through the multipart file name.
+    let awkward = "q\"uo\\te é; x=1.txt";
+    let odd = remote
+        .upload(
+            &root,
+            awkward,
+            UploadSource::Reader {
+                reader: Box::pin(std::io::Cursor::new(b"x".to_vec())),
+                size: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.name, awkward);
+    assert!(remote
+        .list_folder(&root)
+        .await
+        .unwrap()
+        .files
+        .iter()
+        .any(|f| f.name == awkward));
+    remote.remove_file(&odd.id).await.unwrap();
+
     // What the service cannot do.
     assert_eq!(
         errno(remote.rename_file(&mine.id, "other.pdf").await),

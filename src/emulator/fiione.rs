@@ -525,7 +525,7 @@ async fn receive_multipart(
     let bad_form = |e: multer::Error| UploadFailure::Internal(anyhow::anyhow!("bad form: {e}"));
     while let Some(mut field) = multipart.next_field().await.map_err(bad_form)? {
         let name = field.name().unwrap_or("").to_string();
-        match (name.as_str(), field.file_name().map(str::to_string)) {
+        match (name.as_str(), super::form::part_file_name(field.headers())) {
             ("image" | "file", Some(file_name)) => {
                 let mime = field
                     .content_type()

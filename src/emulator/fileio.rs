@@ -528,7 +528,7 @@ async fn read_form(
     let mut too_large = false;
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
-        match (name.as_str(), field.file_name().map(str::to_string)) {
+        match (name.as_str(), super::form::part_file_name(field.headers())) {
             ("file", Some(file_name)) => {
                 let mime = field
                     .content_type()
