@@ -611,6 +611,11 @@ fn impossible_sizes_and_names_are_refused_at_once() {
     fs::remove_file(m.join("huge.bin")).unwrap();
     mount.unmount();
     let remote = RemoteView::new(&emu, &emu.key());
-    let names: Vec<String> = remote.listing("").files.into_iter().map(|f| f.name).collect();
+    let names: Vec<String> = remote
+        .listing("")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, ["short.txt"]);
 }
