@@ -96,9 +96,9 @@ pub(crate) struct WriteState {
     links: Mutex<Links>,
     handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
     readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
-    /// Serializes the opens for writing of one remote file, so two opens
-    /// never both copy it into staging.
-    opening: tokio::sync::Mutex<()>,
+    /// Serializes the opens for writing of each inode, so two opens never
+    /// both copy one remote file into staging (other files are not held up).
+    opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Which inode shows which pending file.
@@ -172,7 +172,7 @@ impl WriteState {
                 links: Mutex::new(Links::default()),
                 handles: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
-                opening: tokio::sync::Mutex::new(()),
+                opening: Mutex::new(HashMap::new()),
             },
             recovery,
         ))
@@ -387,7 +387,24 @@ async fn stage_for_writing(
     ino: u64,
     truncate: bool,
 ) -> Result<StagedHandle, libc::c_int> {
-    let _one_at_a_time = state.write.opening.lock().await;
+    let lock = state.write.opening.lock().entry(ino).or_default().clone();
+    let result = {
+        let _one_at_a_time = lock.lock().await;
+        stage_for_writing_locked(state, ino, truncate).await
+    };
+    let mut opening = state.write.opening.lock();
+    // Ours and the map's: nobody else is waiting on this inode.
+    if Arc::strong_count(&lock) == 2 {
+        opening.remove(&ino);
+    }
+    result
+}
+
+async fn stage_for_writing_locked(
+    state: &Arc<FsState>,
+    ino: u64,
+    truncate: bool,
+) -> Result<StagedHandle, libc::c_int> {
     if let Some(entry) = state.write.entry_of(ino) {
         let queue = state.write.queue.clone();
         return tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
@@ -1130,13 +1147,15 @@ pub(crate) fn flush(
             reply.error(libc::EBADF)
         };
     };
-    state.runtime.spawn_blocking(move || {
-        let staged = handle.staged.lock();
-        match staged.as_ref().map(StagedHandle::flush) {
-            Some(Ok(())) | None => reply.ok(),
-            Some(Err(error)) => reply.error(error.errno()),
-        }
-    });
+    let queue = state.write.queue.clone();
+    // Without holding the handle: writes through it are never kept waiting.
+    state
+        .runtime
+        .spawn_blocking(move || match queue.commit(handle.entry) {
+            Ok(()) => reply.ok(),
+            Err(WriteBackError::UnknownEntry(_)) => reply.ok(),
+            Err(error) => reply.error(error.errno()),
+        });
 }
 
 /// `release` of a write handle: the last one queues the upload.
@@ -1181,13 +1200,7 @@ pub(crate) fn fsync(
     reply: ReplyEmpty,
 ) {
     let entry = match write_handle(state, fh) {
-        Some(handle) => {
-            let staged = handle.staged.lock();
-            if let Some(Err(error)) = staged.as_ref().map(StagedHandle::flush) {
-                return reply.error(error.errno());
-            }
-            handle.entry
-        }
+        Some(handle) => handle.entry,
         None => match state.write.readers.lock().get(&fh) {
             Some(reader) => reader.entry,
             None => return reply.error(libc::EBADF),
@@ -1195,6 +1208,12 @@ pub(crate) fn fsync(
     };
     let queue = state.write.queue.clone();
     state.runtime.spawn(async move {
+        // The local part (syncing the staging file) off the async workers.
+        let committer = queue.clone();
+        let committed = tokio::task::spawn_blocking(move || committer.commit(entry)).await;
+        if let Ok(Err(error)) = committed {
+            return reply.error(error.errno());
+        }
         match queue.wait_durable(entry).await {
             Ok(()) => reply.ok(),
             Err(error) => {

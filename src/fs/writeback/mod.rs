@@ -687,6 +687,12 @@ impl WriteBack {
         handle.release()
     }
 
+    /// Makes everything written to the entry so far durable locally (staging
+    /// file synced, new generation journaled). Blocking disk work.
+    pub fn commit(&self, id: EntryId) -> Result<(), WriteBackError> {
+        self.inner.commit_dirty(id)
+    }
+
     /// Waits until the current content of the entry is stored by the service
     /// (fsync). Content written by open handles is included.
     pub async fn wait_durable(&self, id: EntryId) -> Result<(), WriteBackError> {
