@@ -584,3 +584,38 @@ fn empty_files_live_on_as_placeholders_and_fsync_is_durable() {
     assert_eq!(files.len(), 1);
     assert_eq!(remote.content(&files[0]), b"content at last");
 }
+
+#[test]
+fn impossible_sizes_and_names_are_refused_at_once() {
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = WriteMount::start(&emu, cache.path(), &[]);
+    let m = mount.path();
+    // 1fichier takes names of at most 250 characters (after encoding).
+    let long = "x".repeat(251);
+    let einval = |result: std::io::Result<()>, what: &str| {
+        let error = result.expect_err(what);
+        assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}");
+    };
+    einval(fs::write(m.join(&long), b"data"), "create");
+    einval(fs::create_dir(m.join(&long)), "mkdir");
+    fs::write(m.join("short.txt"), b"data").unwrap();
+    einval(fs::rename(m.join("short.txt"), m.join(&long)), "rename");
+    // Over the service's 300 GB file size limit (sparse: no disk used).
+    let file = fs::File::create(m.join("huge.bin")).unwrap();
+    let error = file.set_len(300_000_000_001).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EFBIG), "{error}");
+    let error = file.write_all_at(b"x", 300_000_000_000).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EFBIG), "{error}");
+    drop(file);
+    fs::remove_file(m.join("huge.bin")).unwrap();
+    mount.unmount();
+    let remote = RemoteView::new(&emu, &emu.key());
+    let names: Vec<String> = remote
+        .listing("")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["short.txt"]);
+}

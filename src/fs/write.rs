@@ -326,6 +326,17 @@ fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
     name.to_str().map(str::to_owned).ok_or(libc::EINVAL)
 }
 
+/// A name for a new file or folder: EINVAL when the service could never
+/// store it (after the remote layer's reversible encoding).
+fn storable_name(state: &FsState, name: &OsStr) -> Result<String, libc::c_int> {
+    let name = utf8_name(name)?;
+    state
+        .remote
+        .check_name(&name)
+        .map_err(|error| remote_errno(&error))?;
+    Ok(name)
+}
+
 fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, libc::c_int> {
     let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
     node.folder_id().cloned().ok_or(libc::ENOTDIR)
@@ -579,11 +590,11 @@ pub(crate) fn mknod(
         // Devices, FIFOs and sockets cannot be stored by a file host.
         return reply.error(libc::EPERM);
     }
-    let state = state.clone();
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
+    let state = state.clone();
     state
         .runtime
         .clone()
@@ -644,7 +655,7 @@ pub(crate) fn mkdir(
     if state.config.read_only {
         return reply.error(libc::EROFS);
     }
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
@@ -811,8 +822,12 @@ pub(crate) fn rename(
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
         return reply.error(libc::EINVAL);
     }
-    let (Some(name), Ok(new_name)) = (name.to_str().map(str::to_owned), utf8_name(new_name)) else {
+    let Some(name) = name.to_str().map(str::to_owned) else {
         return reply.error(libc::ENOENT);
+    };
+    let new_name = match storable_name(state, new_name) {
+        Ok(new_name) => new_name,
+        Err(errno) => return reply.error(errno),
     };
     let Some(source) = state.inodes.child(parent, &name) else {
         return reply.error(libc::ENOENT);
@@ -1272,7 +1287,7 @@ pub(crate) fn create(
     if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
         return reply.error(libc::EPERM);
     }
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
