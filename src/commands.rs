@@ -225,6 +225,15 @@ fn format_file(file: &FileEntry, args: &LsArgs) -> String {
     } else {
         file.name.clone()
     };
+    if args.long {
+        // Services whose files expire (file.io) say when.
+        if let Some(expires) = file.expires {
+            line.push_str(&format!(
+                "  (expires {})",
+                expires.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
+            ));
+        }
+    }
     if args.ids {
         line.push_str(&format!("\t{}", file.id));
     }

@@ -639,3 +639,34 @@ async fn files_survive_a_kill_9_and_restart() {
         "still here"
     );
 }
+
+#[test]
+fn bad_key_options_stop_serve_without_printing_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_fiione_key();
+    for (line, expected) in [
+        (format!("fii.one {key} plan=gold"), "free or pro"),
+        (
+            format!("fii.one {key} permissions=read,write"),
+            "upload, read, delete",
+        ),
+        (format!("file.io {key} rate_limit=fast"), "rate_limit"),
+    ] {
+        let keys = dir.path().join("keys.txt");
+        std::fs::write(&keys, format!("{line}\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_filehostfs"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--keys-file")
+            .arg(&keys)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{line}: serve started");
+        assert!(stderr.contains(expected), "{line}: {stderr}");
+        assert!(
+            !stderr.contains(&key[4..]),
+            "{line}: the key was printed: {stderr}"
+        );
+    }
+}

@@ -117,6 +117,30 @@ async fn every_operation_and_its_errors() {
     );
     assert_eq!(emu.request_count("file.io:download"), 0);
 
+    // Awkward names survive the trip through the multipart file name.
+    let awkward = "q\"uo\\te é; x=1.txt";
+    let odd = remote
+        .upload(
+            &root,
+            awkward,
+            UploadSource::Reader {
+                reader: Box::pin(std::io::Cursor::new(b"x".to_vec())),
+                size: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(odd.name, awkward);
+    assert!(remote
+        .list_folder(&root)
+        .await
+        .unwrap()
+        .files
+        .iter()
+        .any(|f| f.name == awkward));
+    remote.remove_file(&odd.id).await.unwrap();
+
     // What the service cannot do.
     assert_eq!(
         errno(remote.rename_file(&mine.id, "other.pdf").await),
@@ -208,7 +232,7 @@ async fn expiry_from_the_remote_settings_is_honoured() {
     let base = fileio_url(&emu);
     let copies = tempfile::tempdir().unwrap();
     let options = UploadOptions {
-        expires: Some("1s".into()),
+        expires: Some("3s".into()),
         ..UploadOptions::default()
     };
     let remote = fileio_client(&base, &keys.fileio, copies.path(), options);
@@ -225,10 +249,10 @@ async fn expiry_from_the_remote_settings_is_honoured() {
         )
         .await
         .unwrap();
-    assert!(entry.expires.unwrap() <= chrono::Utc::now() + chrono::Duration::seconds(2));
+    assert!(entry.expires.unwrap() <= chrono::Utc::now() + chrono::Duration::seconds(3));
     assert_eq!(remote.list_folder(&root).await.unwrap().files.len(), 1);
     assert!(copies.path().join(&entry.id.0).exists());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(remote.list_folder(&root).await.unwrap().files.is_empty());
     // Its local copy goes with it (once clearly older than the listing).
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -295,6 +319,8 @@ fn every_command_works_or_says_why_not() {
 
     cli_ok(&config, &["put", local.to_str().unwrap(), "outbox:"]);
     assert_eq!(cli_ok(&config, &["ls", "outbox:"]).trim(), "slides.pdf");
+    let long = cli_ok(&config, &["ls", "-l", "outbox:"]);
+    assert!(long.contains("slides.pdf  (expires "), "{long}");
     let link = cli_ok(&config, &["link", "outbox:slides.pdf"]);
     assert!(
         link.trim().starts_with(&format!("{}/", fileio_url(&emu))),

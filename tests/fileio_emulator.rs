@@ -269,10 +269,10 @@ async fn downloads_count_until_the_limit_and_expiry_removes_files() {
     assert!(list().await.contains(&("kept".to_string(), 2)));
 
     // Expiry: gone from downloads and listings once the time has passed.
-    let (_, brief) = json_of(upload(&[("expires", "1s")], "brief").await.unwrap()).await;
+    let (_, brief) = json_of(upload(&[("expires", "3s")], "brief").await.unwrap()).await;
     let brief = brief["key"].as_str().unwrap().to_string();
     assert!(list().await.iter().any(|(name, _)| name == "brief"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(list().await.iter().all(|(name, _)| name != "brief"));
     let answer = json_of(client.get(format!("{base}/{brief}")).send().await.unwrap()).await;
     assert_fileio_error(&answer, 404, "FILE_NOT_FOUND");

@@ -60,6 +60,118 @@ fn xattr(path: &Path, name: &str) -> std::io::Result<String> {
     Ok(String::from_utf8(buffer).unwrap())
 }
 
+const FAST: [&str; 4] = ["--dir-cache-time", "1s", "--write-back", "0s"];
+
+#[test]
+fn outbox_scenario() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(&emu, &keys, dir.path(), "");
+    let mount = Mount::start_remote(&config, "outbox:", &FAST);
+
+    // Copy a file in: it is uploaded and listed with its link.
+    let local = dir.path().join("invoice.pdf");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&local, &content).unwrap();
+    let inside = mount.path().join("invoice.pdf");
+    std::fs::copy(&local, &inside).unwrap();
+    eventually("the upload", || {
+        service_files(&config)
+            .iter()
+            .any(|f| f.name == "invoice.pdf" && f.size == 200_000)
+    });
+    let entry = service_files(&config)
+        .into_iter()
+        .find(|f| f.name == "invoice.pdf")
+        .unwrap();
+    let link = entry.share_link.clone().unwrap();
+    eventually("the listing to show the uploaded file", || {
+        xattr(&inside, "user.filehostfs.link")
+            .map(|l| l == link)
+            .unwrap_or(false)
+    });
+    let expires = xattr(&inside, "user.filehostfs.expires").unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&expires).unwrap(),
+        entry.expires.unwrap()
+    );
+    assert!(std::fs::read_dir(mount.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name() == "invoice.pdf"));
+
+    // Reading it back spends nothing: it comes from the copy kept here.
+    emu.reset_stats();
+    assert_eq!(std::fs::read(&inside).unwrap(), content);
+    assert_eq!(emu.request_count("file.io:download"), 0);
+
+    // A second file stays for the rename check below.
+    let inside_kept = mount.path().join("kept.txt");
+    std::fs::write(&inside_kept, b"kept").unwrap();
+    eventually("the second upload", || {
+        service_files(&config).iter().any(|f| f.name == "kept.txt")
+    });
+
+    // Someone downloads it with the link: it is gone from the mount after
+    // the listing's lifetime.
+    let fetched = block_on(async {
+        http()
+            .get(&link)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    assert_eq!(fetched.as_ref(), &content[..]);
+    eventually("the consumed file to vanish", || !inside.exists());
+
+    // Renames are refused, and the file stays.
+    let renamed = std::fs::rename(&inside_kept, mount.path().join("renamed.txt")).unwrap_err();
+    assert_eq!(renamed.raw_os_error(), Some(libc::EPERM));
+    assert!(inside_kept.exists());
+    mount.unmount();
+}
+
+#[test]
+fn the_mount_expiry_setting_is_honoured() {
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(&emu, &keys, dir.path(), "expires = \"1w\"\n");
+    let mut args = FAST.to_vec();
+    args.extend(["--expires", "6s", "--max-downloads", "2"]);
+    let mount = Mount::start_remote(&config, "outbox:", &args);
+    std::fs::write(mount.path().join("fleeting.txt"), b"soon gone").unwrap();
+    eventually("the upload", || {
+        service_files(&config)
+            .iter()
+            .any(|f| f.name == "fleeting.txt")
+    });
+    let entry = service_files(&config)
+        .into_iter()
+        .find(|f| f.name == "fleeting.txt")
+        .unwrap();
+    let left = entry.expires.unwrap() - chrono::Utc::now();
+    assert!(left <= chrono::Duration::seconds(6), "expires in {left}");
+    let (_, listed) = block_on(async {
+        json_of(
+            http()
+                .get(format!("{}/", fileio_url(&emu)))
+                .bearer_auth(&keys.fileio)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    assert_eq!(listed["nodes"][0]["maxDownloads"], 2);
+    eventually("the expired file to vanish", || {
+        !mount.path().join("fleeting.txt").exists()
+    });
+    mount.unmount();
+}
+
 #[test]
 fn foreign_files_need_consent() {
     let (emu, keys) = start_multi(&[], &[]);

@@ -183,6 +183,23 @@ fn overwrite_append_and_editor_style_saves() {
     assert_eq!(remote.listing("").files.len(), 3);
 }
 
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     let from = CString::new(from.as_os_str().as_bytes()).unwrap();
     let to = CString::new(to.as_os_str().as_bytes()).unwrap();
@@ -501,8 +518,14 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
         .expect_err("fsync must report the full account");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(file);
-    // Kept: still listed and readable, and staged on disk.
+    // Kept: still listed and readable, and staged on disk, with its reason.
     assert_eq!(fs::metadata(&path).unwrap().len(), 300_000);
+    // (the kernel releases the handle just after close returns)
+    wait_until("the closed file to be queued", || {
+        xattr(&path, "user.filehostfs.pending").as_deref() == Some("queued")
+    });
+    let reason = xattr(&path, "user.filehostfs.last_error").expect("a reason");
+    assert!(reason.contains("space"), "{reason}");
     assert_eq!(fs::read(&path).unwrap(), test_bytes(300_000, 5));
     let staged = fs::read_dir(cache.path().join("staging"))
         .unwrap()
@@ -560,4 +583,39 @@ fn empty_files_live_on_as_placeholders_and_fsync_is_durable() {
     let files = remote.files_named("", "empty.txt");
     assert_eq!(files.len(), 1);
     assert_eq!(remote.content(&files[0]), b"content at last");
+}
+
+#[test]
+fn impossible_sizes_and_names_are_refused_at_once() {
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = WriteMount::start(&emu, cache.path(), &[]);
+    let m = mount.path();
+    // 1fichier takes names of at most 250 characters (after encoding).
+    let long = "x".repeat(251);
+    let einval = |result: std::io::Result<()>, what: &str| {
+        let error = result.expect_err(what);
+        assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}");
+    };
+    einval(fs::write(m.join(&long), b"data"), "create");
+    einval(fs::create_dir(m.join(&long)), "mkdir");
+    fs::write(m.join("short.txt"), b"data").unwrap();
+    einval(fs::rename(m.join("short.txt"), m.join(&long)), "rename");
+    // Over the service's 300 GB file size limit (sparse: no disk used).
+    let file = fs::File::create(m.join("huge.bin")).unwrap();
+    let error = file.set_len(300_000_000_001).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EFBIG), "{error}");
+    let error = file.write_all_at(b"x", 300_000_000_000).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EFBIG), "{error}");
+    drop(file);
+    fs::remove_file(m.join("huge.bin")).unwrap();
+    mount.unmount();
+    let remote = RemoteView::new(&emu, &emu.key());
+    let names: Vec<String> = remote
+        .listing("")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["short.txt"]);
 }

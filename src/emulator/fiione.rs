@@ -189,9 +189,10 @@ impl FiiOneState {
             .await
             .context("creating the fii.one tables")?;
         let mut policies = HashMap::new();
-        for entry in keys.iter().filter(|e| e.service == SERVICE) {
+        for (n, entry) in keys.iter().filter(|e| e.service == SERVICE).enumerate() {
+            // Named by position: the key itself is never printed.
             let mut policy = KeyPolicy::from_entry(entry, plan_limits)
-                .with_context(|| format!("fii.one key {}…", preview(&entry.key)))?;
+                .with_context(|| format!("fii.one key number {} of the keys file", n + 1))?;
             let owner = match entry.option("account") {
                 Some(name) => format!("account:{name}"),
                 None => entry.key.clone(),
@@ -226,10 +227,6 @@ impl FiiOneState {
         window.push_back(now);
         None
     }
-}
-
-fn preview(key: &str) -> String {
-    key.chars().take(8).collect()
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -528,7 +525,7 @@ async fn receive_multipart(
     let bad_form = |e: multer::Error| UploadFailure::Internal(anyhow::anyhow!("bad form: {e}"));
     while let Some(mut field) = multipart.next_field().await.map_err(bad_form)? {
         let name = field.name().unwrap_or("").to_string();
-        match (name.as_str(), field.file_name().map(str::to_string)) {
+        match (name.as_str(), super::form::part_file_name(field.headers())) {
             ("image" | "file", Some(file_name)) => {
                 let mime = field
                     .content_type()

@@ -102,13 +102,10 @@ impl FileIoState {
         partial_reads_consume: bool,
     ) -> anyhow::Result<FileIoState> {
         let mut policies = HashMap::new();
-        for entry in keys.iter().filter(|e| e.service == SERVICE) {
-            let policy = AccountPolicy::from_entry(entry).with_context(|| {
-                format!(
-                    "file.io key {}…",
-                    entry.key.chars().take(6).collect::<String>()
-                )
-            })?;
+        for (n, entry) in keys.iter().filter(|e| e.service == SERVICE).enumerate() {
+            // Named by position: the key itself is never printed.
+            let policy = AccountPolicy::from_entry(entry)
+                .with_context(|| format!("file.io key number {} of the keys file", n + 1))?;
             policies.insert(entry.key.clone(), policy);
         }
         let anonymous_account = storage
@@ -531,7 +528,7 @@ async fn read_form(
     let mut too_large = false;
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
-        match (name.as_str(), field.file_name().map(str::to_string)) {
+        match (name.as_str(), super::form::part_file_name(field.headers())) {
             ("file", Some(file_name)) => {
                 let mime = field
                     .content_type()

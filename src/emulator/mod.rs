@@ -12,6 +12,7 @@ pub mod fichier;
 pub mod fiione;
 pub mod fileio;
 pub mod flood;
+pub mod form;
 pub mod keys;
 pub mod ranges;
 pub mod stats;

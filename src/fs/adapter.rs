@@ -287,8 +287,15 @@ impl FsState {
                 if let Some(mime) = &entry.mime {
                     attrs.push((format!("{XATTR_PREFIX}mime"), mime.clone().into_bytes()));
                 }
+                // When the service deletes the file on its own (file.io).
+                if let Some(expires) = entry.expires {
+                    attrs.push((
+                        format!("{XATTR_PREFIX}expires"),
+                        expires.to_rfc3339().into_bytes(),
+                    ));
+                }
             }
-            NodeKind::Local(_) => {}
+            NodeKind::Local(_) => attrs.extend(write::pending_xattrs(self, node.ino)),
         }
         attrs
     }

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use super::adapter::FsState;
 use super::inode::{LocalFile, Node, NodeKind};
 use super::writeback::{
-    EntryId, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
+    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
     WriteBackOptions, WriteEvent,
 };
 use crate::cache::meta::FetchedListing;
@@ -96,9 +96,9 @@ pub(crate) struct WriteState {
     links: Mutex<Links>,
     handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
     readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
-    /// Serializes the opens for writing of one remote file, so two opens
-    /// never both copy it into staging.
-    opening: tokio::sync::Mutex<()>,
+    /// Serializes the opens for writing of each inode, so two opens never
+    /// both copy one remote file into staging (other files are not held up).
+    opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Which inode shows which pending file.
@@ -172,7 +172,7 @@ impl WriteState {
                 links: Mutex::new(Links::default()),
                 handles: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
-                opening: tokio::sync::Mutex::new(()),
+                opening: Mutex::new(HashMap::new()),
             },
             recovery,
         ))
@@ -295,9 +295,46 @@ impl WriteState {
     }
 }
 
+/// Extended attributes of a pending file: `user.filehostfs.pending` says
+/// where its upload stands (`open`, `queued`, `held` for an empty-file
+/// placeholder), and `user.filehostfs.last_error` why the last attempt
+/// failed, while it has not succeeded since.
+pub(crate) fn pending_xattrs(state: &FsState, ino: u64) -> Vec<(String, Vec<u8>)> {
+    let Some(pending) = state
+        .write
+        .entry_of(ino)
+        .and_then(|entry| state.write.queue.attr(entry))
+    else {
+        return Vec::new();
+    };
+    let prefix = super::adapter::XATTR_PREFIX;
+    let stage = match pending.state {
+        EntryState::Open => "open",
+        EntryState::Queued => "queued",
+        EntryState::Held => "held",
+        EntryState::Cancelled => "cancelled",
+    };
+    let mut attrs = vec![(format!("{prefix}pending"), stage.as_bytes().to_vec())];
+    if let Some(error) = pending.last_error {
+        attrs.push((format!("{prefix}last_error"), error.into_bytes()));
+    }
+    attrs
+}
+
 fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
     // Remote names are UTF-8: anything else cannot be stored.
     name.to_str().map(str::to_owned).ok_or(libc::EINVAL)
+}
+
+/// A name for a new file or folder: EINVAL when the service could never
+/// store it (after the remote layer's reversible encoding).
+fn storable_name(state: &FsState, name: &OsStr) -> Result<String, libc::c_int> {
+    let name = utf8_name(name)?;
+    state
+        .remote
+        .check_name(&name)
+        .map_err(|error| remote_errno(&error))?;
+    Ok(name)
 }
 
 fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, libc::c_int> {
@@ -361,7 +398,24 @@ async fn stage_for_writing(
     ino: u64,
     truncate: bool,
 ) -> Result<StagedHandle, libc::c_int> {
-    let _one_at_a_time = state.write.opening.lock().await;
+    let lock = state.write.opening.lock().entry(ino).or_default().clone();
+    let result = {
+        let _one_at_a_time = lock.lock().await;
+        stage_for_writing_locked(state, ino, truncate).await
+    };
+    let mut opening = state.write.opening.lock();
+    // Ours and the map's: nobody else is waiting on this inode.
+    if Arc::strong_count(&lock) == 2 {
+        opening.remove(&ino);
+    }
+    result
+}
+
+async fn stage_for_writing_locked(
+    state: &Arc<FsState>,
+    ino: u64,
+    truncate: bool,
+) -> Result<StagedHandle, libc::c_int> {
     if let Some(entry) = state.write.entry_of(ino) {
         let queue = state.write.queue.clone();
         return tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
@@ -536,11 +590,11 @@ pub(crate) fn mknod(
         // Devices, FIFOs and sockets cannot be stored by a file host.
         return reply.error(libc::EPERM);
     }
-    let state = state.clone();
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
+    let state = state.clone();
     state
         .runtime
         .clone()
@@ -601,7 +655,7 @@ pub(crate) fn mkdir(
     if state.config.read_only {
         return reply.error(libc::EROFS);
     }
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };
@@ -768,8 +822,12 @@ pub(crate) fn rename(
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
         return reply.error(libc::EINVAL);
     }
-    let (Some(name), Ok(new_name)) = (name.to_str().map(str::to_owned), utf8_name(new_name)) else {
+    let Some(name) = name.to_str().map(str::to_owned) else {
         return reply.error(libc::ENOENT);
+    };
+    let new_name = match storable_name(state, new_name) {
+        Ok(new_name) => new_name,
+        Err(errno) => return reply.error(errno),
     };
     let Some(source) = state.inodes.child(parent, &name) else {
         return reply.error(libc::ENOENT);
@@ -859,7 +917,14 @@ async fn rename_file(
         let same_folder = moved.parent == moved.new_parent;
         if (same_folder && !caps.rename_file) || (!same_folder && !caps.move_file) {
             // `mv` copies and deletes when told the move cannot be done.
-            return Err(libc::EXDEV);
+            // Not where reading spends downloads (file.io): the copy would
+            // be a new upload under a new link, and deleting the original
+            // would kill the link already handed out. Refuse instead.
+            return Err(if caps.downloads_consume {
+                libc::EPERM
+            } else {
+                libc::EXDEV
+            });
         }
         // Without duplicate names the target must go first; with them it
         // goes last, so the name is never missing.
@@ -1097,13 +1162,15 @@ pub(crate) fn flush(
             reply.error(libc::EBADF)
         };
     };
-    state.runtime.spawn_blocking(move || {
-        let staged = handle.staged.lock();
-        match staged.as_ref().map(StagedHandle::flush) {
-            Some(Ok(())) | None => reply.ok(),
-            Some(Err(error)) => reply.error(error.errno()),
-        }
-    });
+    let queue = state.write.queue.clone();
+    // Without holding the handle: writes through it are never kept waiting.
+    state
+        .runtime
+        .spawn_blocking(move || match queue.commit(handle.entry) {
+            Ok(()) => reply.ok(),
+            Err(WriteBackError::UnknownEntry(_)) => reply.ok(),
+            Err(error) => reply.error(error.errno()),
+        });
 }
 
 /// `release` of a write handle: the last one queues the upload.
@@ -1148,13 +1215,7 @@ pub(crate) fn fsync(
     reply: ReplyEmpty,
 ) {
     let entry = match write_handle(state, fh) {
-        Some(handle) => {
-            let staged = handle.staged.lock();
-            if let Some(Err(error)) = staged.as_ref().map(StagedHandle::flush) {
-                return reply.error(error.errno());
-            }
-            handle.entry
-        }
+        Some(handle) => handle.entry,
         None => match state.write.readers.lock().get(&fh) {
             Some(reader) => reader.entry,
             None => return reply.error(libc::EBADF),
@@ -1162,6 +1223,12 @@ pub(crate) fn fsync(
     };
     let queue = state.write.queue.clone();
     state.runtime.spawn(async move {
+        // The local part (syncing the staging file) off the async workers.
+        let committer = queue.clone();
+        let committed = tokio::task::spawn_blocking(move || committer.commit(entry)).await;
+        if let Ok(Err(error)) = committed {
+            return reply.error(error.errno());
+        }
         match queue.wait_durable(entry).await {
             Ok(()) => reply.ok(),
             Err(error) => {
@@ -1220,7 +1287,7 @@ pub(crate) fn create(
     if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
         return reply.error(libc::EPERM);
     }
-    let name = match utf8_name(name) {
+    let name = match storable_name(state, name) {
         Ok(name) => name,
         Err(errno) => return reply.error(errno),
     };

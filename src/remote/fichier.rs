@@ -1046,6 +1046,10 @@ impl Remote for Fichier {
         "1fichier"
     }
 
+    fn check_name(&self, name: &str) -> RemoteResult<()> {
+        check_name(name).map(drop)
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
     }

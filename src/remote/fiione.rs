@@ -405,7 +405,7 @@ fn parse_time(text: Option<&str>) -> DateTime<Utc> {
 }
 
 fn entry_from_wire(file: WireFile) -> FileEntry {
-    let name = local_name(file.title.as_deref().unwrap_or(""), &file.id);
+    let name = super::names::from_free_text(file.title.as_deref().unwrap_or(""), &file.id);
     FileEntry {
         id: FileId(file.id),
         name,
@@ -415,26 +415,6 @@ fn entry_from_wire(file: WireFile) -> FileEntry {
         mime: file.mime,
         share_link: file.share_url,
         expires: None,
-    }
-}
-
-/// A title the service stored, turned into a usable local name. Titles are
-/// free text (the web UI can store anything); the few that cannot be a file
-/// name get a stable stand-in derived from the id.
-fn local_name(title: &str, id: &str) -> String {
-    let cleaned: String = title
-        .chars()
-        .map(|c| match c {
-            '/' => '\u{2215}',
-            '\0' => '\u{2400}',
-            c => c,
-        })
-        .collect();
-    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
-        let short: String = id.chars().take(8).collect();
-        format!("untitled-{short}")
-    } else {
-        cleaned
     }
 }
 
@@ -963,14 +943,6 @@ mod tests {
         );
         assert!(map_error(StatusCode::INTERNAL_SERVER_ERROR, None, None, "x").is_retryable());
         assert!(!map_error(StatusCode::BAD_REQUEST, None, None, "x").is_retryable());
-    }
-
-    #[test]
-    fn titles_become_usable_names() {
-        assert_eq!(local_name("a.jpg", "id"), "a.jpg");
-        assert_eq!(local_name("a/b", "id"), "a\u{2215}b");
-        assert_eq!(local_name("", "3f1c2b9e-8a7d"), "untitled-3f1c2b9e");
-        assert_eq!(local_name("..", "3f1c2b9e-8a7d"), "untitled-3f1c2b9e");
     }
 
     #[test]

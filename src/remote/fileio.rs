@@ -509,28 +509,12 @@ fn is_live(file: &WireFile, now: DateTime<Utc>) -> bool {
     !expired && !used_up
 }
 
-fn local_name(name: &str, key: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| match c {
-            '/' => '\u{2215}',
-            '\0' => '\u{2400}',
-            c => c,
-        })
-        .collect();
-    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
-        format!("untitled-{key}")
-    } else {
-        cleaned
-    }
-}
-
 fn entry_from_wire(file: WireFile) -> FileEntry {
     let modified = parse_time(file.modified.as_deref())
         .or_else(|| parse_time(file.created.as_deref()))
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     FileEntry {
-        name: local_name(file.name.as_deref().unwrap_or(""), &file.key),
+        name: super::names::from_free_text(file.name.as_deref().unwrap_or(""), &file.key),
         id: FileId(file.key),
         size: file.size.unwrap_or(0),
         modified,

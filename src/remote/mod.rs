@@ -223,6 +223,13 @@ pub trait Remote: Send + Sync + 'static {
         self.capabilities().downloads_consume
     }
 
+    /// `InvalidName` when the service could never store a file or folder of
+    /// this (local) name, even encoded; lets the mount refuse it at once
+    /// instead of when the upload fails.
+    fn check_name(&self, _name: &str) -> RemoteResult<()> {
+        Ok(())
+    }
+
     /// Bytes `offset .. offset + len` of the file (clamped to its end). A
     /// connection cut mid-body is resumed from the last byte received.
     async fn download_range(

@@ -143,8 +143,43 @@ pub fn is_acceptable(name: &str) -> bool {
         .any(|(i, &c)| replacement(c, i == 0 || i == last).is_some())
 }
 
+/// A local name for a title a service keeps as free text (fii.one,
+/// file.io): `/` and NUL, which no file name may hold, become look-alikes
+/// (`∕`, `␀`), and a title that cannot name a file at all (empty, `.`,
+/// `..`) gets a stable stand-in made from the file's id.
+pub fn from_free_text(title: &str, id: &str) -> String {
+    let cleaned: String = title
+        .chars()
+        .map(|c| match c {
+            '/' => '\u{2215}',
+            '\0' => '\u{2400}',
+            c => c,
+        })
+        .collect();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        let short: String = id.chars().take(12).collect();
+        format!("untitled-{short}")
+    } else {
+        cleaned
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_text_titles_become_usable_names() {
+        assert_eq!(from_free_text("a.jpg", "id"), "a.jpg");
+        assert_eq!(from_free_text("a/b", "id"), "a\u{2215}b");
+        assert_eq!(
+            from_free_text("", "3f1c2b9e-8a7d-4e51"),
+            "untitled-3f1c2b9e-8a7"
+        );
+        assert_eq!(
+            from_free_text("..", "wcZ1UtYXYQd3"),
+            "untitled-wcZ1UtYXYQd3"
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

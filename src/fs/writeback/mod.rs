@@ -687,6 +687,12 @@ impl WriteBack {
         handle.release()
     }
 
+    /// Makes everything written to the entry so far durable locally (staging
+    /// file synced, new generation journaled). Blocking disk work.
+    pub fn commit(&self, id: EntryId) -> Result<(), WriteBackError> {
+        self.inner.commit_dirty(id)
+    }
+
     /// Waits until the current content of the entry is stored by the service
     /// (fsync). Content written by open handles is included.
     pub async fn wait_durable(&self, id: EntryId) -> Result<(), WriteBackError> {
@@ -700,8 +706,9 @@ impl WriteBack {
     }
 
     /// Unmount: uploads everything due now (ignoring the write-back delay),
-    /// waiting at most `timeout`, then stops the worker. Entries that failed
-    /// during the wait, or were not done in time, stay journaled.
+    /// waiting at most `timeout`, then stops the worker. Entries refused
+    /// during the wait (or whose next retry falls after the deadline), and
+    /// those not done in time, stay journaled.
     pub async fn drain(&self, timeout: Duration) -> DrainReport {
         self.inner.drain(timeout).await
     }
@@ -906,6 +913,7 @@ impl Inner {
         };
         self.wake.notify_one();
         let deadline = tokio::time::Instant::now() + timeout;
+        let deadline_ms = now_ms().saturating_add(duration_ms(timeout));
         // Without a worker nothing would progress: report at once.
         let worker_running = self.worker.lock().is_some();
         loop {
@@ -918,7 +926,14 @@ impl Inner {
                     .rows
                     .values()
                     .filter(|row| row.has_work())
-                    .filter(|row| state.failures.get(&row.id).is_none_or(|f| f.seq <= since))
+                    // Not worth waiting for: refused since the drain began,
+                    // or not retried again before the deadline.
+                    .filter(|row| {
+                        state.failures.get(&row.id).is_none_or(|f| {
+                            f.seq <= since
+                                || (f.error.is_retryable() && row.retry_at_ms <= deadline_ms)
+                        })
+                    })
                     .count()
             };
             if waiting == 0 {

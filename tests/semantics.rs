@@ -1,0 +1,620 @@
+//! Reads the per-service semantics table of `docs/SEMANTICS.md` and checks
+//! every row against a real mount of each service (against `filehostfs
+//! serve`): an `ok` cell must succeed with the described effect, an errno
+//! cell must fail with exactly that errno, `n/a` is skipped.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mount::Mount;
+use common::multi::{fileio_url, http, start_multi, write_multi_config, MultiKeys};
+use common::Emulator;
+use filehostfs::config::Config;
+use filehostfs::remote::{FileEntry, Remote, UploadSource};
+
+const SERVICES: [&str; 3] = ["1fichier", "fii.one", "file.io"];
+
+/// Every operation the table may list; the table must list exactly these.
+const OPERATIONS: [&str; 16] = [
+    "list",
+    "read",
+    "read-foreign",
+    "read-foreign-consented",
+    "create",
+    "overwrite",
+    "unlink",
+    "unlink-without-permission",
+    "rename",
+    "mkdir",
+    "move-to-folder",
+    "rmdir",
+    "link-xattr",
+    "statfs",
+    "duplicate-names",
+    "expiry",
+];
+
+/// How long anything asynchronous (uploads, listing refreshes) may take on
+/// this loaded machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Ok,
+    Errno(i32),
+    NotApplicable,
+}
+
+fn errno_named(name: &str) -> Option<i32> {
+    Some(match name {
+        "EACCES" => libc::EACCES,
+        "EPERM" => libc::EPERM,
+        "ENOTSUP" => libc::ENOTSUP,
+        "ENOENT" => libc::ENOENT,
+        "EEXIST" => libc::EEXIST,
+        "EXDEV" => libc::EXDEV,
+        "EROFS" => libc::EROFS,
+        "EINVAL" => libc::EINVAL,
+        "EIO" => libc::EIO,
+        "ENOTEMPTY" => libc::ENOTEMPTY,
+        "EFBIG" => libc::EFBIG,
+        _ => return None,
+    })
+}
+
+/// operation → service → expected outcome.
+type Table = BTreeMap<String, BTreeMap<String, Expected>>;
+
+fn parse_table(text: &str) -> Table {
+    let start = text
+        .find("<!-- semantics-table:start -->")
+        .expect("table start marker");
+    let end = text
+        .find("<!-- semantics-table:end -->")
+        .expect("table end marker");
+    let mut lines = text[start..end]
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with('|'));
+    let split = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let header = split(lines.next().expect("header row"));
+    assert_eq!(
+        header,
+        ["Operation", "Example", "1fichier", "fii.one", "file.io"],
+        "table header"
+    );
+    lines.next().expect("separator row");
+    let mut table = Table::new();
+    for line in lines {
+        let cells = split(line);
+        assert_eq!(cells.len(), 5, "row {line:?} must have 5 cells");
+        let operation = cells[0].clone();
+        assert!(
+            OPERATIONS.contains(&operation.as_str()),
+            "the table lists {operation:?}, which this test does not know"
+        );
+        let mut row = BTreeMap::new();
+        for (service, cell) in SERVICES.iter().zip(&cells[2..]) {
+            let code = cell
+                .strip_prefix('`')
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(code, _)| code)
+                .unwrap_or_else(|| {
+                    panic!("{operation}/{service}: cell {cell:?} does not start with `outcome`")
+                });
+            let expected =
+                match code {
+                    "ok" => Expected::Ok,
+                    "n/a" => Expected::NotApplicable,
+                    name => Expected::Errno(errno_named(name).unwrap_or_else(|| {
+                        panic!("{operation}/{service}: unknown outcome {name:?}")
+                    })),
+                };
+            row.insert(service.to_string(), expected);
+        }
+        assert!(
+            table.insert(operation.clone(), row).is_none(),
+            "{operation} listed twice"
+        );
+    }
+    for operation in OPERATIONS {
+        assert!(table.contains_key(operation), "the table lacks {operation}");
+    }
+    table
+}
+
+#[test]
+fn the_table_is_well_formed() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/SEMANTICS.md"))
+            .unwrap();
+    let table = parse_table(&text);
+    assert_eq!(table.len(), OPERATIONS.len());
+    // The parser itself rejects what it should.
+    let bad_cell = text.replace("| `ok` files and folders of the folder |", "| fine |");
+    assert!(std::panic::catch_unwind(|| parse_table(&bad_cell)).is_err());
+}
+
+/// One service under test: its remote's name in the config, the mount, and
+/// a client of the same account for seeding and checking.
+struct Subject<'a> {
+    service: &'static str,
+    emu: &'a Emulator,
+    keys: &'a MultiKeys,
+    config: PathBuf,
+    remote_name: &'static str,
+    remote: Arc<dyn Remote>,
+    mount: Mount,
+    /// Where test files are prepared before being copied in.
+    scratch: PathBuf,
+}
+
+/// The outcome of one operation: Ok, or the errno it failed with.
+type Outcome = Result<(), i32>;
+
+fn errno_of(err: std::io::Error) -> i32 {
+    err.raw_os_error()
+        .unwrap_or_else(|| panic!("not an OS error: {err}"))
+}
+
+/// Polls `check` until it holds or `SETTLE` passes.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Subject<'_> {
+    fn listing(&self) -> Vec<FileEntry> {
+        let remote = self.remote.clone();
+        runtime().block_on(async move { remote.list_folder(&remote.root()).await.unwrap().files })
+    }
+
+    /// A file put on the service by someone else (for file.io: uploaded
+    /// through HTTP, so this machine keeps no copy of it).
+    fn seed_foreign(&self, name: &str, bytes: &[u8]) {
+        if self.service == "file.io" {
+            let base = fileio_url(self.emu);
+            let key = self.keys.fileio.clone();
+            let (name, bytes) = (name.to_string(), bytes.to_vec());
+            runtime().block_on(async move {
+                let form = reqwest::multipart::Form::new().part(
+                    "file",
+                    reqwest::multipart::Part::bytes(bytes).file_name(name),
+                );
+                let answer = http()
+                    .post(format!("{base}/"))
+                    .bearer_auth(key)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 200);
+            });
+        } else {
+            let remote = self.remote.clone();
+            let (name, bytes) = (name.to_string(), bytes.to_vec());
+            runtime().block_on(async move {
+                let size = bytes.len() as u64;
+                let source = UploadSource::Reader {
+                    reader: Box::pin(std::io::Cursor::new(bytes)),
+                    size,
+                };
+                remote
+                    .upload(&remote.root(), &name, source, None)
+                    .await
+                    .unwrap();
+            });
+        }
+        self.wait_visible(name);
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mount.path().join(name)
+    }
+
+    fn wait_visible(&self, name: &str) {
+        eventually(
+            &format!("{name} to appear in the {} mount", self.service),
+            || {
+                std::fs::read_dir(self.mount.path())
+                    .map(|dir| dir.flatten().any(|e| e.file_name() == name))
+                    .unwrap_or(false)
+            },
+        );
+    }
+
+    fn wait_on_service(&self, what: &str, check: impl Fn(&[FileEntry]) -> bool) {
+        eventually(&format!("{what} on {}", self.service), || {
+            check(&self.listing())
+        });
+    }
+
+    /// Writes through the mount and waits until the service has it.
+    fn write_through_mount(&self, name: &str, bytes: &[u8]) -> Outcome {
+        let local = self.scratch.join(name);
+        std::fs::write(&local, bytes).unwrap();
+        std::fs::copy(&local, self.path(name)).map_err(errno_of)?;
+        let size = bytes.len() as u64;
+        self.wait_on_service(&format!("{name} uploaded"), |files| {
+            files.iter().any(|f| f.name == name && f.size == size)
+        });
+        Ok(())
+    }
+
+    fn run(&self, operation: &str) -> Outcome {
+        let tag = self.service.replace('.', "-");
+        match operation {
+            "list" => {
+                self.seed_foreign(&format!("listed-{tag}.txt"), b"listed");
+                let names: Vec<_> = std::fs::read_dir(self.mount.path())
+                    .map_err(errno_of)?
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                assert!(names
+                    .iter()
+                    .any(|n| n.to_string_lossy() == format!("listed-{tag}.txt")));
+                Ok(())
+            }
+            "read" => {
+                let name = format!("own-{tag}.txt");
+                self.write_through_mount(&name, b"written here")?;
+                self.emu.reset_stats();
+                let read = std::fs::read(self.path(&name)).map_err(errno_of)?;
+                assert_eq!(read, b"written here");
+                if self.service == "file.io" {
+                    assert_eq!(
+                        self.emu.request_count("file.io:download"),
+                        0,
+                        "a download was spent"
+                    );
+                }
+                Ok(())
+            }
+            "read-foreign" => {
+                let name = format!("foreign-{tag}.txt");
+                self.seed_foreign(&name, b"from elsewhere");
+                self.emu.reset_stats();
+                let outcome = std::fs::read(self.path(&name)).map_err(errno_of);
+                if self.service == "file.io" {
+                    assert_eq!(
+                        self.emu.request_count("file.io:download"),
+                        0,
+                        "a download was spent"
+                    );
+                    if outcome.is_err() {
+                        assert!(
+                            self.mount.log().contains("--consume-downloads"),
+                            "no log line says why:\n{}",
+                            self.mount.log()
+                        );
+                    }
+                }
+                outcome.map(|bytes| assert_eq!(bytes, b"from elsewhere"))
+            }
+            "read-foreign-consented" => {
+                // Run on a second mount started with --consume-downloads.
+                let name = format!("consented-{tag}.txt");
+                self.seed_foreign(&name, b"handed over");
+                let consenting = Mount::start_remote(
+                    &self.config,
+                    &format!("{}:", self.remote_name),
+                    &as_strs(&mount_args(&["--consume-downloads"])),
+                );
+                let path = consenting.path().join(&name);
+                eventually("the consenting mount to list the file", || path.exists());
+                self.emu.reset_stats();
+                let outcome = std::fs::read(&path).map_err(errno_of);
+                if let Ok(bytes) = &outcome {
+                    assert_eq!(bytes, b"handed over");
+                    if self.service == "file.io" {
+                        assert_eq!(self.emu.request_count("file.io:download"), 1);
+                        // Read again: from the copy now kept, nothing more spent.
+                        assert_eq!(std::fs::read(&path).unwrap(), b"handed over");
+                        assert_eq!(self.emu.request_count("file.io:download"), 1);
+                    }
+                }
+                consenting.unmount();
+                outcome.map(|_| ())
+            }
+            "create" => {
+                let name = format!("created-{tag}.bin");
+                self.write_through_mount(&name, &vec![5u8; 70_000])?;
+                if self.service == "file.io" {
+                    // The config asks for expires = "1h".
+                    let entry = self.listing().into_iter().find(|f| f.name == name).unwrap();
+                    let left = entry.expires.unwrap() - chrono::Utc::now();
+                    assert!(
+                        left > chrono::Duration::minutes(50)
+                            && left <= chrono::Duration::minutes(61),
+                        "{left}"
+                    );
+                }
+                Ok(())
+            }
+            "overwrite" => {
+                let name = format!("overwritten-{tag}.txt");
+                self.write_through_mount(&name, b"first")?;
+                let old_id = self
+                    .listing()
+                    .into_iter()
+                    .find(|f| f.name == name)
+                    .unwrap()
+                    .id;
+                std::fs::write(self.path(&name), b"second version").map_err(errno_of)?;
+                self.wait_on_service("the new content to replace the old", |files| {
+                    let same: Vec<_> = files.iter().filter(|f| f.name == name).collect();
+                    same.len() == 1 && same[0].size == 14 && same[0].id != old_id
+                });
+                assert_eq!(std::fs::read(self.path(&name)).unwrap(), b"second version");
+                Ok(())
+            }
+            "unlink" => {
+                let name = format!("removed-{tag}.txt");
+                self.seed_foreign(&name, b"bye");
+                std::fs::remove_file(self.path(&name)).map_err(errno_of)?;
+                self.wait_on_service("the file to be deleted", |files| {
+                    files.iter().all(|f| f.name != name)
+                });
+                Ok(())
+            }
+            "unlink-without-permission" => {
+                let name = format!("kept-{tag}.txt");
+                self.seed_foreign(&name, b"stays");
+                let restricted =
+                    Mount::start_remote(&self.config, "pics-nodelete:", &as_strs(&mount_args(&[])));
+                let path = restricted.path().join(&name);
+                eventually("the restricted mount to list the file", || path.exists());
+                let outcome = std::fs::remove_file(&path).map_err(errno_of);
+                restricted.unmount();
+                if outcome.is_err() {
+                    assert!(
+                        self.listing().iter().any(|f| f.name == name),
+                        "the file was deleted anyway"
+                    );
+                }
+                outcome
+            }
+            "rename" => {
+                let (from, to) = (format!("before-{tag}.txt"), format!("after-{tag}.txt"));
+                self.seed_foreign(&from, b"renamed");
+                let outcome = std::fs::rename(self.path(&from), self.path(&to)).map_err(errno_of);
+                match outcome {
+                    Ok(()) => self.wait_on_service("the rename", |files| {
+                        files.iter().any(|f| f.name == to) && files.iter().all(|f| f.name != from)
+                    }),
+                    Err(_) => assert!(self.path(&from).exists(), "a refused rename lost the file"),
+                }
+                outcome
+            }
+            "mkdir" => std::fs::create_dir(self.path(&format!("folder-{tag}"))).map_err(errno_of),
+            "move-to-folder" => {
+                let folder = self.path(&format!("target-{tag}"));
+                std::fs::create_dir(&folder).map_err(errno_of)?;
+                let name = format!("moving-{tag}.txt");
+                self.seed_foreign(&name, b"moves");
+                std::fs::rename(self.path(&name), folder.join(&name)).map_err(errno_of)?;
+                assert_eq!(std::fs::read(folder.join(&name)).unwrap(), b"moves");
+                Ok(())
+            }
+            "rmdir" => {
+                let folder = self.path(&format!("empty-{tag}"));
+                std::fs::create_dir(&folder).map_err(errno_of)?;
+                std::fs::remove_dir(&folder).map_err(errno_of)?;
+                assert!(!folder.exists());
+                Ok(())
+            }
+            "link-xattr" => {
+                let name = format!("linked-{tag}.txt");
+                self.seed_foreign(&name, b"link me");
+                let value = getxattr(&self.path(&name), "user.filehostfs.link")?;
+                let link = String::from_utf8(value).unwrap();
+                assert!(link.starts_with(&self.emu.base_url()), "{link}");
+                if self.service == "file.io" {
+                    let entry = self.listing().into_iter().find(|f| f.name == name).unwrap();
+                    assert_eq!(Some(link), entry.share_link);
+                }
+                Ok(())
+            }
+            "statfs" => {
+                let path = CString::new(self.mount.path().as_os_str().as_bytes()).unwrap();
+                // SAFETY: a valid C string and a zeroed out-parameter.
+                let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+                let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+                if rc != 0 {
+                    return Err(errno_of(std::io::Error::last_os_error()));
+                }
+                assert!(stats.f_bsize > 0);
+                Ok(())
+            }
+            "duplicate-names" => {
+                let name = format!("twin-{tag}.txt");
+                self.seed_foreign(&name, b"one");
+                self.seed_foreign(&name, b"two");
+                eventually("both twins to be listed", || {
+                    std::fs::read_dir(self.mount.path())
+                        .map(|dir| {
+                            dir.flatten()
+                                .filter(|e| {
+                                    e.file_name()
+                                        .to_string_lossy()
+                                        .starts_with(&format!("twin-{tag}"))
+                                })
+                                .count()
+                                == 2
+                        })
+                        .unwrap_or(false)
+                });
+                Ok(())
+            }
+            "expiry" => {
+                // Uploaded elsewhere with a short life; the mount must drop it.
+                let base = fileio_url(self.emu);
+                let key = self.keys.fileio.clone();
+                runtime().block_on(async move {
+                    let form = reqwest::multipart::Form::new()
+                        .part(
+                            "file",
+                            reqwest::multipart::Part::bytes(b"brief".to_vec())
+                                .file_name("brief.txt"),
+                        )
+                        .text("expires", "8s");
+                    let answer = http()
+                        .post(format!("{base}/"))
+                        .bearer_auth(key)
+                        .multipart(form)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status(), 200);
+                });
+                self.wait_visible("brief.txt");
+                eventually("the expired file to vanish from the mount", || {
+                    !self.path("brief.txt").exists()
+                });
+                Ok(())
+            }
+            other => panic!("no check for {other}"),
+        }
+    }
+}
+
+fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = CString::new(name).unwrap();
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    if n < 0 {
+        return Err(errno_of(std::io::Error::last_os_error()));
+    }
+    buffer.truncate(n as usize);
+    Ok(buffer)
+}
+
+/// Mount options for quick tests: listings trusted for one second, uploads
+/// started right after close.
+fn mount_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--dir-cache-time", "1s", "--write-back", "0s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn every_row_holds_on_a_real_mount_of_each_service() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/SEMANTICS.md"))
+            .unwrap();
+    let table = parse_table(&text);
+    let (emu, keys) = start_multi(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_multi_config(&emu, &keys, dir.path(), "expires = \"1h\"\n");
+    // The 1fichier account of the same emulator, as `box`.
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .unwrap();
+        writeln!(
+            file,
+            "[box]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 200\nburst = 20\n",
+            emu.fichier_url(),
+            emu.key()
+        )
+        .unwrap();
+    }
+    let loaded = Config::load(Some(&config)).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = HashSet::new();
+    for (service, remote_name) in [
+        ("1fichier", "box"),
+        ("fii.one", "pics"),
+        ("file.io", "outbox"),
+    ] {
+        let scratch = dir.path().join(format!("scratch-{service}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let subject = Subject {
+            service,
+            emu: &emu,
+            keys: &keys,
+            config: config.clone(),
+            remote_name,
+            remote: loaded.open_remote(remote_name).unwrap(),
+            mount: Mount::start_remote(
+                &config,
+                &format!("{remote_name}:"),
+                &as_strs(&mount_args(&[])),
+            ),
+            scratch,
+        };
+        for (operation, row) in &table {
+            let expected = row[service];
+            if expected == Expected::NotApplicable {
+                continue;
+            }
+            let got = subject.run(operation);
+            let matches = match (expected, got) {
+                (Expected::Ok, Ok(())) => true,
+                (Expected::Errno(want), Err(errno)) => want == errno,
+                _ => false,
+            };
+            if !matches {
+                failures.push(format!(
+                    "{operation} on {service}: the table says {expected:?}, the mount gave {got:?}"
+                ));
+            }
+            checked.insert((operation.clone(), service));
+        }
+        subject.mount.unmount();
+    }
+    assert!(
+        failures.is_empty(),
+        "rows that do not hold:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        checked.len() >= 30,
+        "only {} cells were checked",
+        checked.len()
+    );
+}
