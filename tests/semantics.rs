@@ -197,6 +197,13 @@ impl Subject<'_> {
     /// A file put on the service by someone else (for file.io: uploaded
     /// through HTTP, so this machine keeps no copy of it).
     fn seed_foreign(&self, name: &str, bytes: &[u8]) {
+        self.put_on_service(name, bytes);
+        self.wait_visible(name);
+    }
+
+    /// Like [`Self::seed_foreign`] without waiting for the mount to show it
+    /// (a second file of one name is never shown under that plain name).
+    fn put_on_service(&self, name: &str, bytes: &[u8]) {
         if self.service == "file.io" {
             let base = fileio_url(self.emu);
             let key = self.keys.fileio.clone();
@@ -230,7 +237,6 @@ impl Subject<'_> {
                     .unwrap();
             });
         }
-        self.wait_visible(name);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -454,8 +460,8 @@ impl Subject<'_> {
             }
             "duplicate-names" => {
                 let name = format!("twin-{tag}.txt");
-                self.seed_foreign(&name, b"one");
-                self.seed_foreign(&name, b"two");
+                self.put_on_service(&name, b"one");
+                self.put_on_service(&name, b"two");
                 eventually("both twins to be listed", || {
                     std::fs::read_dir(self.mount.path())
                         .map(|dir| {

@@ -1365,7 +1365,12 @@ pub(crate) fn copy_file_range(
 }
 
 /// At unmount: waits (bounded) for the queue and says what is left.
-pub(crate) async fn finish_uploads(write: &WriteState) {
+/// `stop` ends the wait early (a second Ctrl-C): what is pending then stays
+/// journaled, as after a timeout.
+pub(crate) async fn finish_uploads(
+    write: &WriteState,
+    stop: impl std::future::Future<Output = ()>,
+) {
     // The kernel sends nothing more: handles it did not release (the
     // session ended first) are released here, so their files get queued.
     let leftover: Vec<Arc<WriteHandle>> = write.handles.lock().drain().map(|(_, h)| h).collect();
@@ -1383,7 +1388,13 @@ pub(crate) async fn finish_uploads(write: &WriteState) {
             write.unmount_wait.as_secs()
         );
     }
-    let report = write.queue.drain(write.unmount_wait).await;
+    let report = tokio::select! {
+        report = write.queue.drain(write.unmount_wait) => report,
+        () = stop => {
+            eprintln!("filehostfs: stop requested; not waiting for the uploads");
+            write.queue.drain(Duration::ZERO).await
+        }
+    };
     if write.queue.pending().is_empty() && report.left.is_empty() {
         // Nothing journaled (not even a placeholder): leave no trace.
         let dir = write.queue.staging_dir();
