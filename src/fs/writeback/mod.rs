@@ -17,9 +17,12 @@
 //!   delete the entry and its staging file ("finalize").
 //! ```
 //!
-//! `release` of the last writer fsyncs the staging file and commits the entry
-//! as `Queued` (fsync'd by SQLite) before it returns, with a not-before time of
-//! now + the write-back delay, so an editor that saves twice uploads once.
+//! Every `close(2)` (FUSE flush, [`StagedHandle::flush`]) fsyncs the staging
+//! file and journals what was written as a new *generation* before it
+//! returns, so a file is safe on disk once `close` returned. `release` of
+//! the last writer then commits the entry as `Queued` (fsync'd by SQLite),
+//! with a not-before time of now + the write-back delay, so an editor that
+//! saves twice uploads once.
 //! One tokio task (the queue worker) uploads due entries in entry order,
 //! streaming from the staging file.
 //!
