@@ -353,7 +353,7 @@ pub fn serve(
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
-    keep_block_memory_for_reuse(fs_config.cache.max_memory);
+    release_freed_blocks_to_the_system();
     let filesystem = FilehostFs::new(remote, root, fs_config)
         .context("cannot set up the caches and the write-back journal")?;
     let blocks = filesystem.state.blocks.clone();
@@ -388,27 +388,23 @@ pub fn serve(
 }
 
 /// Blocks are allocated and freed at the rate data streams through the
-/// cache. By default glibc serves allocations of a block's size with fresh
-/// `mmap`s and hands freed memory straight back to the kernel, so every
-/// block costs page faults and zeroing on top of the copy; keeping such
-/// allocations on the heap, and up to a quarter of the cache's size of
-/// freed memory around, lets blocks reuse memory instead (the resident size
-/// stays within the cache bound).
-fn keep_block_memory_for_reuse(cache_bytes: u64) {
+/// cache. glibc's default moves its mmap threshold up to the size of the
+/// last freed large chunk, so after the first evicted block every block
+/// lands in the per-thread heap arenas, where freed blocks linger and
+/// fragment: the resident size then grows well past `--cache-max-memory`.
+/// A fixed threshold keeps each block its own mapping, returned to the
+/// system when evicted, so the resident size tracks the cache bound.
+fn release_freed_blocks_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // glibc's largest heap-served allocation on 64-bit targets.
-        const MAX_MMAP_THRESHOLD: libc::c_int = 32 << 20;
-        let trim = (cache_bytes / 4).min(libc::c_int::MAX as u64) as libc::c_int;
+        // glibc's initial threshold; fixing it stops the dynamic adjustment.
+        const MMAP_THRESHOLD: libc::c_int = 128 << 10;
         // SAFETY: mallopt only changes allocator tuning parameters; it runs
         // before the mount serves any request.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MAX_MMAP_THRESHOLD);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, trim.max(MAX_MMAP_THRESHOLD));
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = cache_bytes;
 }
 
 /// Tells the user what the write-back journal held from a previous mount.
