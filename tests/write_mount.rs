@@ -518,15 +518,28 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
         .expect_err("fsync must report the full account");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(file);
+    // Saved again: close reports what the service said last time.
+    let mut again = OpenOptions::new().append(true).open(&path).unwrap();
+    again.write_all(b"!").unwrap();
+    let fd = std::os::unix::io::IntoRawFd::into_raw_fd(again);
+    // SAFETY: closing the descriptor we own, exactly once.
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(rc, -1, "close must report the refusal");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
     // Kept: still listed and readable, and staged on disk, with its reason.
-    assert_eq!(fs::metadata(&path).unwrap().len(), 300_000);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 300_001);
     // (the kernel releases the handle just after close returns)
     wait_until("the closed file to be queued", || {
         xattr(&path, "user.filehostfs.pending").as_deref() == Some("queued")
     });
     let reason = xattr(&path, "user.filehostfs.last_error").expect("a reason");
     assert!(reason.contains("space"), "{reason}");
-    assert_eq!(fs::read(&path).unwrap(), test_bytes(300_000, 5));
+    let mut expected = test_bytes(300_000, 5);
+    expected.push(b'!');
+    assert_eq!(fs::read(&path).unwrap(), expected);
     let staged = fs::read_dir(cache.path().join("staging"))
         .unwrap()
         .filter(|e| {

@@ -1167,7 +1167,12 @@ pub(crate) fn flush(
     state
         .runtime
         .spawn_blocking(move || match queue.commit(handle.entry) {
-            Ok(()) => reply.ok(),
+            // Saved locally either way; a refusal the service already gave
+            // for this file is reported, since fsync is not always called.
+            Ok(()) => match queue.last_refusal(handle.entry) {
+                Some(refusal) => reply.error(refusal.errno()),
+                None => reply.ok(),
+            },
             Err(WriteBackError::UnknownEntry(_)) => reply.ok(),
             Err(error) => reply.error(error.errno()),
         });

@@ -690,6 +690,19 @@ impl WriteBack {
         handle.release()
     }
 
+    /// The service's last refusal of this entry (quota, size, name) while it
+    /// has not been uploaded since: `close` reports it, as NFS reports
+    /// write-back errors at close.
+    pub fn last_refusal(&self, id: EntryId) -> Option<WriteBackError> {
+        let state = self.inner.state.lock();
+        let failure = state.failures.get(&id)?;
+        matches!(
+            failure.error,
+            RemoteError::QuotaExceeded(_) | RemoteError::TooLarge(_) | RemoteError::InvalidName(_)
+        )
+        .then(|| WriteBackError::Remote(failure.error.clone()))
+    }
+
     /// Makes everything written to the entry so far durable locally (staging
     /// file synced, new generation journaled). Blocking disk work.
     pub fn commit(&self, id: EntryId) -> Result<(), WriteBackError> {
