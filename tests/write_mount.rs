@@ -121,6 +121,88 @@ fn rsync_into_the_mount_and_back_is_byte_identical() {
     assert_eq!(sorted, ["one-byte", "small.txt"]);
 }
 
+/// rsync's pattern, many times over with immediate uploads, so that stats,
+/// listings and renames land before, during and after each upload's
+/// hand-over from the pending file to the remote one: a file must never
+/// show a stale size (0, from its create), vanish, or appear twice.
+#[test]
+fn files_renamed_while_their_upload_finishes_keep_size_and_name() {
+    const FILES: usize = 40;
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = WriteMount::start(&emu, cache.path(), &["--write-back", "0"]);
+    let dir = mount.path().join("burst");
+    fs::create_dir(&dir).unwrap();
+    let fail = |what: String| -> ! { panic!("{what}; log:\n{}", mount.log()) };
+    let mut expected = Vec::new();
+    for i in 0..FILES {
+        let data = test_bytes(50 + i * 997, 500 + i as u64);
+        let temp = dir.join(format!(".file-{i}.XXXXXX"));
+        let name = dir.join(format!("file-{i}"));
+        {
+            let mut file = fs::File::create(&temp).unwrap();
+            file.write_all(&data).unwrap();
+        }
+        let when =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&temp)
+            .and_then(|f| f.set_modified(when))
+            .unwrap_or_else(|e| fail(format!("setting the mtime of {temp:?}: {e}")));
+        fs::rename(&temp, &name).unwrap_or_else(|e| fail(format!("renaming {temp:?}: {e}")));
+        let len = fs::metadata(&name)
+            .unwrap_or_else(|e| fail(format!("stat {name:?}: {e}")))
+            .len();
+        if len != data.len() as u64 {
+            fail(format!("{name:?} shows {len} bytes, wrote {}", data.len()));
+        }
+        // A listing now and then, racing the uploads of earlier files.
+        if i % 4 == 3 {
+            let names: Vec<String> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            if names.iter().any(|n| n.starts_with('.')) || names.len() != i + 1 {
+                fail(format!(
+                    "after {} renames the folder lists {names:?}",
+                    i + 1
+                ));
+            }
+        }
+        expected.push((name, data));
+    }
+    let check = |when: &str| {
+        for (name, data) in &expected {
+            let back = fs::read(name).unwrap_or_else(|e| fail(format!("{when}: {name:?}: {e}")));
+            if &back != data {
+                fail(format!(
+                    "{when}: {name:?} reads {} bytes, wrote {}",
+                    back.len(),
+                    data.len()
+                ));
+            }
+        }
+    };
+    check("while uploading");
+    let remote = RemoteView::new(&emu, &emu.key());
+    wait_until("every file uploaded", || {
+        remote.listing("burst").files.len() >= FILES
+    });
+    check("after the uploads");
+    mount.unmount();
+    let mut names: Vec<String> = remote
+        .listing("burst")
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    names.sort();
+    let mut wanted: Vec<String> = (0..FILES).map(|i| format!("file-{i}")).collect();
+    wanted.sort();
+    assert_eq!(names, wanted, "each file exactly once, no temporary names");
+}
+
 #[test]
 fn overwrite_append_and_editor_style_saves() {
     let emu = Emulator::start();

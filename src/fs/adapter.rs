@@ -174,13 +174,21 @@ impl FsState {
                 0o666,
                 1,
             ),
-            NodeKind::Local(local) => {
-                let (size, modified) = self
-                    .write
-                    .local_attr(node.ino)
-                    .unwrap_or((local.size, local.modified));
-                (FileType::RegularFile, size, modified, 0o666, 1)
-            }
+            NodeKind::Local(local) => match self.write.local_attr(node.ino) {
+                Some((size, modified)) => (FileType::RegularFile, size, modified, 0o666, 1),
+                None => {
+                    // The pending file is gone: its upload finished (the
+                    // node has just become the remote file, whose size the
+                    // kernel must see, not the 0 the node was created
+                    // with), or it was unlinked.
+                    if let Some(now) = self.inodes.get(node.ino) {
+                        if !matches!(now.kind, NodeKind::Local(_)) {
+                            return self.attr(&now);
+                        }
+                    }
+                    (FileType::RegularFile, local.size, local.modified, 0o666, 1)
+                }
+            },
         };
         FileAttr {
             ino: node.ino,

@@ -221,12 +221,16 @@ fn default_write_dir(identity: &str, scope: Option<&str>) -> PathBuf {
 /// the remote file (same inode).
 pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
     if let WriteEvent::Finalized { entry, file, .. } = event {
-        let ino = state.write.links.lock().remove_entry(*entry);
+        // The node turns into the remote file before its link goes: a
+        // reader that finds no link then always finds the remote file
+        // (see `FsState::attr`), never a local node without a pending file.
+        let ino = state.write.entry_of_entry(*entry);
         if let Some(ino) = ino {
             if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
                 debug!(ino, %error, "finished upload of a node no longer shown");
             }
         }
+        state.write.links.lock().remove_entry(*entry);
     }
 }
 
@@ -243,9 +247,11 @@ pub(crate) fn apply_listing(
         return Ok(());
     }
     let hidden = state.write.queue.hidden_remote_ids();
-    if fetched.listing.files.iter().any(|f| hidden.contains(&f.id)) {
+    let uploading = state.write.queue.names_uploading_in(folder);
+    let is_hidden = |f: &FileEntry| hidden.contains(&f.id) || uploading.contains(&f.name);
+    if fetched.listing.files.iter().any(is_hidden) {
         let mut listing = fetched.listing.clone();
-        listing.files.retain(|f| !hidden.contains(&f.id));
+        listing.files.retain(|f| !is_hidden(f));
         let visible = FetchedListing {
             listing,
             fetched_at: fetched.fetched_at,
@@ -885,8 +891,42 @@ async fn rename_file(
     target: Option<&Node>,
     moved: &Move,
 ) -> Result<(), libc::c_int> {
+    // The nodes as they are now, not as the kernel loop saw them: an upload
+    // may have finished since, turning a pending file into the remote one
+    // (whose stale local snapshot would make the rename fail with ENOENT,
+    // or leave the replaced remote file behind as a duplicate).
+    let source = &state.inodes.get(source.ino).ok_or(libc::ENOENT)?;
+    let target = target.and_then(|t| state.inodes.get(t.ino));
+    let target = target.as_ref();
     let target_entry = target.and_then(|t| state.write.entry_of(t.ino));
-    if let Some(entry) = state.write.entry_of(source.ino) {
+    let pending_renamed = match state.write.entry_of(source.ino) {
+        Some(entry) => rename_pending(state, entry, target, target_entry, moved).await?,
+        None => false,
+    };
+    if !pending_renamed {
+        // Re-read: the pending file may have been finalized just before
+        // the queue was asked to move it.
+        let source = state.inodes.get(source.ino).ok_or(libc::ENOENT)?;
+        let target = target.and_then(|t| state.inodes.get(t.ino));
+        rename_remote_file(state, &source, target.as_ref(), moved).await?;
+    }
+    state
+        .inodes
+        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
+        .map_err(|e| e.errno())?;
+    Ok(())
+}
+
+/// Moves a pending file; false when it turned out to be finalized already
+/// (the caller then moves the remote file).
+async fn rename_pending(
+    state: &Arc<FsState>,
+    entry: EntryId,
+    target: Option<&Node>,
+    target_entry: Option<EntryId>,
+    moved: &Move,
+) -> Result<bool, libc::c_int> {
+    {
         // A pending file: the queue uploads it to the new place (or moves
         // what it already uploaded) and removes what it replaces.
         let replaced = match (target, target_entry) {
@@ -902,14 +942,29 @@ async fn rename_file(
         };
         let queue = state.write.queue.clone();
         let (folder, name) = (moved.new_folder.clone(), moved.new_name.clone());
-        tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
+        match tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
             .await
             .map_err(|_| libc::EIO)?
-            .map_err(|e| e.errno())?;
+        {
+            Ok(()) => {}
+            Err(WriteBackError::UnknownEntry(_)) => return Ok(false),
+            Err(error) => return Err(error.errno()),
+        }
         if let Some(target) = target {
             state.write.links.lock().remove_ino(target.ino);
         }
-    } else {
+    }
+    Ok(true)
+}
+
+/// Moves a file that is on the service (not pending).
+async fn rename_remote_file(
+    state: &Arc<FsState>,
+    source: &Node,
+    target: Option<&Node>,
+    moved: &Move,
+) -> Result<(), libc::c_int> {
+    {
         let NodeKind::File(file) = &source.kind else {
             return Err(libc::ENOENT);
         };
@@ -953,10 +1008,6 @@ async fn rename_file(
             .inodes
             .set_kind(source.ino, NodeKind::File(renamed.clone()));
     }
-    state
-        .inodes
-        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
-        .map_err(|e| e.errno())?;
     Ok(())
 }
 

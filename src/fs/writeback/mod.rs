@@ -435,6 +435,9 @@ impl WriteBack {
     }
 
     /// Registers the callback told about finished entries and changed folders.
+    /// `Finalized` is delivered while the queue's lock is held (so the mount
+    /// can swap its node over atomically): the callback must not call back
+    /// into the queue.
     pub fn set_listener(&self, listener: Listener) {
         *self.inner.listener.write() = Some(listener);
     }
@@ -571,6 +574,25 @@ impl WriteBack {
             hidden.extend(row.uploaded_id().cloned());
         }
         hidden
+    }
+
+    /// Names in `parent` that an upload in flight is writing to. The
+    /// service may list such a file (partly received, or stored but not yet
+    /// answered) before its id is known here; the pending entry stands for
+    /// it, so a listing must not show it as a separate file (a second inode
+    /// under a name the pending file may already have been renamed from).
+    pub fn names_uploading_in(&self, parent: &FolderId) -> HashSet<String> {
+        let state = self.inner.state.lock();
+        state
+            .rows
+            .values()
+            .filter_map(|row| match &row.progress {
+                Progress::Uploading {
+                    parent: into, name, ..
+                } if into == parent => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Moves a pending file to `new_parent/new_name`; an upload in flight

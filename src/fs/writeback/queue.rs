@@ -487,12 +487,6 @@ impl Inner {
         let name = row.name.clone();
         state.journal.delete(id)?;
         let answered = state.uploaded_files.remove(&id);
-        state.forget(id);
-        drop(guard);
-        if let Err(err) = self.staging.remove(id) {
-            // Harmless: removed as an orphan at the next start.
-            tracing::warn!(entry = %id, "could not remove staging file: {err}");
-        }
         let file = answered.unwrap_or_else(|| FileEntry {
             id: file_id,
             name,
@@ -504,11 +498,24 @@ impl Inner {
             expires: None,
         });
         tracing::info!(entry = %id, name = %file.name, id = %file.id, "upload complete");
+        // The hand-over happens while the entry still exists and under the
+        // lock: whoever asks the queue about this entry sees either the
+        // pending file or (after the lock) a mount that already shows the
+        // remote file. Forgetting first left a moment where the mount's
+        // node had neither, and answered stale attributes (size 0 from
+        // create) or listed the uploaded file as a second inode. The
+        // listener only touches the mount's own tables, never the queue.
         self.emit(WriteEvent::Finalized {
             entry: id,
             parent,
             file,
         });
+        state.forget(id);
+        drop(guard);
+        if let Err(err) = self.staging.remove(id) {
+            // Harmless: removed as an orphan at the next start.
+            tracing::warn!(entry = %id, "could not remove staging file: {err}");
+        }
         Ok(true)
     }
 
