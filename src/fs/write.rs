@@ -424,10 +424,15 @@ async fn stage_for_writing_locked(
 ) -> Result<StagedHandle, libc::c_int> {
     if let Some(entry) = state.write.entry_of(ino) {
         let queue = state.write.queue.clone();
-        return tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
+        match tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
             .await
             .map_err(|_| libc::EIO)?
-            .map_err(|e| e.errno());
+        {
+            Ok(staged) => return Ok(staged),
+            // Finalized just now: the node is the remote file (read below).
+            Err(WriteBackError::UnknownEntry(_)) => {}
+            Err(error) => return Err(error.errno()),
+        }
     }
     let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
     let file = match &node.kind {
