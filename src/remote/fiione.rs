@@ -127,6 +127,10 @@ pub struct FiiOne {
 
 struct Inner {
     http: reqwest::Client,
+    /// Same identity as `http` but without the idle read timeout: sending a
+    /// large file outlasts it. Each upload gets a deadline scaled to its size.
+    upload_http: reqwest::Client,
+    http_settings: HttpSettings,
     public_http: reqwest::Client,
     api_url: String,
     pacer: Pacer,
@@ -211,6 +215,10 @@ impl FiiOne {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
         let client = http::client_builder(&settings.http)
+            .default_headers(headers.clone())
+            .build()
+            .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+        let upload_client = http::upload_client_builder(&settings.http)
             .default_headers(headers)
             .build()
             .map_err(|e| RemoteError::Fatal(format!("cannot build the HTTP client: {e}")))?;
@@ -221,6 +229,8 @@ impl FiiOne {
         Ok(FiiOne {
             inner: Arc::new(Inner {
                 http: client,
+                upload_http: upload_client,
+                http_settings: settings.http.clone(),
                 public_http: public_client,
                 api_url,
                 pacer: Pacer::new(settings.pacer),
@@ -522,7 +532,12 @@ impl Inner {
         let form = reqwest::multipart::Form::new()
             .text("name", name.to_string())
             .part("file", part);
-        let request = self.request(Method::POST, "/upload").multipart(form);
+        let request = self
+            .upload_http
+            .post(format!("{}/upload", self.api_url))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(http::upload_deadline(&self.http_settings, size))
+            .multipart(form);
         let (data, _): (WireFile, _) = self.call(request, "upload").await?;
         Ok(self.entry(data))
     }

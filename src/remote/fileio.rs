@@ -123,6 +123,10 @@ pub fn check_expires(value: &str) -> Result<(), String> {
 /// One file.io account.
 pub struct FileIo {
     http: reqwest::Client,
+    /// Same identity as `http` but without the idle read timeout: sending a
+    /// large file outlasts it. Each upload gets a deadline scaled to its size.
+    upload_http: reqwest::Client,
+    http_settings: HttpSettings,
     /// Without the key: links are public and may be handed to anyone.
     public_http: reqwest::Client,
     api_url: String,
@@ -236,6 +240,10 @@ impl FileIo {
         let build_error =
             |e: reqwest::Error| RemoteError::Fatal(format!("cannot build the HTTP client: {e}"));
         let http = http::client_builder(&settings.http)
+            .default_headers(headers.clone())
+            .build()
+            .map_err(build_error)?;
+        let upload_http = http::upload_client_builder(&settings.http)
             .default_headers(headers)
             .build()
             .map_err(build_error)?;
@@ -244,6 +252,8 @@ impl FileIo {
             .map_err(build_error)?;
         Ok(FileIo {
             http,
+            upload_http,
+            http_settings: settings.http.clone(),
             public_http,
             api_url,
             pacer: Pacer::new(settings.pacer),
@@ -717,7 +727,10 @@ impl Remote for FileIo {
                 let source = UploadSource::Path(staged_path.clone());
                 let (body, size) = http::upload_body(source, progress.clone()).await?;
                 let request = self
-                    .request(Method::POST, "/")
+                    .upload_http
+                    .post(format!("{}/", self.api_url))
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .timeout(http::upload_deadline(&self.http_settings, size))
                     .multipart(self.upload_form(name, body, size)?);
                 self.call(request, "upload").await
             })
