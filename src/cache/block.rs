@@ -110,6 +110,27 @@ struct Inner {
     remote_bytes: AtomicU64,
 }
 
+/// Issued with each read-ahead request; stale once the reader that asked
+/// has moved elsewhere (its stream counter changed).
+#[derive(Clone, Debug)]
+pub struct ReadAheadTicket {
+    stream: Arc<AtomicU64>,
+    issued: u64,
+}
+
+impl ReadAheadTicket {
+    pub fn new(stream: &Arc<AtomicU64>) -> Self {
+        ReadAheadTicket {
+            stream: stream.clone(),
+            issued: stream.load(Ordering::Acquire),
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        self.stream.load(Ordering::Acquire) == self.issued
+    }
+}
+
 /// How a reader obtains one block.
 enum Pending {
     Ready(Bytes),
@@ -256,12 +277,22 @@ impl BlockCache {
     /// already on their way, in requests of at most `max_blocks_per_request`
     /// blocks, each waiting for one of the mount's read-ahead permits.
     /// Returns at once.
-    pub fn prefetch(&self, src: &FileSource, first: u64, last: u64, max_blocks_per_request: u64) {
+    /// A request still waiting for its permit when `ticket` goes stale (the
+    /// reader jumped elsewhere or closed the file) is dropped unsent.
+    pub fn prefetch(
+        &self,
+        src: &FileSource,
+        first: u64,
+        last: u64,
+        max_blocks_per_request: u64,
+        ticket: ReadAheadTicket,
+    ) {
         let last = last.min(self.block_count(src.size).saturating_sub(1));
         if src.size == 0 || first > last {
             return;
         }
-        self.start(src, first, last, Some(max_blocks_per_request.max(1)));
+        let (jobs, _) = self.claim(src, first, last, 0);
+        self.spawn_jobs(src, jobs, Some((max_blocks_per_request.max(1), ticket)));
     }
 
     /// Waits until every block handed to the disk tier is written (before
@@ -297,15 +328,21 @@ impl BlockCache {
         Some((offset / bs, (end - 1) / bs, end))
     }
 
-    /// Claims the missing blocks of `first..=last` and spawns their fetches.
-    /// With `prefetch_split`, fetches are read-ahead: split into requests of
-    /// that many blocks and gated by the read-ahead permits.
-    fn start(&self, src: &FileSource, first: u64, last: u64, prefetch_split: Option<u64>) {
+    /// Claims the missing blocks of `first..=last` and fetches them now.
+    fn start(&self, src: &FileSource, first: u64, last: u64) {
         let (jobs, _) = self.claim(src, first, last, 0);
-        self.spawn_jobs(src, jobs, prefetch_split);
+        self.spawn_jobs(src, jobs, None);
     }
 
-    fn spawn_jobs(&self, src: &FileSource, jobs: Vec<Job>, prefetch_split: Option<u64>) {
+    /// Spawns the fetches of claimed blocks. With `read_ahead`, fetches are
+    /// read-ahead: split into requests of that many blocks, each gated by a
+    /// read-ahead permit and dropped if its ticket has gone stale by then.
+    fn spawn_jobs(
+        &self,
+        src: &FileSource,
+        jobs: Vec<Job>,
+        read_ahead: Option<(u64, ReadAheadTicket)>,
+    ) {
         for job in jobs {
             match job {
                 Job::Disk { index, sender } => {
@@ -315,7 +352,7 @@ impl BlockCache {
                         .runtime
                         .spawn(async move { inner.load_from_disk(src, index, sender).await });
                 }
-                Job::Fetch { first, senders } => match prefetch_split {
+                Job::Fetch { first, senders } => match &read_ahead {
                     None => {
                         let inner = self.inner.clone();
                         let src = src.clone();
@@ -323,20 +360,25 @@ impl BlockCache {
                             .runtime
                             .spawn(async move { inner.fetch_run(src, first, senders).await });
                     }
-                    Some(split) => {
+                    Some((split, ticket)) => {
                         let mut senders = senders;
                         let mut run_first = first;
                         while !senders.is_empty() {
-                            let take = (split as usize).min(senders.len());
+                            let take = (*split as usize).min(senders.len());
                             let part: VecDeque<_> = senders.drain(..take).collect();
                             let inner = self.inner.clone();
                             let src = src.clone();
                             let permits = self.inner.prefetch_permits.clone();
                             let part_first = run_first;
+                            let ticket = ticket.clone();
                             self.inner.runtime.spawn(async move {
                                 let Ok(_permit) = permits.acquire_owned().await else {
                                     return;
                                 };
+                                if !ticket.is_current() {
+                                    inner.abandon(&src, part_first, part);
+                                    return;
+                                }
                                 inner.fetch_run(src, part_first, part).await
                             });
                             run_first += take as u64;
@@ -445,7 +487,7 @@ impl BlockCache {
                     Ok(result) => return result,
                     Err(oneshot::Canceled) => continue,
                 },
-                None => self.start(src, index, index, None),
+                None => self.start(src, index, index),
             }
         }
         Err(CacheError::Abandoned {
@@ -506,6 +548,16 @@ impl Inner {
         // in-flight entry then finds the block in memory.
         self.inflight.lock().remove(&block_key);
         let _ = sender.send(Ok(data));
+    }
+
+    /// Gives up claimed blocks without fetching them; anyone waiting for
+    /// them claims them again.
+    fn abandon(&self, src: &FileSource, first: u64, senders: VecDeque<BlockSender>) {
+        let mut inflight = self.inflight.lock();
+        for (index, sender) in (first..).zip(senders) {
+            inflight.remove(&key(src, index));
+            drop(sender);
+        }
     }
 
     fn fail(&self, src: &FileSource, index: u64, error: CacheError, sender: BlockSender) {
@@ -1060,12 +1112,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stale_read_ahead_is_dropped_unsent() {
+        let remote = Arc::new(MemoryRemote::new());
+        remote.set_download_delay(Duration::from_millis(100));
+        let data = pattern(10 * 1024);
+        let src = source(&remote, "a", &data);
+        let mut settings = config(1024, 1 << 20, None);
+        settings.prefetch_concurrency = 1;
+        let cache = BlockCache::new(remote.clone(), settings).unwrap();
+        let stream = Arc::new(AtomicU64::new(0));
+        cache.prefetch(&src, 0, 9, 1, ReadAheadTicket::new(&stream));
+        // The reader jumps away while nine of the ten requests still queue.
+        stream.fetch_add(1, Ordering::AcqRel);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            remote.download_requests() <= 1,
+            "{}",
+            remote.download_requests()
+        );
+        assert!((2..10).all(|i| !cache.is_cached(&src, i)));
+        // Dropped blocks are fetched normally when read after all.
+        let got = cache.read(&src, 5 * 1024, 1024, 0).await.unwrap();
+        assert_eq!(&got[..], &data[5 * 1024..6 * 1024]);
+    }
+
+    #[tokio::test]
     async fn prefetch_fills_the_cache_in_bounded_requests() {
         let remote = Arc::new(MemoryRemote::new());
         let data = pattern(10 * 1024);
         let src = source(&remote, "a", &data);
         let cache = BlockCache::new(remote.clone(), config(1024, 1 << 20, None)).unwrap();
-        cache.prefetch(&src, 2, 9, 3);
+        let stream = Arc::new(AtomicU64::new(0));
+        cache.prefetch(&src, 2, 9, 3, ReadAheadTicket::new(&stream));
         for _ in 0..100 {
             if (2..10).all(|i| cache.is_cached(&src, i)) {
                 break;

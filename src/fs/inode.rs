@@ -214,6 +214,7 @@ impl InodeTable {
         self.tables.lock().slots.len()
     }
 
+    /// Never: the root always has its inode.
     pub fn is_empty(&self) -> bool {
         false
     }

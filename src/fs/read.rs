@@ -18,7 +18,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::cache::block::{BlockCache, CacheResult};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache::block::{BlockCache, CacheResult, ReadAheadTicket};
 use crate::cache::FileSource;
 
 /// Read-ahead settings, in blocks.
@@ -51,6 +53,15 @@ pub struct OpenFile {
     cache: BlockCache,
     config: ReadAheadConfig,
     stream: Mutex<StreamState>,
+    /// Changes at every jump and at close, making read-ahead requests still
+    /// queued for the previous run stale.
+    run_counter: Arc<AtomicU64>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        self.run_counter.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +90,7 @@ impl OpenFile {
             cache,
             config,
             stream: Mutex::new(StreamState::default()),
+            run_counter: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -106,6 +118,7 @@ impl OpenFile {
             } else {
                 last
             };
+            self.run_counter.fetch_add(1, Ordering::AcqRel);
             *state = StreamState {
                 expected: Some(end),
                 last_block: last,
@@ -139,8 +152,13 @@ impl OpenFile {
         state.requested_until = state.requested_until.max(last + 1);
         drop(state);
         if let Some((from, to)) = prefetch {
-            self.cache
-                .prefetch(&self.source, from, to, self.config.max_blocks_per_request);
+            self.cache.prefetch(
+                &self.source,
+                from,
+                to,
+                self.config.max_blocks_per_request,
+                ReadAheadTicket::new(&self.run_counter),
+            );
         }
         ReadPlan {
             fetch_through: last,
