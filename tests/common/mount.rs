@@ -262,32 +262,39 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if is_mounted(&self.mountpoint) {
-            let unmounted = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mountpoint)
+        release(&self.mountpoint, self.child.take(), Duration::from_secs(10));
+    }
+}
+
+/// Unmounts `mountpoint` if it is still mounted (lazily when a plain unmount
+/// is refused), then gives the mount process `grace` to exit before killing it.
+/// Guards call this on Drop so a failing test never leaves a mount behind.
+pub fn release(mountpoint: &Path, child: Option<Child>, grace: Duration) {
+    if is_mounted(mountpoint) {
+        let unmounted = Command::new("fusermount3")
+            .arg("-u")
+            .arg(mountpoint)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mountpoint)
                 .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !unmounted {
-                let _ = Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&self.mountpoint)
-                    .stderr(Stdio::null())
-                    .status();
-            }
+                .status();
         }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(mut child) = child {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

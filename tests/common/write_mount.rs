@@ -13,7 +13,7 @@ use filehostfs::config::Config;
 use filehostfs::remote::{FileEntry, FolderId, Listing, Remote};
 use futures::StreamExt;
 
-use super::mount::is_mounted;
+use super::mount::{is_mounted, release};
 use super::Emulator;
 
 /// Mounting, unmounting and draining get this long (the machine is loaded).
@@ -168,32 +168,8 @@ impl WriteMount {
 
 impl Drop for WriteMount {
     fn drop(&mut self) {
-        if is_mounted(&self.mountpoint) {
-            let unmounted = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mountpoint)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !unmounted {
-                let _ = Command::new("fusermount3")
-                    .arg("-uz")
-                    .arg(&self.mountpoint)
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Longer grace than a read-only mount: the process may be finishing uploads.
+        release(&self.mountpoint, self.child.take(), Duration::from_secs(20));
     }
 }
 
