@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -125,27 +125,23 @@ impl std::fmt::Debug for Fichier {
 
 impl Fichier {
     pub fn new(options: FichierOptions) -> RemoteResult<Self> {
-        let api_url = options.api_url.trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&api_url)
-            .map_err(|e| RemoteError::Fatal(format!("invalid api_url {api_url:?}: {e}")))?;
-        let scheme = parsed.scheme().to_string();
-        if scheme != "http" && scheme != "https" {
-            return Err(RemoteError::Fatal(format!(
-                "invalid api_url {api_url:?}: scheme must be http or https"
-            )));
+        let api_url = http::checked_api_url("1fichier", &options.api_url)?;
+        // The upload node is a bare host: it is reached with the API's scheme.
+        let scheme = if api_url
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https:"))
+        {
+            "https"
+        } else {
+            "http"
         }
+        .to_string();
         if options.key.is_empty() {
             return Err(RemoteError::Fatal("the API key is empty".into()));
         }
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", options.key.expose())).map_err(|_| {
-                RemoteError::Fatal("the API key contains characters not allowed in a header".into())
-            })?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
         // Sent client-wide like the reference client does: the API, the
         // upload node and the download servers all accept it.
-        headers.insert(AUTHORIZATION, auth);
+        let headers = http::bearer_headers(&options.key)?;
         // upload.cgi answers 302 to end.pl, which must be fetched with the
         // `JSON: 1` header to give JSON: redirects stop there.
         let redirects = || {

@@ -19,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -198,22 +197,8 @@ impl FiiOne {
         if settings.key.is_empty() {
             return Err(RemoteError::Fatal("the fii.one API key is empty".into()));
         }
-        let api_url = settings.api_url.trim_end_matches('/').to_string();
-        match url::Url::parse(&api_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(RemoteError::Fatal(format!(
-                    "invalid fii.one api_url {api_url:?}: expected an http(s) URL"
-                )))
-            }
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.key.expose()))
-            .map_err(|_| {
-                RemoteError::Fatal("the API key contains characters not allowed in a header".into())
-            })?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
+        let api_url = http::checked_api_url("fii.one", &settings.api_url)?;
+        let headers = http::bearer_headers(&settings.key)?;
         let client = http::client_builder(&settings.http)
             .default_headers(headers.clone())
             .build()

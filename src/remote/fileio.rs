@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -221,22 +220,8 @@ impl FileIo {
                 settings.local_copies.display()
             ))
         })?;
-        let api_url = settings.api_url.trim_end_matches('/').to_string();
-        match url::Url::parse(&api_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(RemoteError::Fatal(format!(
-                    "invalid file.io api_url {api_url:?}: expected an http(s) URL"
-                )))
-            }
-        }
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.key.expose()))
-            .map_err(|_| {
-                RemoteError::Fatal("the API key contains characters not allowed in a header".into())
-            })?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
+        let api_url = http::checked_api_url("file.io", &settings.api_url)?;
+        let headers = http::bearer_headers(&settings.key)?;
         let build_error =
             |e: reqwest::Error| RemoteError::Fatal(format!("cannot build the HTTP client: {e}"));
         let http = http::client_builder(&settings.http)

@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use tokio_util::io::ReaderStream;
 
 use super::error::{RemoteError, RemoteResult};
+use super::secret::ApiKey;
 use super::{ByteStream, ProgressFn, UploadSource};
 
 /// Timeouts and identity of one remote's HTTP client.
@@ -36,6 +37,31 @@ impl Default for HttpSettings {
             read_timeout: Duration::from_secs(60),
             user_agent: concat!("filehostfs/", env!("CARGO_PKG_VERSION")).to_string(),
         }
+    }
+}
+
+/// `Authorization: Bearer <key>`, marked sensitive so reqwest never prints it,
+/// as default headers for a backend's clients.
+pub fn bearer_headers(key: &ApiKey) -> RemoteResult<HeaderMap> {
+    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| {
+            RemoteError::Fatal("the API key contains characters not allowed in a header".into())
+        })?;
+    auth.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
+    Ok(headers)
+}
+
+/// A configured API base without its trailing slash, refused unless it is an
+/// http(s) URL.
+pub fn checked_api_url(service: &str, raw: &str) -> RemoteResult<String> {
+    let api_url = raw.trim_end_matches('/').to_string();
+    match url::Url::parse(&api_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(api_url),
+        _ => Err(RemoteError::Fatal(format!(
+            "invalid {service} api_url {api_url:?}: expected an http(s) URL"
+        ))),
     }
 }
 
