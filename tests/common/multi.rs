@@ -115,7 +115,10 @@ pub fn fast_pacer() -> filehostfs::remote::pacer::PacerConfig {
     filehostfs::remote::pacer::PacerConfig {
         rate_per_sec: 500.0,
         burst: 50,
-        max_attempts: 6,
+        // Tests inject errors into 30 % of calls: with 12 attempts a call
+        // gives up by chance with odds 0.3^12 (~5e-7), so a run of a few
+        // dozen calls never fails spuriously (6 attempts failed ~2 % of runs).
+        max_attempts: 12,
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         max_server_wait: Duration::from_secs(5),
