@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -77,6 +78,10 @@ fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<lib
     Some(libc::EACCES)
 }
 
+/// How far the kernel reads ahead of a sequential reader, which is also the
+/// size of its read requests (FUSE caps them at 1 MiB by default).
+pub(crate) const KERNEL_READ_AHEAD: u32 = 1 << 20;
+
 /// The prefix of every extended attribute the mount exposes.
 pub const XATTR_PREFIX: &str = "user.filehostfs.";
 
@@ -89,13 +94,21 @@ pub(crate) struct FsState {
     pub config: FsConfig,
     pub runtime: Handle,
     pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<DirSnapshot>>>,
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     next_handle: AtomicU64,
     /// The content each inode had when last opened, to tell the kernel it
     /// may keep its page cache when the content is unchanged.
     opened_content: Mutex<HashMap<u64, ContentKey>>,
+    /// What the kernel's copy of each folder's listing holds.
+    kernel_listings: Mutex<HashMap<u64, KernelListing>>,
     mounted_at: SystemTime,
     pub write: write::WriteState,
+}
+
+/// An open folder handle.
+struct OpenDir {
+    dir: u64,
+    snapshot: DirSnapshot,
 }
 
 /// A folder's entries as they were at opendir, served to the readdir calls
@@ -104,6 +117,32 @@ struct DirSnapshot {
     entries: Vec<DirEntry>,
     /// How long the kernel may trust the entries' attributes.
     ttl: Duration,
+}
+
+impl DirSnapshot {
+    /// Identifies the entries as the kernel caches them (names, inodes and
+    /// kinds; attributes have their own time-to-live).
+    fn fingerprint(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for entry in &self.entries {
+            entry.ino.hash(&mut hasher);
+            entry.name.hash(&mut hasher);
+            (entry.kind as u8).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+}
+
+/// The listing a folder's open handles serve, so the kernel may keep the
+/// listing it cached (FOPEN_CACHE_DIR) only while ours is still the same.
+/// A warm `ls` then costs no readdir at all.
+#[derive(Default)]
+struct KernelListing {
+    /// `None` once handles with different listings were open at the same
+    /// time: the kernel may have cached either, so the next opendir makes
+    /// it start over.
+    fingerprint: Option<u64>,
+    open_handles: usize,
 }
 
 /// One entry of a folder snapshot.
@@ -139,6 +178,7 @@ impl FilehostFs {
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             opened_content: Mutex::new(HashMap::new()),
+            kernel_listings: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
             write,
         });
@@ -264,10 +304,42 @@ impl FsState {
         Ok(DirSnapshot { entries, ttl })
     }
 
-    fn store_snapshot(&self, snapshot: DirSnapshot) -> u64 {
+    /// Opens a handle on a snapshot of folder `dir` and answers the kernel
+    /// with the flags that let it reuse its cached listing when unchanged.
+    fn open_snapshot(&self, dir: u64, snapshot: DirSnapshot, reply: ReplyOpen) {
+        let fingerprint = snapshot.fingerprint();
         let fh = self.new_handle();
-        self.dirs.lock().insert(fh, Arc::new(snapshot));
-        fh
+        self.dirs
+            .lock()
+            .insert(fh, Arc::new(OpenDir { dir, snapshot }));
+        let keep = {
+            let mut listings = self.kernel_listings.lock();
+            let listing = listings.entry(dir).or_default();
+            let keep = listing.fingerprint == Some(fingerprint);
+            if listing.open_handles == 0 {
+                listing.fingerprint = Some(fingerprint);
+            } else if !keep {
+                listing.fingerprint = None;
+            }
+            listing.open_handles += 1;
+            keep
+        };
+        let flags = if keep {
+            consts::FOPEN_CACHE_DIR | consts::FOPEN_KEEP_CACHE
+        } else {
+            consts::FOPEN_CACHE_DIR
+        };
+        reply.opened(fh, flags);
+    }
+
+    fn close_snapshot(&self, fh: u64) {
+        let Some(open) = self.dirs.lock().remove(&fh) else {
+            return;
+        };
+        let mut listings = self.kernel_listings.lock();
+        if let Some(listing) = listings.get_mut(&open.dir) {
+            listing.open_handles = listing.open_handles.saturating_sub(1);
+        }
     }
 
     /// Extended attributes of a node, except the direct link (which needs
@@ -335,8 +407,8 @@ impl Filesystem for FilehostFs {
             }
         }
         // Let the kernel send larger reads and keep more of them in flight.
-        let readahead = match config.set_max_readahead(1 << 20) {
-            Ok(_) => 1 << 20,
+        let readahead = match config.set_max_readahead(KERNEL_READ_AHEAD) {
+            Ok(_) => KERNEL_READ_AHEAD,
             Err(nearest) => {
                 let _ = config.set_max_readahead(nearest);
                 nearest
@@ -662,7 +734,7 @@ impl Filesystem for FilehostFs {
         }
         if let Some(ttl) = state.fresh_listing(ino) {
             return match state.snapshot(ino, ttl) {
-                Ok(entries) => reply.opened(state.store_snapshot(entries), 0),
+                Ok(snapshot) => state.open_snapshot(ino, snapshot, reply),
                 Err(error) => reply.error(error.errno()),
             };
         }
@@ -673,7 +745,7 @@ impl Filesystem for FilehostFs {
                 Err(error) => Err(error),
             };
             match snapshot {
-                Ok(entries) => reply.opened(state.store_snapshot(entries), 0),
+                Ok(snapshot) => state.open_snapshot(ino, snapshot, reply),
                 Err(error) => {
                     warn!(ino, %error, "cannot list folder");
                     reply.error(error.errno())
@@ -690,9 +762,10 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(snapshot) = self.state.dirs.lock().get(&fh).cloned() else {
+        let Some(open) = self.state.dirs.lock().get(&fh).cloned() else {
             return reply.error(libc::EBADF);
         };
+        let snapshot = &open.snapshot;
         let start = usize::try_from(offset).unwrap_or(0);
         for (i, entry) in snapshot.entries.iter().enumerate().skip(start) {
             if reply.add(entry.ino, (i + 1) as i64, entry.kind, &entry.name) {
@@ -710,9 +783,10 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(snapshot) = self.state.dirs.lock().get(&fh).cloned() else {
+        let Some(open) = self.state.dirs.lock().get(&fh).cloned() else {
             return reply.error(libc::EBADF);
         };
+        let snapshot = &open.snapshot;
         let start = usize::try_from(offset).unwrap_or(0);
         for (i, entry) in snapshot.entries.iter().enumerate().skip(start) {
             let ttl = snapshot.ttl;
@@ -735,7 +809,7 @@ impl Filesystem for FilehostFs {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        self.state.dirs.lock().remove(&fh);
+        self.state.close_snapshot(fh);
         reply.ok();
     }
 
