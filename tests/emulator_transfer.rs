@@ -305,6 +305,33 @@ fn download_links_expire_and_unknown_tokens_are_404() {
 }
 
 #[test]
+fn injected_download_errors_answer_nginx_5xx_then_the_bytes() {
+    let emu = Emulator::start();
+    let client = FichierClient::new(&emu);
+    let link = client.upload(0, "d.txt", b"0123456789");
+    let url = client.token(link["download"].as_str().unwrap());
+    emu.set_faults(json!({"download_error_burst": 2}));
+    for range in [Some("bytes=2-5"), None] {
+        let failed = fetch("GET", &url, range);
+        assert_eq!(failed.status, 503);
+        assert_eq!(failed.header("content-type").as_deref(), Some("text/html"));
+        assert!(String::from_utf8_lossy(&failed.body).contains("<html>"));
+    }
+    let ranged = fetch("GET", &url, Some("bytes=2-5"));
+    assert_eq!((ranged.status, ranged.body.as_slice()), (206, &b"2345"[..]));
+    // At a rate of 1, every download fails; API calls are untouched.
+    emu.set_faults(json!({"download_error_rate": 1.0}));
+    assert!(fetch("GET", &url, None).status >= 500);
+    assert!(!client.token(link["download"].as_str().unwrap()).is_empty());
+    let (status, _) = emu.admin(
+        "POST",
+        "/_emulator/faults",
+        Some(json!({"download_error_rate": 1.5})),
+    );
+    assert_eq!(status, 400);
+}
+
+#[test]
 fn get_token_errors() {
     let emu = Emulator::start();
     let client = FichierClient::new(&emu);

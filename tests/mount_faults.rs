@@ -34,10 +34,12 @@ fn reads_survive_server_errors_cut_bodies_and_expiring_links() {
     assert!(mount.path().join("errors.bin").exists());
 
     let phase = Instant::now();
-    // The emulator fails API calls (here the direct-link request), not range GETs.
-    emu.set_faults(json!({"error_rate": 0.5}));
+    // Half the API calls (here the direct-link requests) fail, and so do
+    // the first four range GETs themselves.
+    emu.set_faults(json!({"error_rate": 0.5, "download_error_burst": 4}));
     assert_eq!(mount.sha256("errors.bin"), expected[0]);
-    emu.set_faults(json!({"error_rate": 0.0}));
+    let left = emu.set_faults(json!({"error_rate": 0.0}));
+    assert_eq!(left["download_error_burst"], 0, "{left}");
     eprintln!("server errors: {:?}", phase.elapsed());
 
     let phase = Instant::now();

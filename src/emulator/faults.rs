@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub struct FaultSettings {
     /// Fraction (0.0–1.0) of API calls answered with a 5xx.
     pub error_rate: f64,
+    /// Fraction (0.0–1.0) of direct downloads (GET/HEAD on a link, ranged
+    /// or not) answered with a 5xx instead of the bytes.
+    pub download_error_rate: f64,
+    /// The next N direct downloads are answered with a 5xx; counts down.
+    pub download_error_burst: u64,
     /// The next N API calls get the flood (rate-limit) answer; counts down.
     pub rate_limit_burst: u64,
     /// Added before answering every API call, upload and download.
@@ -26,6 +31,8 @@ pub struct FaultSettings {
 #[serde(deny_unknown_fields)]
 pub struct FaultUpdate {
     pub error_rate: Option<f64>,
+    pub download_error_rate: Option<f64>,
+    pub download_error_burst: Option<u64>,
     pub rate_limit_burst: Option<u64>,
     pub latency_ms: Option<u64>,
     #[serde(default, deserialize_with = "explicit_option")]
@@ -65,14 +72,25 @@ impl Faults {
     }
 
     pub fn update(&self, update: FaultUpdate) -> Result<FaultSettings, String> {
-        if let Some(rate) = update.error_rate {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("error_rate must be within 0.0..=1.0, got {rate}"));
+        for (name, rate) in [
+            ("error_rate", update.error_rate),
+            ("download_error_rate", update.download_error_rate),
+        ] {
+            if let Some(rate) = rate {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(format!("{name} must be within 0.0..=1.0, got {rate}"));
+                }
             }
         }
         let mut settings = self.settings.lock();
         if let Some(v) = update.error_rate {
             settings.error_rate = v;
+        }
+        if let Some(v) = update.download_error_rate {
+            settings.download_error_rate = v;
+        }
+        if let Some(v) = update.download_error_burst {
+            settings.download_error_burst = v;
         }
         if let Some(v) = update.rate_limit_burst {
             settings.rate_limit_burst = v;
@@ -108,16 +126,17 @@ impl Faults {
             settings.rate_limit_burst -= 1;
             return Some(InjectedFailure::RateLimited);
         }
-        if settings.error_rate > 0.0 {
-            let mut rng = rand::thread_rng();
-            if rng.gen_bool(settings.error_rate.min(1.0)) {
-                const STATUSES: [u16; 4] = [500, 502, 503, 504];
-                return Some(InjectedFailure::ServerError(
-                    STATUSES[rng.gen_range(0..STATUSES.len())],
-                ));
-            }
+        draw_server_error(settings.error_rate).map(InjectedFailure::ServerError)
+    }
+
+    /// The 5xx status this direct download fails with by injection, if any.
+    pub fn draw_download_error(&self) -> Option<u16> {
+        let mut settings = self.settings.lock();
+        if settings.download_error_burst > 0 {
+            settings.download_error_burst -= 1;
+            return Some(503);
         }
-        None
+        draw_server_error(settings.download_error_rate)
     }
 
     pub fn cut_body_after(&self) -> Option<u64> {
@@ -127,6 +146,20 @@ impl Faults {
     pub fn expire_links(&self) -> bool {
         self.settings.lock().expire_links
     }
+}
+
+/// With probability `rate`, one of the statuses nginx answers when the
+/// service behind it fails.
+fn draw_server_error(rate: f64) -> Option<u16> {
+    if rate <= 0.0 {
+        return None;
+    }
+    let mut rng = rand::thread_rng();
+    if !rng.gen_bool(rate.min(1.0)) {
+        return None;
+    }
+    const STATUSES: [u16; 4] = [500, 502, 503, 504];
+    Some(STATUSES[rng.gen_range(0..STATUSES.len())])
 }
 
 /// The HTML page nginx (in front of the real service) sends with a 5xx.

@@ -1061,6 +1061,7 @@ async fn cdn_object(
         content_type: row.content_type.clone(),
         file_name: row.name.clone(),
         cut_after: state.faults.cut_body_after(),
+        server_error: state.faults.draw_download_error(),
         stats: state.stats.clone(),
         guard: None,
     }

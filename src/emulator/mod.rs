@@ -118,6 +118,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub fault_error_rate: f64,
 
+    /// Fault: fraction (0.0-1.0) of direct downloads answered with a 5xx.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub fault_download_error_rate: f64,
+
     /// Fault: the first N API calls get the flood answer.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fault_rate_limit_burst: u64,
@@ -332,6 +336,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
     if !(0.0..=1.0).contains(&args.fault_error_rate) {
         anyhow::bail!("--fault-error-rate must be within 0.0..=1.0");
     }
+    if !(0.0..=1.0).contains(&args.fault_download_error_rate) {
+        anyhow::bail!("--fault-download-error-rate must be within 0.0..=1.0");
+    }
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
@@ -421,6 +428,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
         stats: Arc::new(Stats::default()),
         faults: Faults::new(FaultSettings {
             error_rate: args.fault_error_rate,
+            download_error_rate: args.fault_download_error_rate,
+            download_error_burst: 0,
             rate_limit_burst: args.fault_rate_limit_burst,
             latency_ms: args.fault_latency_ms,
             cut_body_after: args.fault_cut_body_after,

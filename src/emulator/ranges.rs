@@ -115,6 +115,8 @@ pub struct BlobResponse {
     pub file_name: String,
     /// Abort the body after this many bytes (fault injection).
     pub cut_after: Option<u64>,
+    /// Answer with this 5xx and nginx's error page instead (fault injection).
+    pub server_error: Option<u16>,
     pub stats: Arc<Stats>,
     /// Kept alive until the body is finished or dropped (e.g. a guard that
     /// marks a single-use link as idle again).
@@ -136,6 +138,11 @@ fn content_disposition(name: &str) -> HeaderValue {
 
 impl BlobResponse {
     pub async fn into_response(self, method: &Method, headers: &HeaderMap) -> Response {
+        if let Some(code) = self.server_error {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let page = super::faults::nginx_error_page(code);
+            return (status, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+        }
         let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
         let request = parse_range(range_header, self.size);
         let content_type = HeaderValue::from_str(&self.content_type)
@@ -406,6 +413,7 @@ mod tests {
             content_type: "text/plain".into(),
             file_name: "a b.txt".into(),
             cut_after: None,
+            server_error: None,
             stats: Arc::new(Stats::default()),
             guard: None,
         }

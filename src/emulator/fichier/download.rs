@@ -199,6 +199,7 @@ pub async fn direct_link(
         content_type: file.content_type,
         file_name: file.name,
         cut_after: state.faults.cut_body_after(),
+        server_error: state.faults.draw_download_error(),
         stats: state.stats.clone(),
         guard: Some(Box::new(guard)),
     }
