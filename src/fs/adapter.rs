@@ -131,6 +131,17 @@ impl DirSnapshot {
         }
         hasher.finish()
     }
+
+    /// The entries from the kernel's readdir `offset` on, each with the
+    /// offset that resumes after it.
+    fn entries_from(&self, offset: i64) -> impl Iterator<Item = (i64, &DirEntry)> {
+        let start = usize::try_from(offset).unwrap_or(0);
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .map(|(i, entry)| ((i + 1) as i64, entry))
+    }
 }
 
 /// The listing a folder's open handles serve, so the kernel may keep the
@@ -332,6 +343,10 @@ impl FsState {
         reply.opened(fh, flags);
     }
 
+    fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
+        self.dirs.lock().get(&fh).cloned()
+    }
+
     fn close_snapshot(&self, fh: u64) {
         let Some(open) = self.dirs.lock().remove(&fh) else {
             return;
@@ -393,6 +408,49 @@ fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
 
 fn reply_bytes(data: &Bytes, reply: ReplyData) {
     reply.data(data);
+}
+
+/// fuser's reply types each have their own `error`; this lets one helper
+/// refuse a change whatever the reply type.
+pub(crate) trait ReplyError {
+    fn reply_error(self, errno: libc::c_int);
+}
+
+macro_rules! impl_reply_error {
+    ($($reply:ty),*) => {
+        $(impl ReplyError for $reply {
+            fn reply_error(self, errno: libc::c_int) {
+                self.error(errno);
+            }
+        })*
+    };
+}
+
+impl_reply_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyWrite
+);
+
+impl FilehostFs {
+    /// Hands a change to the write path. On a `--read-only` mount every
+    /// change answers EROFS, before any other check; uploads journaled by
+    /// an earlier mount still complete, as they never pass through here.
+    fn change<R: ReplyError>(&self, reply: R, apply: impl FnOnce(&Arc<FsState>, R)) {
+        if self.state.config.read_only {
+            return reply.reply_error(libc::EROFS);
+        }
+        apply(&self.state, reply);
+    }
+
+    /// Refuses a change the write path never makes (EROFS first on a
+    /// read-only mount, like every change).
+    fn refuse<R: ReplyError>(&self, reply: R, change: write::Unsupported) {
+        self.change(reply, |_, reply| reply.reply_error(change.errno()));
+    }
 }
 
 impl Filesystem for FilehostFs {
@@ -498,13 +556,13 @@ impl Filesystem for FilehostFs {
 
     fn setattr(
         &mut self,
-        req: &Request<'_>,
+        _req: &Request<'_>,
         ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
         size: Option<u64>,
-        atime: Option<TimeOrNow>,
+        _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<u64>,
@@ -514,65 +572,68 @@ impl Filesystem for FilehostFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        let change = write::AttrChange {
-            mode,
-            uid,
-            gid,
-            size,
-            atime,
-            mtime,
-            fh,
-        };
-        write::setattr(&self.state, req, ino, change, reply);
+        // Mode, owner and atime are accepted and ignored (see `write`).
+        let change = write::AttrChange { size, mtime, fh };
+        self.change(reply, |state, reply| {
+            write::setattr(state, ino, change, reply)
+        });
     }
 
     fn mknod(
         &mut self,
-        req: &Request<'_>,
+        _req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
-        umask: u32,
+        _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        write::mknod(&self.state, req, parent, name, mode, umask, reply);
+        self.change(reply, |state, reply| {
+            write::mknod(state, parent, name, mode, reply)
+        });
     }
 
     fn mkdir(
         &mut self,
-        req: &Request<'_>,
+        _req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        mode: u32,
-        umask: u32,
+        _mode: u32,
+        _umask: u32,
         reply: ReplyEntry,
     ) {
-        write::mkdir(&self.state, req, parent, name, mode, umask, reply);
+        self.change(reply, |state, reply| {
+            write::mkdir(state, parent, name, reply)
+        });
     }
 
-    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        write::unlink(&self.state, req, parent, name, reply);
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.change(reply, |state, reply| {
+            write::unlink(state, parent, name, reply)
+        });
     }
 
-    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        write::rmdir(&self.state, req, parent, name, reply);
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.change(reply, |state, reply| {
+            write::rmdir(state, parent, name, reply)
+        });
     }
 
     fn symlink(
         &mut self,
-        req: &Request<'_>,
-        parent: u64,
-        link_name: &OsStr,
-        target: &std::path::Path,
+        _req: &Request<'_>,
+        _parent: u64,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        write::symlink(&self.state, req, parent, link_name, target, reply);
+        self.refuse(reply, write::Unsupported::Symlink);
     }
 
     fn rename(
         &mut self,
-        req: &Request<'_>,
+        _req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         newparent: u64,
@@ -580,36 +641,31 @@ impl Filesystem for FilehostFs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        write::rename(
-            &self.state,
-            req,
-            parent,
-            name,
-            newparent,
-            newname,
-            flags,
-            reply,
-        );
+        self.change(reply, |state, reply| {
+            write::rename(state, parent, name, newparent, newname, flags, reply)
+        });
     }
 
     fn link(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        newparent: u64,
-        newname: &OsStr,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        write::link(&self.state, req, ino, newparent, newname, reply);
+        self.refuse(reply, write::Unsupported::HardLink);
     }
 
-    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let state = &self.state;
         if let Some(errno) = refuse_to_spend_download(state, ino, flags) {
             return reply.error(errno);
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return write::open_for_writing(state, req, ino, flags, reply);
+            return self.change(reply, |state, reply| {
+                write::open_for_writing(state, ino, flags, reply)
+            });
         }
         let Some(node) = state.inodes.get(ino) else {
             return reply.error(libc::ENOENT);
@@ -617,7 +673,7 @@ impl Filesystem for FilehostFs {
         let entry = match &node.kind {
             NodeKind::File(entry) => entry,
             NodeKind::Folder { .. } => return reply.error(libc::EISDIR),
-            NodeKind::Local(_) => return write::open_local(state, req, ino, flags, reply),
+            NodeKind::Local(_) => return write::open_local(state, ino, reply),
         };
         // No call to the service: the size and version come from the listing.
         let source = FileSource::for_entry(entry);
@@ -649,7 +705,7 @@ impl Filesystem for FilehostFs {
         reply: ReplyData,
     ) {
         let Some(file) = self.state.files.lock().get(&fh).cloned() else {
-            return write::read_unknown_handle(&self.state, ino, fh, offset, size, reply);
+            return write::read_unknown_handle(&self.state, fh, offset, size, reply);
         };
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
@@ -672,57 +728,61 @@ impl Filesystem for FilehostFs {
 
     fn write(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        _req: &Request<'_>,
+        _ino: u64,
         fh: u64,
         offset: i64,
         data: &[u8],
-        write_flags: u32,
-        flags: i32,
+        _write_flags: u32,
+        _flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        write::write(
-            &self.state,
-            req,
-            ino,
-            fh,
-            offset,
-            data,
-            write_flags,
-            flags,
-            reply,
-        );
+        write::write(&self.state, fh, offset, data, reply);
     }
 
-    fn flush(&mut self, req: &Request<'_>, ino: u64, fh: u64, lock_owner: u64, reply: ReplyEmpty) {
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::flush(&self.state, req, ino, fh, lock_owner, reply);
+        write::flush(&self.state, fh, reply);
     }
 
     fn release(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        _req: &Request<'_>,
+        _ino: u64,
         fh: u64,
-        flags: i32,
-        lock_owner: Option<u64>,
-        flush: bool,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
         reply: ReplyEmpty,
     ) {
         if self.state.files.lock().remove(&fh).is_some() {
             return reply.ok();
         }
-        write::release(&self.state, req, ino, fh, flags, lock_owner, flush, reply);
+        write::release(&self.state, fh, reply);
     }
 
-    fn fsync(&mut self, req: &Request<'_>, ino: u64, fh: u64, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::fsync(&self.state, req, ino, fh, datasync, reply);
+        write::fsync(&self.state, fh, reply);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -762,13 +822,11 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(open) = self.state.dirs.lock().get(&fh).cloned() else {
+        let Some(open) = self.state.open_dir(fh) else {
             return reply.error(libc::EBADF);
         };
-        let snapshot = &open.snapshot;
-        let start = usize::try_from(offset).unwrap_or(0);
-        for (i, entry) in snapshot.entries.iter().enumerate().skip(start) {
-            if reply.add(entry.ino, (i + 1) as i64, entry.kind, &entry.name) {
+        for (resume, entry) in open.snapshot.entries_from(offset) {
+            if reply.add(entry.ino, resume, entry.kind, &entry.name) {
                 break;
             }
         }
@@ -783,18 +841,24 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(open) = self.state.dirs.lock().get(&fh).cloned() else {
+        let Some(open) = self.state.open_dir(fh) else {
             return reply.error(libc::EBADF);
         };
         let snapshot = &open.snapshot;
-        let start = usize::try_from(offset).unwrap_or(0);
-        for (i, entry) in snapshot.entries.iter().enumerate().skip(start) {
-            let ttl = snapshot.ttl;
-            if reply.add(entry.ino, (i + 1) as i64, &entry.name, &ttl, &entry.attr, 0) {
+        for (resume, entry) in snapshot.entries_from(offset) {
+            if reply.add(
+                entry.ino,
+                resume,
+                &entry.name,
+                &snapshot.ttl,
+                &entry.attr,
+                0,
+            ) {
                 break;
             }
-            // The kernel takes a reference on every entry but `.` and `..`.
-            if i >= 2 {
+            // The kernel takes a reference on every entry but `.` and `..`
+            // (the first two).
+            if resume > 2 {
                 self.state.inodes.remember_lookup(entry.ino);
             }
         }
@@ -845,15 +909,15 @@ impl Filesystem for FilehostFs {
 
     fn setxattr(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        position: u32,
+        _req: &Request<'_>,
+        _ino: u64,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
         reply: ReplyEmpty,
     ) {
-        write::setxattr(&self.state, req, ino, name, value, flags, position, reply);
+        self.refuse(reply, write::Unsupported::SetXattr);
     }
 
     fn getxattr(
@@ -921,59 +985,53 @@ impl Filesystem for FilehostFs {
         reply_xattr(&list, size, reply);
     }
 
-    fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        write::removexattr(&self.state, req, ino, name, reply);
+    fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
+        self.refuse(reply, write::Unsupported::RemoveXattr);
     }
 
     fn create(
         &mut self,
-        req: &Request<'_>,
+        _req: &Request<'_>,
         parent: u64,
         name: &OsStr,
         mode: u32,
-        umask: u32,
+        _umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        write::create(&self.state, req, parent, name, mode, umask, flags, reply);
+        self.change(reply, |state, reply| {
+            write::create(state, parent, name, mode, flags, reply)
+        });
     }
 
     fn fallocate(
         &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        _req: &Request<'_>,
+        _ino: u64,
         fh: u64,
         offset: i64,
         length: i64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        write::fallocate(&self.state, req, ino, fh, offset, length, mode, reply);
+        self.change(reply, |state, reply| {
+            write::fallocate(state, fh, offset, length, mode, reply)
+        });
     }
 
     fn copy_file_range(
         &mut self,
-        req: &Request<'_>,
-        ino_in: u64,
-        fh_in: u64,
-        offset_in: i64,
-        ino_out: u64,
-        fh_out: u64,
-        offset_out: i64,
-        len: u64,
-        flags: u32,
+        _req: &Request<'_>,
+        _ino_in: u64,
+        _fh_in: u64,
+        _offset_in: i64,
+        _ino_out: u64,
+        _fh_out: u64,
+        _offset_out: i64,
+        _len: u64,
+        _flags: u32,
         reply: ReplyWrite,
     ) {
-        let range = write::CopyRange {
-            ino_in,
-            fh_in,
-            offset_in,
-            ino_out,
-            fh_out,
-            offset_out,
-            len,
-            flags,
-        };
-        write::copy_file_range(&self.state, req, range, reply);
+        self.refuse(reply, write::Unsupported::CopyFileRange);
     }
 }

@@ -26,13 +26,12 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
-    TimeOrNow,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, TimeOrNow,
 };
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
@@ -364,29 +363,98 @@ fn remote_errno(error: &RemoteError) -> libc::c_int {
     error.errno()
 }
 
-/// The parts of a `setattr` call.
+/// The value of a check that passed; otherwise the callback answers the
+/// check's errno and returns.
+macro_rules! checked {
+    ($reply:ident, $check:expr) => {
+        match $check {
+            Ok(value) => value,
+            Err(errno) => return $reply.error(errno),
+        }
+    };
+}
+
+/// The node `name` stands for in folder `parent`: ENOENT when there is
+/// none (a name that is not UTF-8 cannot be there).
+fn existing_child(
+    state: &FsState,
+    parent: u64,
+    name: &OsStr,
+) -> Result<(String, Node), libc::c_int> {
+    let name = name.to_str().map(str::to_owned).ok_or(libc::ENOENT)?;
+    let node = state.inodes.child(parent, &name).ok_or(libc::ENOENT)?;
+    Ok((name, node))
+}
+
+/// Answers a change that returns nothing: done, or why not.
+fn answer_empty(reply: ReplyEmpty, result: Result<(), libc::c_int>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(errno),
+    }
+}
+
+/// Makes a change from a tokio task, never from the kernel loop, and
+/// answers once it is done.
+fn spawn_answer_empty<F>(
+    state: &Arc<FsState>,
+    reply: ReplyEmpty,
+    change: impl FnOnce(Arc<FsState>) -> F,
+) where
+    F: std::future::Future<Output = Result<(), libc::c_int>> + Send + 'static,
+{
+    let change = change(state.clone());
+    state
+        .runtime
+        .spawn(async move { answer_empty(reply, change.await) });
+}
+
+/// Answers with the node a change made, which the kernel holds a
+/// reference to from then on; or why it could not be made.
+fn answer_new_entry(state: &FsState, made: Result<Node, libc::c_int>, reply: ReplyEntry) {
+    match made {
+        Ok(node) => {
+            state.inodes.remember_lookup(node.ino);
+            reply.entry(&ttl(state), &state.attr(&node), 0);
+        }
+        Err(errno) => reply.error(errno),
+    }
+}
+
+/// What the write path keeps of a `setattr` call (mode, owner and atime
+/// are accepted and ignored; see the module comment).
 #[derive(Clone, Copy, Debug)]
 pub struct AttrChange {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
     pub size: Option<u64>,
-    pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
+    /// The handle a truncation goes through, if the caller has one open.
     pub fh: Option<u64>,
 }
 
-/// The parts of a `copy_file_range` call.
+/// Changes the write path never makes, each refused with the errno that
+/// tells programs what to do instead.
 #[derive(Clone, Copy, Debug)]
-pub struct CopyRange {
-    pub ino_in: u64,
-    pub fh_in: u64,
-    pub offset_in: i64,
-    pub ino_out: u64,
-    pub fh_out: u64,
-    pub offset_out: i64,
-    pub len: u64,
-    pub flags: u32,
+pub(crate) enum Unsupported {
+    HardLink,
+    Symlink,
+    SetXattr,
+    RemoveXattr,
+    CopyFileRange,
+}
+
+impl Unsupported {
+    pub(crate) fn errno(self) -> libc::c_int {
+        match self {
+            // A file has exactly one name on the services.
+            Unsupported::HardLink => libc::EPERM,
+            // File hosts store files and folders only.
+            Unsupported::Symlink => libc::EPERM,
+            // The services keep no extended attributes; ours are read-only facts.
+            Unsupported::SetXattr | Unsupported::RemoveXattr => libc::ENOTSUP,
+            // The kernel then copies through read and write, which we serve.
+            Unsupported::CopyFileRange => libc::ENOSYS,
+        }
+    }
 }
 
 fn time_of(time: TimeOrNow) -> SystemTime {
@@ -517,16 +585,7 @@ fn write_handle(state: &FsState, fh: u64) -> Option<Arc<WriteHandle>> {
     state.write.handles.lock().get(&fh).cloned()
 }
 
-pub(crate) fn setattr(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    ino: u64,
-    change: AttrChange,
-    reply: ReplyAttr,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
+pub(crate) fn setattr(state: &Arc<FsState>, ino: u64, change: AttrChange, reply: ReplyAttr) {
     let Some(node) = state.inodes.get(ino) else {
         return reply.error(libc::ENOENT);
     };
@@ -585,40 +644,20 @@ async fn truncate(
     .map_err(|_| libc::EIO)?
 }
 
-pub(crate) fn mknod(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    parent: u64,
-    name: &OsStr,
-    mode: u32,
-    _umask: u32,
-    reply: ReplyEntry,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
+pub(crate) fn mknod(state: &Arc<FsState>, parent: u64, name: &OsStr, mode: u32, reply: ReplyEntry) {
     if mode & libc::S_IFMT != libc::S_IFREG {
         // Devices, FIFOs and sockets cannot be stored by a file host.
         return reply.error(libc::EPERM);
     }
-    let name = match storable_name(state, name) {
-        Ok(name) => name,
-        Err(errno) => return reply.error(errno),
-    };
+    let name = checked!(reply, storable_name(state, name));
     let state = state.clone();
-    state
-        .runtime
-        .clone()
-        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
-            Ok((node, staged)) => {
-                if let Err(error) = staged.release() {
-                    return reply.error(error.errno());
-                }
-                state.inodes.remember_lookup(node.ino);
-                reply.entry(&ttl(&state), &state.attr(&node), 0);
-            }
-            Err(errno) => reply.error(errno),
+    state.runtime.clone().spawn_blocking(move || {
+        let made = new_pending_file(&state, parent, &name).and_then(|(node, staged)| {
+            staged.release().map_err(|e| e.errno())?;
+            Ok(node)
         });
+        answer_new_entry(&state, made, reply);
+    });
 }
 
 /// A new, empty pending file `name` in folder `parent`, open for writing.
@@ -654,26 +693,9 @@ fn new_pending_file(
     }
 }
 
-pub(crate) fn mkdir(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    parent: u64,
-    name: &OsStr,
-    _mode: u32,
-    _umask: u32,
-    reply: ReplyEntry,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    let name = match storable_name(state, name) {
-        Ok(name) => name,
-        Err(errno) => return reply.error(errno),
-    };
-    let folder = match folder_of(state, parent) {
-        Ok(folder) => folder,
-        Err(errno) => return reply.error(errno),
-    };
+pub(crate) fn mkdir(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    let name = checked!(reply, storable_name(state, name));
+    let folder = checked!(reply, folder_of(state, parent));
     if !state.remote.capabilities().folders {
         return reply.error(libc::EPERM);
     }
@@ -682,47 +704,26 @@ pub(crate) fn mkdir(
     }
     let state = state.clone();
     state.runtime.clone().spawn(async move {
-        match state.remote.create_folder(&folder, &name).await {
-            Ok(created) => match state.inodes.insert_folder(parent, &name, &created) {
-                Ok(node) => {
-                    state.inodes.remember_lookup(node.ino);
-                    reply.entry(&ttl(&state), &state.attr(&node), 0);
-                }
-                Err(error) => reply.error(error.errno()),
-            },
+        let made = match state.remote.create_folder(&folder, &name).await {
+            Ok(created) => state
+                .inodes
+                .insert_folder(parent, &name, &created)
+                .map_err(|e| e.errno()),
             Err(error) => {
                 debug!(%name, %error, "mkdir failed");
-                reply.error(remote_errno(&error));
+                Err(remote_errno(&error))
             }
-        }
+        };
+        answer_new_entry(&state, made, reply);
     });
 }
 
-pub(crate) fn unlink(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    parent: u64,
-    name: &OsStr,
-    reply: ReplyEmpty,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    let Some(name) = name.to_str().map(str::to_owned) else {
-        return reply.error(libc::ENOENT);
-    };
-    let Some(node) = state.inodes.child(parent, &name) else {
-        return reply.error(libc::ENOENT);
-    };
-    let state = state.clone();
-    state.runtime.clone().spawn(async move {
-        match remove_file_node(&state, &node).await {
-            Ok(()) => {
-                state.inodes.remove_child(parent, &name);
-                reply.ok();
-            }
-            Err(errno) => reply.error(errno),
-        }
+pub(crate) fn unlink(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    let (name, node) = checked!(reply, existing_child(state, parent, name));
+    spawn_answer_empty(state, reply, move |state| async move {
+        remove_file_node(&state, &node).await?;
+        state.inodes.remove_child(parent, &name);
+        Ok(())
     });
 }
 
@@ -748,34 +749,15 @@ async fn remove_file_node(state: &Arc<FsState>, node: &Node) -> Result<(), libc:
     }
 }
 
-pub(crate) fn rmdir(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    parent: u64,
-    name: &OsStr,
-    reply: ReplyEmpty,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    let Some(name) = name.to_str().map(str::to_owned) else {
-        return reply.error(libc::ENOENT);
-    };
-    let Some(node) = state.inodes.child(parent, &name) else {
-        return reply.error(libc::ENOENT);
-    };
+pub(crate) fn rmdir(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    let (name, node) = checked!(reply, existing_child(state, parent, name));
     let Some(folder) = node.folder_id().cloned() else {
         return reply.error(libc::ENOTDIR);
     };
-    let state = state.clone();
-    state.runtime.clone().spawn(async move {
-        match remove_empty_folder(&state, node.ino, &folder).await {
-            Ok(()) => {
-                state.inodes.remove_child(parent, &name);
-                reply.ok();
-            }
-            Err(errno) => reply.error(errno),
-        }
+    spawn_answer_empty(state, reply, move |state| async move {
+        remove_empty_folder(&state, node.ino, &folder).await?;
+        state.inodes.remove_child(parent, &name);
+        Ok(())
     });
 }
 
@@ -801,25 +783,8 @@ async fn remove_empty_folder(
     }
 }
 
-pub(crate) fn symlink(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _parent: u64,
-    _link_name: &OsStr,
-    _target: &Path,
-    reply: ReplyEntry,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    // File hosts store files and folders only.
-    reply.error(libc::EPERM);
-}
-
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn rename(
     state: &Arc<FsState>,
-    _req: &Request<'_>,
     parent: u64,
     name: &OsStr,
     new_parent: u64,
@@ -827,19 +792,13 @@ pub(crate) fn rename(
     flags: u32,
     reply: ReplyEmpty,
 ) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
         return reply.error(libc::EINVAL);
     }
     let Some(name) = name.to_str().map(str::to_owned) else {
         return reply.error(libc::ENOENT);
     };
-    let new_name = match storable_name(state, new_name) {
-        Ok(new_name) => new_name,
-        Err(errno) => return reply.error(errno),
-    };
+    let new_name = checked!(reply, storable_name(state, new_name));
     let Some(source) = state.inodes.child(parent, &name) else {
         return reply.error(libc::ENOENT);
     };
@@ -857,27 +816,19 @@ pub(crate) fn rename(
             _ => {}
         }
     }
-    let new_folder = match folder_of(state, new_parent) {
-        Ok(folder) => folder,
-        Err(errno) => return reply.error(errno),
+    let new_folder = checked!(reply, folder_of(state, new_parent));
+    let moved = Move {
+        parent,
+        name,
+        new_parent,
+        new_folder,
+        new_name,
     };
-    let state = state.clone();
-    state.runtime.clone().spawn(async move {
-        let moved = Move {
-            parent,
-            name,
-            new_parent,
-            new_folder,
-            new_name,
-        };
-        let result = if source.is_dir() {
+    spawn_answer_empty(state, reply, move |state| async move {
+        if source.is_dir() {
             rename_folder(&state, &source, target.as_ref(), &moved).await
         } else {
             rename_file(&state, &source, target.as_ref(), &moved).await
-        };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
         }
     });
 }
@@ -1054,32 +1005,8 @@ async fn rename_folder(
     Ok(())
 }
 
-pub(crate) fn link(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    _new_parent: u64,
-    _new_name: &OsStr,
-    reply: ReplyEntry,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    // A file has exactly one name on the services.
-    reply.error(libc::EPERM);
-}
-
 /// `open` with write access or `O_TRUNC`.
-pub(crate) fn open_for_writing(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    ino: u64,
-    flags: i32,
-    reply: ReplyOpen,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
+pub(crate) fn open_for_writing(state: &Arc<FsState>, ino: u64, flags: i32, reply: ReplyOpen) {
     let truncate = flags & libc::O_TRUNC != 0;
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
@@ -1093,13 +1020,7 @@ pub(crate) fn open_for_writing(
 }
 
 /// `open` (read-only) of a file that exists only locally.
-pub(crate) fn open_local(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    ino: u64,
-    _flags: i32,
-    reply: ReplyOpen,
-) {
+pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) {
     let Some(entry) = state.write.entry_of(ino) else {
         return reply.error(libc::ENOENT);
     };
@@ -1121,7 +1042,6 @@ pub(crate) fn open_local(
 /// from its staging file.
 pub(crate) fn read_unknown_handle(
     state: &Arc<FsState>,
-    _ino: u64,
     fh: u64,
     offset: i64,
     size: u32,
@@ -1161,18 +1081,7 @@ fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::R
     Ok(done)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn write(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    fh: u64,
-    offset: i64,
-    data: &[u8],
-    _write_flags: u32,
-    _flags: i32,
-    reply: ReplyWrite,
-) {
+pub(crate) fn write(state: &Arc<FsState>, fh: u64, offset: i64, data: &[u8], reply: ReplyWrite) {
     let Some(handle) = write_handle(state, fh) else {
         return reply.error(libc::EBADF);
     };
@@ -1203,14 +1112,7 @@ pub(crate) fn write(
 
 /// `flush` (every `close(2)`): the written bytes are made durable locally
 /// and journaled before `close` returns.
-pub(crate) fn flush(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    fh: u64,
-    _lock_owner: u64,
-    reply: ReplyEmpty,
-) {
+pub(crate) fn flush(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
     let Some(handle) = write_handle(state, fh) else {
         return if state.write.readers.lock().contains_key(&fh) {
             reply.ok()
@@ -1235,17 +1137,7 @@ pub(crate) fn flush(
 }
 
 /// `release` of a write handle: the last one queues the upload.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn release(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    fh: u64,
-    _flags: i32,
-    _lock_owner: Option<u64>,
-    _flush: bool,
-    reply: ReplyEmpty,
-) {
+pub(crate) fn release(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
     if state.write.readers.lock().remove(&fh).is_some() {
         return reply.ok();
     }
@@ -1267,14 +1159,7 @@ pub(crate) fn release(
 /// `fsync`: returns once the service has confirmed the file's current
 /// content (EIO, ENOSPC, EFBIG or EINVAL when the upload failed; the file
 /// stays queued).
-pub(crate) fn fsync(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    fh: u64,
-    _datasync: bool,
-    reply: ReplyEmpty,
-) {
+pub(crate) fn fsync(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
     let entry = match write_handle(state, fh) {
         Some(handle) => handle.entry,
         None => match state.write.readers.lock().get(&fh) {
@@ -1300,58 +1185,18 @@ pub(crate) fn fsync(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn setxattr(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    _name: &OsStr,
-    _value: &[u8],
-    _flags: i32,
-    _position: u32,
-    reply: ReplyEmpty,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    // The services keep no extended attributes; ours are read-only facts.
-    reply.error(libc::ENOTSUP);
-}
-
-pub(crate) fn removexattr(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
-    _name: &OsStr,
-    reply: ReplyEmpty,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    reply.error(libc::ENOTSUP);
-}
-
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     state: &Arc<FsState>,
-    _req: &Request<'_>,
     parent: u64,
     name: &OsStr,
     mode: u32,
-    _umask: u32,
     flags: i32,
     reply: ReplyCreate,
 ) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
     if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
         return reply.error(libc::EPERM);
     }
-    let name = match storable_name(state, name) {
-        Ok(name) => name,
-        Err(errno) => return reply.error(errno),
-    };
+    let name = checked!(reply, storable_name(state, name));
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
     state
@@ -1367,20 +1212,14 @@ pub(crate) fn create(
         });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn fallocate(
     state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _ino: u64,
     fh: u64,
     offset: i64,
     length: i64,
     mode: i32,
     reply: ReplyEmpty,
 ) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
     if mode != 0 {
         // Punching holes and the like mean nothing for an upload.
         return reply.error(libc::EOPNOTSUPP);
@@ -1406,23 +1245,7 @@ pub(crate) fn fallocate(
             Ok(())
         }
     });
-    match result {
-        Ok(()) => reply.ok(),
-        Err(error) => reply.error(io_errno(&error)),
-    }
-}
-
-pub(crate) fn copy_file_range(
-    state: &Arc<FsState>,
-    _req: &Request<'_>,
-    _range: CopyRange,
-    reply: ReplyWrite,
-) {
-    if state.config.read_only {
-        return reply.error(libc::EROFS);
-    }
-    // The kernel then copies through read and write, which we serve.
-    reply.error(libc::ENOSYS);
+    answer_empty(reply, result.map_err(|e| io_errno(&e)));
 }
 
 /// At unmount: waits (bounded) for the queue and says what is left.
