@@ -6,7 +6,8 @@
 //! replies from there. So a slow service never holds up requests about
 //! folders and blocks already cached.
 //!
-//! Every callback that changes something is forwarded to [`super::write`].
+//! Every callback that changes something goes through `FilehostFs::change`,
+//! the one `--read-only` check, to [`super::write`].
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
