@@ -882,33 +882,31 @@ async fn rename_pending(
     target_entry: Option<EntryId>,
     moved: &Move,
 ) -> Result<bool, libc::c_int> {
+    // A pending file: the queue uploads it to the new place (or moves
+    // what it already uploaded) and removes what it replaces.
+    let replaced = match (target, target_entry) {
+        (_, Some(pending)) => Replaced::Pending(pending),
+        (
+            Some(Node {
+                kind: NodeKind::File(file),
+                ..
+            }),
+            None,
+        ) => Replaced::Remote(file.id.clone()),
+        _ => Replaced::Nothing,
+    };
+    let queue = state.write.queue.clone();
+    let (folder, name) = (moved.new_folder.clone(), moved.new_name.clone());
+    match tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
+        .await
+        .map_err(|_| libc::EIO)?
     {
-        // A pending file: the queue uploads it to the new place (or moves
-        // what it already uploaded) and removes what it replaces.
-        let replaced = match (target, target_entry) {
-            (_, Some(pending)) => Replaced::Pending(pending),
-            (
-                Some(Node {
-                    kind: NodeKind::File(file),
-                    ..
-                }),
-                None,
-            ) => Replaced::Remote(file.id.clone()),
-            _ => Replaced::Nothing,
-        };
-        let queue = state.write.queue.clone();
-        let (folder, name) = (moved.new_folder.clone(), moved.new_name.clone());
-        match tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
-            .await
-            .map_err(|_| libc::EIO)?
-        {
-            Ok(()) => {}
-            Err(WriteBackError::UnknownEntry(_)) => return Ok(false),
-            Err(error) => return Err(error.errno()),
-        }
-        if let Some(target) = target {
-            state.write.links.lock().remove_ino(target.ino);
-        }
+        Ok(()) => {}
+        Err(WriteBackError::UnknownEntry(_)) => return Ok(false),
+        Err(error) => return Err(error.errno()),
+    }
+    if let Some(target) = target {
+        state.write.links.lock().remove_ino(target.ino);
     }
     Ok(true)
 }
@@ -920,50 +918,48 @@ async fn rename_remote_file(
     target: Option<&Node>,
     moved: &Move,
 ) -> Result<(), libc::c_int> {
-    {
-        let NodeKind::File(file) = &source.kind else {
-            return Err(libc::ENOENT);
-        };
-        let caps = state.remote.capabilities();
-        let same_folder = moved.parent == moved.new_parent;
-        if (same_folder && !caps.rename_file) || (!same_folder && !caps.move_file) {
-            // `mv` copies and deletes when told the move cannot be done.
-            // Not where reading spends downloads (file.io): the copy would
-            // be a new upload under a new link, and deleting the original
-            // would kill the link already handed out. Refuse instead.
-            return Err(if caps.downloads_consume {
-                libc::EPERM
-            } else {
-                libc::EXDEV
-            });
-        }
-        // Without duplicate names the target must go first; with them it
-        // goes last, so the name is never missing.
-        let remove_target_first = !caps.duplicate_names;
-        if remove_target_first {
-            if let Some(target) = target {
-                remove_file_node(state, target).await?;
-            }
-        }
-        let renamed = if same_folder {
-            state.remote.rename_file(&file.id, &moved.new_name).await
+    let NodeKind::File(file) = &source.kind else {
+        return Err(libc::ENOENT);
+    };
+    let caps = state.remote.capabilities();
+    let same_folder = moved.parent == moved.new_parent;
+    if (same_folder && !caps.rename_file) || (!same_folder && !caps.move_file) {
+        // `mv` copies and deletes when told the move cannot be done.
+        // Not where reading spends downloads (file.io): the copy would
+        // be a new upload under a new link, and deleting the original
+        // would kill the link already handed out. Refuse instead.
+        return Err(if caps.downloads_consume {
+            libc::EPERM
         } else {
-            let new_name = (moved.name != moved.new_name).then_some(moved.new_name.as_str());
-            state
-                .remote
-                .move_file(&file.id, &moved.new_folder, new_name)
-                .await
-        }
-        .map_err(|e| remote_errno(&e))?;
-        if !remove_target_first {
-            if let Some(target) = target {
-                remove_file_node(state, target).await?;
-            }
-        }
-        let _ = state
-            .inodes
-            .set_kind(source.ino, NodeKind::File(renamed.clone()));
+            libc::EXDEV
+        });
     }
+    // Without duplicate names the target must go first; with them it
+    // goes last, so the name is never missing.
+    let remove_target_first = !caps.duplicate_names;
+    if remove_target_first {
+        if let Some(target) = target {
+            remove_file_node(state, target).await?;
+        }
+    }
+    let renamed = if same_folder {
+        state.remote.rename_file(&file.id, &moved.new_name).await
+    } else {
+        let new_name = (moved.name != moved.new_name).then_some(moved.new_name.as_str());
+        state
+            .remote
+            .move_file(&file.id, &moved.new_folder, new_name)
+            .await
+    }
+    .map_err(|e| remote_errno(&e))?;
+    if !remove_target_first {
+        if let Some(target) = target {
+            remove_file_node(state, target).await?;
+        }
+    }
+    let _ = state
+        .inodes
+        .set_kind(source.ino, NodeKind::File(renamed.clone()));
     Ok(())
 }
 
