@@ -7,6 +7,7 @@
 //! documents are uncertain are listed in `src/emulator/README.md`.
 
 pub mod admin;
+pub mod budget;
 pub mod faults;
 pub mod fichier;
 pub mod fiione;
@@ -213,6 +214,14 @@ pub struct AppState {
 impl AppState {
     pub fn account(&self, service: &str, key: &str) -> Option<&Account> {
         self.accounts.get(&(service.to_string(), key.to_string()))
+    }
+
+    /// Counts an API call under `counter` (`"<service>:<endpoint>"`), waits
+    /// the injected latency and draws the injected failure it suffers, if any.
+    pub async fn begin_api_call(&self, counter: &str) -> Option<faults::InjectedFailure> {
+        self.stats.count(counter);
+        self.faults.apply_latency().await;
+        self.faults.draw_api_failure()
     }
 }
 
