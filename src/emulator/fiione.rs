@@ -754,6 +754,13 @@ async fn list(
 
 // ---- one file: GET / PATCH / DELETE ----
 
+/// The 500 message of each route on one file.
+const GET_FAILED: &str = "Failed to get file";
+const PATCH_FAILED: &str = "Failed to update file";
+const DELETE_FAILED: &str = "Failed to delete file";
+
+/// Admits the caller and checks the id the way all three routes do, each
+/// with its own counter, permission and messages, then runs the route.
 async fn one_file(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -762,11 +769,38 @@ async fn one_file(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (endpoint, permission, denied, failed) = match method {
+        Method::GET => (
+            "files/get",
+            Permission::Read,
+            "No read permission",
+            GET_FAILED,
+        ),
+        Method::PATCH => (
+            "files/patch",
+            Permission::Upload,
+            "No edit permission",
+            PATCH_FAILED,
+        ),
+        Method::DELETE => (
+            "files/delete",
+            Permission::Delete,
+            "No delete permission",
+            DELETE_FAILED,
+        ),
+        _ => return fail(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+    };
+    let caller = match admit(&state, endpoint, &headers, &query, permission, denied).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    if !is_uuid(&id) {
+        return internal(failed, "id is not a UUID");
+    }
     match method {
-        Method::GET => get_file(&state, &id, &query, &headers).await,
-        Method::PATCH => patch_file(&state, &id, &query, &headers, &body).await,
-        Method::DELETE => delete_file(&state, &id, &query, &headers).await,
-        _ => fail(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        Method::PATCH => patch_file(&state, caller, &id, &body).await,
+        Method::DELETE => delete_file(&state, caller, &id).await,
+        _ => get_file(&state, caller, &id).await,
     }
 }
 
@@ -782,68 +816,24 @@ async fn owned_file(
         .await
 }
 
-async fn get_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    let caller = match admit(
-        state,
-        "files/get",
-        headers,
-        query,
-        Permission::Read,
-        "No read permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal("Failed to get file", "id is not a UUID");
-    }
+async fn get_file(state: &AppState, caller: Caller, id: &str) -> Response {
     match owned_file(state, caller.account, id).await {
         Ok(Some(row)) => ok(file_json(state, &row, true)),
         Ok(None) => fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => internal("Failed to get file", err),
+        Err(err) => internal(GET_FAILED, err),
     }
 }
 
-async fn patch_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
-    const FAILED: &str = "Failed to update file";
-    let caller = match admit(
-        state,
-        "files/patch",
-        headers,
-        query,
-        Permission::Upload,
-        "No edit permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal(FAILED, "id is not a UUID");
-    }
+async fn patch_file(state: &AppState, caller: Caller, id: &str, body: &Bytes) -> Response {
     let request: Value = match serde_json::from_slice(body) {
         Ok(value @ Value::Object(_)) => value,
-        Ok(_) => return internal(FAILED, "body is not an object"),
-        Err(err) => return internal(FAILED, err),
+        Ok(_) => return internal(PATCH_FAILED, "body is not an object"),
+        Err(err) => return internal(PATCH_FAILED, err),
     };
     let row = match owned_file(state, caller.account, id).await {
         Ok(Some(row)) => row,
         Ok(None) => return fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => return internal(FAILED, err),
+        Err(err) => return internal(PATCH_FAILED, err),
     };
     let mut name = row.name.clone();
     match request.get("name") {
@@ -851,13 +841,13 @@ async fn patch_file(
         Some(Value::String(new)) if new.is_empty() => {}
         Some(Value::String(new)) => {
             if new.chars().count() > MAX_TITLE_CHARS {
-                return internal(FAILED, "title longer than 255 characters");
+                return internal(PATCH_FAILED, "title longer than 255 characters");
             }
             name = new.clone();
         }
         Some(Value::Bool(false)) => {}
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => {}
-        Some(_) => return internal(FAILED, "name is not a string"),
+        Some(_) => return internal(PATCH_FAILED, "name is not a string"),
     }
     let mut extra = extra_of(&row);
     if let Some(folder) = request.get("folder_id") {
@@ -867,7 +857,7 @@ async fn patch_file(
             Value::String(s) => {
                 // Only the foreign key is checked: any existing folder will do.
                 if !is_uuid(s) {
-                    return internal(FAILED, "folder_id is not a UUID");
+                    return internal(PATCH_FAILED, "folder_id is not a UUID");
                 }
                 let wanted = s.clone();
                 let exists = state
@@ -885,11 +875,13 @@ async fn patch_file(
                     .await;
                 match exists {
                     Ok(true) => extra.folder_id = Some(s.clone()),
-                    Ok(false) => return internal(FAILED, "folder_id violates the foreign key"),
-                    Err(err) => return internal(FAILED, err),
+                    Ok(false) => {
+                        return internal(PATCH_FAILED, "folder_id violates the foreign key")
+                    }
+                    Err(err) => return internal(PATCH_FAILED, err),
                 }
             }
-            _ => return internal(FAILED, "folder_id is not a string"),
+            _ => return internal(PATCH_FAILED, "folder_id is not a string"),
         }
     }
     extra.updated_ms = Utc::now().timestamp_millis();
@@ -898,7 +890,7 @@ async fn patch_file(
         let name = name.clone();
         let extra_json = match serde_json::to_string(&extra) {
             Ok(text) => text,
-            Err(err) => return internal(FAILED, err),
+            Err(err) => return internal(PATCH_FAILED, err),
         };
         state
             .storage
@@ -912,7 +904,7 @@ async fn patch_file(
             .await
     };
     if let Err(err) = saved {
-        return internal(FAILED, err);
+        return internal(PATCH_FAILED, err);
     }
     ok(json!({
         "id": row.link_id,
@@ -922,29 +914,7 @@ async fn patch_file(
     }))
 }
 
-async fn delete_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    const FAILED: &str = "Failed to delete file";
-    let caller = match admit(
-        state,
-        "files/delete",
-        headers,
-        query,
-        Permission::Delete,
-        "No delete permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal(FAILED, "id is not a UUID");
-    }
+async fn delete_file(state: &AppState, caller: Caller, id: &str) -> Response {
     let account = caller.account;
     let wanted = id.to_string();
     let blob_dir = state.storage.blob_dir().to_path_buf();
@@ -968,7 +938,7 @@ async fn delete_file(
     match deleted {
         Ok(Some(row)) => ok(json!({"id": row.link_id, "deleted": true})),
         Ok(None) => fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => internal(FAILED, err),
+        Err(err) => internal(DELETE_FAILED, err),
     }
 }
 
