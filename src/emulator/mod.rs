@@ -1,9 +1,10 @@
 //! `filehostfs serve`: a local HTTP server that speaks the services' APIs.
 //!
 //! Layout: [`storage`] (SQLite metadata + blob files), [`ranges`] (Range/HEAD
-//! serving of a blob), [`stats`], [`faults`], [`flood`], [`admin`] are shared
-//! by every service; each service has its own module ([`fichier`]) that
-//! builds its routes on top of [`AppState`]. Choices made where the API
+//! serving of a blob), [`stats`], [`faults`], [`flood`], [`budget`],
+//! [`form`], [`admin`] are shared by the services; each service has its own
+//! module ([`fichier`], [`fiione`], [`fileio`]) that builds its routes on top
+//! of [`AppState`]. Choices made where the API
 //! documents are uncertain are listed in `src/emulator/README.md`.
 
 pub mod admin;
