@@ -130,11 +130,15 @@ for i in range(count):
     with open(os.path.join(folder, f"file-{i:05d}.txt"), "w") as f:
         f.write(f"content of file {i}\n")
 EOF
-# Reference: `ls -l` of the same 10,000 names on the local disk (second run).
+# Reference: `ls -l` of the same 10,000 names on the local disk (best of
+# three runs after a first one).
 ls -l "$WORK/many" >/dev/null
-t=$(now)
-ls -l "$WORK/many" >/dev/null
-LOCAL_LS_MS=$(python3 -c "print(($(now) - $t) * 1000)")
+LOCAL_LS_MS=
+for _ in 1 2 3; do
+  t=$(now)
+  ls -l "$WORK/many" >/dev/null
+  LOCAL_LS_MS=$(python3 -c "t = ($(now) - $t) * 1000; print(min(t, ${LOCAL_LS_MS:-t}))")
+done
 # The upload API takes up to 500 files per request.
 (cd "$WORK/many" && ls | split -l 500 - "$WORK/batch.")
 for batch in "$WORK"/batch.*; do
@@ -245,7 +249,8 @@ stop_mount
 echo "bench-read: listing and probing"
 start_mount
 LS_COLD=$(ls_ms)
-LS_WARM=$(ls_ms)
+# Warm: best of three, as for the local reference.
+LS_WARM=$(python3 -c "print(min($(ls_ms), $(ls_ms), $(ls_ms)))")
 ls "$MNT/videos" >/dev/null
 probe_requests() {
   admin -X POST "http://$ADDR/_emulator/stats/reset" >/dev/null
