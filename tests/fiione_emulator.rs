@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::multi::{assert_fiione_error, fiione_url, http, json_of, new_fiione_key, start_multi};
+use common::multi::{
+    assert_fiione_error, fiione_url, http, json_of, new_fiione_key, send_bytes, send_json,
+    send_status, start_multi,
+};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
@@ -16,14 +19,11 @@ fn multipart_file(field: &str, file_name: &str, bytes: &[u8], mime: Option<&str>
 }
 
 async fn upload_bytes(base: &str, key: &str, name: &str, bytes: &[u8]) -> Value {
-    let answer = json_of(
+    let answer = send_json(
         http()
             .post(format!("{base}/upload"))
             .bearer_auth(key)
-            .multipart(multipart_file("file", name, bytes, None))
-            .send()
-            .await
-            .unwrap(),
+            .multipart(multipart_file("file", name, bytes, None)),
     )
     .await;
     assert_eq!(answer.0, 200, "{}", answer.1);
@@ -53,27 +53,19 @@ async fn keys_are_read_from_three_places_and_checked() {
         if let Some(key) = query {
             request = request.query(&[("key", key)]);
         }
-        request.send()
+        send_json(request)
     };
     // Bearer, raw header and query parameter all work.
-    for answer in [
-        list(Some(format!("Bearer {}", keys.fiione)), None)
-            .await
-            .unwrap(),
-        list(Some(keys.fiione.clone()), None).await.unwrap(),
-        list(None, Some(&keys.fiione)).await.unwrap(),
+    for (status, body) in [
+        list(Some(format!("Bearer {}", keys.fiione)), None).await,
+        list(Some(keys.fiione.clone()), None).await,
+        list(None, Some(&keys.fiione)).await,
     ] {
-        let (status, body) = json_of(answer).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["success"], true);
     }
     // The query parameter is only read when no Authorization header is sent.
-    let answer = json_of(
-        list(Some("Bearer wrong".into()), Some(&keys.fiione))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = list(Some("Bearer wrong".into()), Some(&keys.fiione)).await;
     assert_fiione_error(&answer, 401, "Invalid or missing API key");
     for bad in [
         None,
@@ -81,37 +73,26 @@ async fn keys_are_read_from_three_places_and_checked() {
         Some(format!("Bearer {expired}")),
         Some(format!("Bearer {inactive}")),
     ] {
-        let answer = json_of(list(bad, None).await.unwrap()).await;
+        let answer = list(bad, None).await;
         assert_fiione_error(&answer, 401, "Invalid or missing API key");
     }
 
     // Permissions, with each route's own message.
     let uploaded = upload_bytes(&base, &keys.fiione, "a.txt", b"abc").await;
     let id = uploaded["id"].as_str().unwrap().to_string();
-    let answer = json_of(
-        list(Some(format!("Bearer {upload_only}")), None)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = list(Some(format!("Bearer {upload_only}")), None).await;
     assert_fiione_error(&answer, 403, "API key does not have read permission");
-    let answer = json_of(
+    let answer = send_json(
         client
             .get(format!("{base}/files/{id}"))
-            .bearer_auth(&upload_only)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&upload_only),
     )
     .await;
     assert_fiione_error(&answer, 403, "No read permission");
-    let answer = json_of(
+    let answer = send_json(
         client
             .delete(format!("{base}/files/{id}"))
-            .bearer_auth(&keys.fiione_no_delete)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&keys.fiione_no_delete),
     )
     .await;
     assert_fiione_error(&answer, 403, "No delete permission");
@@ -119,25 +100,19 @@ async fn keys_are_read_from_three_places_and_checked() {
     drop(emu);
     let (emu, _) = start_multi(&[], &[format!("fii.one {read_only} permissions=read")]);
     let base = fiione_url(&emu);
-    let answer = json_of(
+    let answer = send_json(
         client
             .post(format!("{base}/upload"))
             .bearer_auth(&read_only)
-            .multipart(multipart_file("file", "x", b"x", None))
-            .send()
-            .await
-            .unwrap(),
+            .multipart(multipart_file("file", "x", b"x", None)),
     )
     .await;
     assert_fiione_error(&answer, 403, "API key does not have upload permission");
-    let answer = json_of(
+    let answer = send_json(
         client
             .patch(format!("{base}/files/{id}"))
             .bearer_auth(&read_only)
-            .json(&json!({"name": "b"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"name": "b"})),
     )
     .await;
     assert_fiione_error(&answer, 403, "No edit permission");
@@ -150,21 +125,18 @@ async fn uploads_in_every_documented_form() {
     let base = fiione_url(&emu);
     let client = http();
     let post = |form: Form, key: &str| {
-        client
-            .post(format!("{base}/upload"))
-            .bearer_auth(key)
-            .multipart(form)
-            .send()
+        send_json(
+            client
+                .post(format!("{base}/upload"))
+                .bearer_auth(key)
+                .multipart(form),
+        )
     };
 
     // Multipart `image`, with the part's type as mime.
-    let (status, body) = json_of(
-        post(
-            multipart_file("image", "cat.jpg", b"jpeg!", Some("image/jpeg")),
-            &keys.fiione,
-        )
-        .await
-        .unwrap(),
+    let (status, body) = post(
+        multipart_file("image", "cat.jpg", b"jpeg!", Some("image/jpeg")),
+        &keys.fiione,
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -185,16 +157,11 @@ async fn uploads_in_every_documented_form() {
 
     // Multipart `file` with a custom `name`; no part type → octet-stream.
     let form = multipart_file("file", "ignored.bin", b"data", None).text("name", "chosen name.txt");
-    let (_, body) = json_of(post(form, &keys.fiione).await.unwrap()).await;
+    let (_, body) = post(form, &keys.fiione).await;
     assert_eq!(body["data"]["title"], "chosen name.txt");
     assert_eq!(body["data"]["mime"], "application/octet-stream");
     // The object name keeps the quirk: no dot → the whole name is the extension.
-    let (_, body) = json_of(
-        post(multipart_file("file", "README", b"r", None), &keys.fiione)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, body) = post(multipart_file("file", "README", b"r", None), &keys.fiione).await;
     assert!(
         body["data"]["direct_link"]
             .as_str()
@@ -205,65 +172,44 @@ async fn uploads_in_every_documented_form() {
 
     // JSON base64: a data URI gives the mime; a bare string gets the defaults.
     let json_upload = |value: Value| {
-        client
-            .post(format!("{base}/upload"))
-            .bearer_auth(&keys.fiione)
-            .json(&value)
-            .send()
+        send_json(
+            client
+                .post(format!("{base}/upload"))
+                .bearer_auth(&keys.fiione)
+                .json(&value),
+        )
     };
-    let (status, body) = json_of(
-        json_upload(json!({"image": "data:image/gif;base64,R0lGODlh", "name": "g.gif"}))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        json_upload(json!({"image": "data:image/gif;base64,R0lGODlh", "name": "g.gif"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["mime"], "image/gif");
     assert_eq!(body["data"]["title"], "g.gif");
     assert_eq!(body["data"]["size"], 6);
-    let (_, body) = json_of(json_upload(json!({"image": "aGVsbG8="})).await.unwrap()).await;
+    let (_, body) = json_upload(json!({"image": "aGVsbG8="})).await;
     assert_eq!(body["data"]["title"], "upload.png");
     assert_eq!(body["data"]["mime"], "image/png");
     let link = body["data"]["direct_link"].as_str().unwrap().to_string();
-    assert_eq!(
-        client
-            .get(&link)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "hello"
-    );
+    assert_eq!(send_bytes(client.get(&link)).await, "hello");
 
     // The documented 400s.
-    let answer = json_of(json_upload(json!({"name": "x"})).await.unwrap()).await;
+    let answer = json_upload(json!({"name": "x"})).await;
     assert_fiione_error(
         &answer,
         400,
         "No image data provided. Use base64 'image' field.",
     );
-    let answer = json_of(
-        post(Form::new().text("name", "x"), &keys.fiione)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = post(Form::new().text("name", "x"), &keys.fiione).await;
     assert_fiione_error(
         &answer,
         400,
         "No file provided. Use 'image' or 'file' field.",
     );
-    let answer = json_of(
+    let answer = send_json(
         client
             .post(format!("{base}/upload"))
             .bearer_auth(&keys.fiione)
             .header("Content-Type", "text/plain")
-            .body("x")
-            .send()
-            .await
-            .unwrap(),
+            .body("x"),
     )
     .await;
     assert_fiione_error(
@@ -274,20 +220,10 @@ async fn uploads_in_every_documented_form() {
 
     // The plan's size limit.
     let big = vec![7u8; 1024 * 1024 + 1];
-    let answer = json_of(
-        post(multipart_file("file", "big", &big, None), &small)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = post(multipart_file("file", "big", &big, None), &small).await;
     assert_fiione_error(&answer, 413, "File exceeds max size limit (1 MB)");
     let exact = vec![7u8; 1024 * 1024];
-    let (status, _) = json_of(
-        post(multipart_file("file", "exact", &exact, None), &small)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = post(multipart_file("file", "exact", &exact, None), &small).await;
     assert_eq!(status, 200);
 }
 
@@ -303,20 +239,16 @@ async fn listing_pages_newest_first_with_the_limit_cap() {
     }
     ids.reverse(); // newest first
     let page = |query: Vec<(&'static str, String)>| {
-        client
-            .get(format!("{base}/files"))
-            .bearer_auth(&keys.fiione)
-            .query(&query)
-            .send()
+        send_json(
+            client
+                .get(format!("{base}/files"))
+                .bearer_auth(&keys.fiione)
+                .query(&query),
+        )
     };
     let mut seen = Vec::new();
     for n in 1..=3 {
-        let (status, body) = json_of(
-            page(vec![("page", n.to_string()), ("limit", "3".into())])
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = page(vec![("page", n.to_string()), ("limit", "3".into())]).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body["pagination"],
@@ -332,15 +264,15 @@ async fn listing_pages_newest_first_with_the_limit_cap() {
     }
     assert_eq!(seen, ids);
     // Defaults: page 1, limit 50; the limit is capped at 100.
-    let (_, body) = json_of(page(vec![]).await.unwrap()).await;
+    let (_, body) = page(vec![]).await;
     assert_eq!(
         body["pagination"],
         json!({"page": 1, "limit": 50, "total": 7, "pages": 1})
     );
-    let (_, body) = json_of(page(vec![("limit", "1000".into())]).await.unwrap()).await;
+    let (_, body) = page(vec![("limit", "1000".into())]).await;
     assert_eq!(body["pagination"]["limit"], 100);
     // Past the end: an empty page.
-    let (_, body) = json_of(page(vec![("page", "9".into())]).await.unwrap()).await;
+    let (_, body) = page(vec![("page", "9".into())]).await;
     assert_eq!(body["data"], json!([]));
     // Values the real server chokes on.
     for bad in [
@@ -348,20 +280,17 @@ async fn listing_pages_newest_first_with_the_limit_cap() {
         vec![("page", "abc".into())],
         vec![("limit", "x".into())],
     ] {
-        let answer = json_of(page(bad).await.unwrap()).await;
+        let answer = page(bad).await;
         assert_fiione_error(&answer, 500, "Failed to list files");
     }
     // Another account sees none of these.
     let other = new_fiione_key();
     drop(emu);
     let (emu, _) = start_multi(&[], &[format!("fii.one {other}")]);
-    let (_, body) = json_of(
+    let (_, body) = send_json(
         client
             .get(format!("{}/files", fiione_url(&emu)))
-            .bearer_auth(&other)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&other),
     )
     .await;
     assert_eq!(body["pagination"]["total"], 0);
@@ -376,33 +305,35 @@ async fn get_patch_delete_and_their_odd_answers() {
     let id = data["id"].as_str().unwrap().to_string();
     let link = data["direct_link"].as_str().unwrap().to_string();
     let get = || {
-        client
-            .get(format!("{base}/files/{id}"))
-            .bearer_auth(&keys.fiione)
-            .send()
+        send_json(
+            client
+                .get(format!("{base}/files/{id}"))
+                .bearer_auth(&keys.fiione),
+        )
     };
-    let (status, body) = json_of(get().await.unwrap()).await;
+    let (status, body) = get().await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["folder_id"], Value::Null);
     assert!(body["data"]["updated_at"].is_string());
 
     // Rename keeps the direct link.
     let patch = |value: Value| {
-        client
-            .patch(format!("{base}/files/{id}"))
-            .bearer_auth(&keys.fiione)
-            .json(&value)
-            .send()
+        send_json(
+            client
+                .patch(format!("{base}/files/{id}"))
+                .bearer_auth(&keys.fiione)
+                .json(&value),
+        )
     };
-    let (status, body) = json_of(patch(json!({"name": "new.txt"})).await.unwrap()).await;
+    let (status, body) = patch(json!({"name": "new.txt"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["id"], id.as_str());
     assert_eq!(body["data"]["title"], "new.txt");
-    let (_, body) = json_of(get().await.unwrap()).await;
+    let (_, body) = get().await;
     assert_eq!(body["data"]["title"], "new.txt");
     assert_eq!(body["data"]["direct_link"], link.as_str());
     // An empty name is ignored.
-    let (_, body) = json_of(patch(json!({"name": ""})).await.unwrap()).await;
+    let (_, body) = patch(json!({"name": ""})).await;
     assert_eq!(body["data"]["title"], "new.txt");
 
     // Move into a folder seeded through the admin hook, then back to root.
@@ -414,11 +345,11 @@ async fn get_patch_delete_and_their_odd_answers() {
     assert_eq!(status, 200, "{created}");
     let folder: Value = serde_json::from_str(&created).unwrap();
     let folder = folder["id"].as_str().unwrap().to_string();
-    let (_, body) = json_of(patch(json!({"folder_id": folder})).await.unwrap()).await;
+    let (_, body) = patch(json!({"folder_id": folder})).await;
     assert_eq!(body["data"]["folder_id"], folder.as_str());
-    let (_, body) = json_of(get().await.unwrap()).await;
+    let (_, body) = get().await;
     assert_eq!(body["data"]["folder_id"], folder.as_str());
-    let (_, body) = json_of(patch(json!({"folder_id": null})).await.unwrap()).await;
+    let (_, body) = patch(json!({"folder_id": null})).await;
     assert_eq!(body["data"]["folder_id"], Value::Null);
     // Unknown or malformed folder ids, bodies and titles fail like the real server.
     for bad in [
@@ -426,76 +357,44 @@ async fn get_patch_delete_and_their_odd_answers() {
         json!({"folder_id": "photos"}),
         json!({"name": "x".repeat(256)}),
     ] {
-        let answer = json_of(patch(bad).await.unwrap()).await;
+        let answer = patch(bad).await;
         assert_fiione_error(&answer, 500, "Failed to update file");
     }
-    let answer = json_of(
+    let answer = send_json(
         client
             .patch(format!("{base}/files/{id}"))
             .bearer_auth(&keys.fiione)
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
+            .body("{not json"),
     )
     .await;
     assert_fiione_error(&answer, 500, "Failed to update file");
 
     // Non-UUID ids answer 500 with each route's message; unknown UUIDs 404.
-    let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&keys.fiione).send();
-    let answer = json_of(
-        auth(client.get(format!("{base}/files/nope")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let auth = |r: reqwest::RequestBuilder| send_json(r.bearer_auth(&keys.fiione));
+    let answer = auth(client.get(format!("{base}/files/nope"))).await;
     assert_fiione_error(&answer, 500, "Failed to get file");
-    let answer = json_of(
-        auth(
-            client
-                .patch(format!("{base}/files/nope"))
-                .json(&json!({"name": "a"})),
-        )
-        .await
-        .unwrap(),
+    let answer = auth(
+        client
+            .patch(format!("{base}/files/nope"))
+            .json(&json!({"name": "a"})),
     )
     .await;
     assert_fiione_error(&answer, 500, "Failed to update file");
-    let answer = json_of(
-        auth(client.delete(format!("{base}/files/nope")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = auth(client.delete(format!("{base}/files/nope"))).await;
     assert_fiione_error(&answer, 500, "Failed to delete file");
     let unknown = uuid::Uuid::new_v4();
-    let answer = json_of(
-        auth(client.get(format!("{base}/files/{unknown}")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = auth(client.get(format!("{base}/files/{unknown}"))).await;
     assert_fiione_error(&answer, 404, "File not found");
 
     // Delete is permanent: the file, its link and a second delete all 404.
-    let (status, body) = json_of(
-        auth(client.delete(format!("{base}/files/{id}")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = auth(client.delete(format!("{base}/files/{id}"))).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"], json!({"id": id, "deleted": true}));
-    let answer = json_of(get().await.unwrap()).await;
+    let answer = get().await;
     assert_fiione_error(&answer, 404, "File not found");
-    let answer = json_of(
-        auth(client.delete(format!("{base}/files/{id}")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = auth(client.delete(format!("{base}/files/{id}"))).await;
     assert_fiione_error(&answer, 404, "File not found");
-    assert_eq!(client.get(&link).send().await.unwrap().status(), 404);
+    assert_eq!(send_status(client.get(&link)).await, 404);
 }
 
 #[tokio::test]
@@ -530,13 +429,7 @@ async fn direct_links_are_public_with_range_support() {
     let head = client.head(link).send().await.unwrap();
     assert_eq!(head.headers()["content-length"], "100000");
     assert_eq!(
-        client
-            .get(link)
-            .header("Range", "bytes=100000-")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_status(client.get(link).header("Range", "bytes=100000-")).await,
         416
     );
     assert_eq!(emu.request_count("fii.one:download"), 5);
@@ -553,11 +446,11 @@ async fn optional_hourly_limit_and_injected_bursts_answer_429_in_the_envelope() 
     let (emu, keys) = start_multi(&[], &[format!("fii.one {limited} requests_per_hour=2")]);
     let base = fiione_url(&emu);
     let client = http();
-    let list = |key: &str| client.get(format!("{base}/files")).bearer_auth(key).send();
+    let list = |key: &str| client.get(format!("{base}/files")).bearer_auth(key);
     for _ in 0..2 {
-        assert_eq!(list(&limited).await.unwrap().status(), 200);
+        assert_eq!(send_status(list(&limited)).await, 200);
     }
-    let third = list(&limited).await.unwrap();
+    let third = list(&limited).send().await.unwrap();
     let retry_after: u64 = third.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -567,34 +460,30 @@ async fn optional_hourly_limit_and_injected_bursts_answer_429_in_the_envelope() 
     assert_fiione_error(&json_of(third).await, 429, "Too many requests");
     // Off by default: the other key is not limited.
     for _ in 0..5 {
-        assert_eq!(list(&keys.fiione).await.unwrap().status(), 200);
+        assert_eq!(send_status(list(&keys.fiione)).await, 200);
     }
     // The shared fault injection speaks the same envelope.
     emu.set_faults(json!({"rate_limit_burst": 1}));
     assert_fiione_error(
-        &json_of(list(&keys.fiione).await.unwrap()).await,
+        &send_json(list(&keys.fiione)).await,
         429,
         "Too many requests",
     );
-    assert_eq!(list(&keys.fiione).await.unwrap().status(), 200);
+    assert_eq!(send_status(list(&keys.fiione)).await, 200);
     assert!(emu.request_count("fii.one:files") >= 9);
 
     // `--fiione-rate-limit` turns the documented plan budgets on.
     drop(emu);
     let (emu, keys) = start_multi(&["--fiione-rate-limit"], &[]);
     let base = fiione_url(&emu);
+    let list = || {
+        client
+            .get(format!("{base}/files"))
+            .bearer_auth(&keys.fiione)
+    };
     let mut statuses = Vec::new();
     for _ in 0..101 {
-        statuses.push(
-            client
-                .get(format!("{base}/files"))
-                .bearer_auth(&keys.fiione)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        statuses.push(send_status(list()).await);
     }
     assert!(statuses[..100].iter().all(|s| *s == 200));
     assert_eq!(statuses[100], 429);
@@ -615,29 +504,16 @@ async fn files_survive_a_kill_9_and_restart() {
     assert_eq!(status, 200);
     emu.restart();
     let client = http();
-    let (status, body) = json_of(
+    let (status, body) = send_json(
         client
             .get(format!("{base}/files/{id}"))
-            .bearer_auth(&keys.fiione)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(&keys.fiione),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["title"], "durable.txt");
     assert_eq!(body["data"]["direct_link"], link.as_str());
-    assert_eq!(
-        client
-            .get(&link)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "still here"
-    );
+    assert_eq!(send_bytes(client.get(&link)).await, "still here");
 }
 
 #[test]

@@ -201,6 +201,28 @@ fn listings_come_from_the_cache_until_they_expire() {
         std::fs::read(dir.join("late.txt")).unwrap(),
         b"arrived later"
     );
+    // The kernel keeps its copy of an unchanged listing between `ls` runs;
+    // a removal elsewhere must still make it start over after the TTL.
+    let late = seed
+        .runtime
+        .block_on(seed.remote.list_folder(&folder))
+        .unwrap()
+        .files
+        .into_iter()
+        .find(|file| file.name == "late.txt")
+        .unwrap();
+    seed.runtime
+        .block_on(seed.remote.remove_file(&late.id))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while names_in(&dir).contains("late.txt") {
+        assert!(
+            Instant::now() < deadline,
+            "the removed file never went away"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(names_in(&dir).len(), 50);
     mount.unmount();
 }
 

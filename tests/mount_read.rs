@@ -153,6 +153,41 @@ fn eight_parallel_readers_of_different_and_of_the_same_file() {
 }
 
 #[test]
+fn the_kernel_reads_ahead_a_mebibyte_at_a_time() {
+    // The kernel starts a FUSE mount's read-ahead at 128 KiB; the mount
+    // raises it through sysfs, which takes root (as CI runs).
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: raising the kernel read-ahead needs root");
+        return;
+    }
+    let emu = Emulator::start();
+    let seed = Seeder::new(&emu);
+    let data = test_bytes(3 << 20, 77);
+    seed.upload("", "sequential.bin", &data);
+    let mount = Mount::start(&emu, "", &[]);
+    let device = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(mount.path()).unwrap());
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(device),
+        libc::minor(device)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let value = std::fs::read_to_string(&knob).unwrap_or_default();
+        if value.trim() == "1024" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{knob} is {value:?}, not 1024"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(mount.sha256("sequential.bin"), sha256_hex(&data));
+    mount.unmount();
+}
+
+#[test]
 fn changes_answer_read_only() {
     let emu = Emulator::start();
     let seed = Seeder::new(&emu);

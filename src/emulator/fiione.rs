@@ -12,28 +12,27 @@
 //! [requests_per_hour=N] [account=NAME]`; keys naming the same `account`
 //! reach the same files.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use futures::StreamExt;
-use parking_lot::Mutex;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
+use super::budget::{with_retry_after, RequestBudgets};
 use super::faults::InjectedFailure;
 use super::keys::KeyEntry;
 use super::ranges::BlobResponse;
-use super::storage::{self, AccountId, FileRow, NewFile, StagedBlob, Storage, ROOT_FOLDER};
+use super::storage::{self, iso_ms, AccountId, FileRow, NewFile, StagedBlob, Storage, ROOT_FOLDER};
 use super::AppState;
 
 pub const SERVICE: &str = "fii.one";
@@ -172,8 +171,8 @@ impl KeyPolicy {
 /// fii.one state shared by the handlers.
 pub struct FiiOneState {
     policies: HashMap<String, KeyPolicy>,
-    /// Request times of each rate-limited key within the last hour.
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Requests of each rate-limited key within the last hour.
+    hourly_budgets: RequestBudgets,
 }
 
 impl FiiOneState {
@@ -204,28 +203,8 @@ impl FiiOneState {
         }
         Ok(FiiOneState {
             policies,
-            windows: Mutex::new(HashMap::new()),
+            hourly_budgets: RequestBudgets::new(RATE_WINDOW),
         })
-    }
-
-    /// Records one request of `key`; the wait before the next is allowed
-    /// when the hourly budget is spent.
-    fn over_budget(&self, key: &str, limit: u32) -> Option<Duration> {
-        let now = Instant::now();
-        let mut windows = self.windows.lock();
-        let window = windows.entry(key.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit as usize {
-            let oldest = window.front().copied().unwrap_or(now);
-            return Some(RATE_WINDOW.saturating_sub(now.duration_since(oldest)));
-        }
-        window.push_back(now);
-        None
     }
 }
 
@@ -260,12 +239,10 @@ fn internal(message: &str, err: impl std::fmt::Display) -> Response {
 }
 
 fn too_many(wait: Duration) -> Response {
-    let mut response = fail(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
+    with_retry_after(
+        fail(StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+        wait,
+    )
 }
 
 /// The key as the real server reads it: `Bearer <key>`, else the raw
@@ -296,9 +273,7 @@ async fn admit(
     permission: Permission,
     denied: &str,
 ) -> Result<Caller, Response> {
-    state.stats.count(&format!("{SERVICE}:{endpoint}"));
-    state.faults.apply_latency().await;
-    if let Some(failure) = state.faults.draw_api_failure() {
+    if let Some(failure) = state.begin_api_call(&format!("{SERVICE}:{endpoint}")).await {
         return Err(match failure {
             InjectedFailure::RateLimited => too_many(Duration::from_secs(1)),
             InjectedFailure::ServerError(code) => fail(
@@ -314,7 +289,7 @@ async fn admit(
         return Err(unauthorized());
     }
     if let Some(limit) = policy.hourly_limit {
-        if let Some(wait) = state.fiione.over_budget(&key, limit) {
+        if let Some(wait) = state.fiione.hourly_budgets.spend(&key, limit) {
             return Err(too_many(wait));
         }
     }
@@ -341,13 +316,6 @@ struct Extra {
 
 fn extra_of(row: &FileRow) -> Extra {
     serde_json::from_value(row.extra.clone()).unwrap_or_default()
-}
-
-fn iso_ms(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn user_segment(account: AccountId) -> String {
@@ -448,17 +416,8 @@ async fn upload(
         .get(&key)
         .map(|p| p.max_file_bytes)
         .unwrap_or(200 * MB);
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let content_type = super::form::content_type(&headers);
+    let essence = super::form::media_type(&content_type);
     let received = match essence.as_str() {
         "multipart/form-data" => receive_multipart(&state, &content_type, body).await,
         "application/json" => receive_json(&state, body, max_bytes).await,
@@ -511,14 +470,7 @@ async fn receive_multipart(
             "No file provided. Use 'image' or 'file' field.",
         ))
     })?;
-    let stats = state.stats.clone();
-    let stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            stats.add_bytes_received(bytes.len() as u64);
-        }
-        chunk
-    });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut multipart = super::form::counted_multipart(body, boundary, state.stats.clone());
     let mut custom_name: Option<String> = None;
     let mut image: Option<Received> = None;
     let mut file: Option<Received> = None;
@@ -802,6 +754,13 @@ async fn list(
 
 // ---- one file: GET / PATCH / DELETE ----
 
+/// The 500 message of each route on one file.
+const GET_FAILED: &str = "Failed to get file";
+const PATCH_FAILED: &str = "Failed to update file";
+const DELETE_FAILED: &str = "Failed to delete file";
+
+/// Admits the caller and checks the id the way all three routes do, each
+/// with its own counter, permission and messages, then runs the route.
 async fn one_file(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -810,11 +769,38 @@ async fn one_file(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let (endpoint, permission, denied, failed) = match method {
+        Method::GET => (
+            "files/get",
+            Permission::Read,
+            "No read permission",
+            GET_FAILED,
+        ),
+        Method::PATCH => (
+            "files/patch",
+            Permission::Upload,
+            "No edit permission",
+            PATCH_FAILED,
+        ),
+        Method::DELETE => (
+            "files/delete",
+            Permission::Delete,
+            "No delete permission",
+            DELETE_FAILED,
+        ),
+        _ => return fail(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+    };
+    let caller = match admit(&state, endpoint, &headers, &query, permission, denied).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    if !is_uuid(&id) {
+        return internal(failed, "id is not a UUID");
+    }
     match method {
-        Method::GET => get_file(&state, &id, &query, &headers).await,
-        Method::PATCH => patch_file(&state, &id, &query, &headers, &body).await,
-        Method::DELETE => delete_file(&state, &id, &query, &headers).await,
-        _ => fail(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        Method::PATCH => patch_file(&state, caller, &id, &body).await,
+        Method::DELETE => delete_file(&state, caller, &id).await,
+        _ => get_file(&state, caller, &id).await,
     }
 }
 
@@ -830,68 +816,24 @@ async fn owned_file(
         .await
 }
 
-async fn get_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    let caller = match admit(
-        state,
-        "files/get",
-        headers,
-        query,
-        Permission::Read,
-        "No read permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal("Failed to get file", "id is not a UUID");
-    }
+async fn get_file(state: &AppState, caller: Caller, id: &str) -> Response {
     match owned_file(state, caller.account, id).await {
         Ok(Some(row)) => ok(file_json(state, &row, true)),
         Ok(None) => fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => internal("Failed to get file", err),
+        Err(err) => internal(GET_FAILED, err),
     }
 }
 
-async fn patch_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
-    const FAILED: &str = "Failed to update file";
-    let caller = match admit(
-        state,
-        "files/patch",
-        headers,
-        query,
-        Permission::Upload,
-        "No edit permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal(FAILED, "id is not a UUID");
-    }
+async fn patch_file(state: &AppState, caller: Caller, id: &str, body: &Bytes) -> Response {
     let request: Value = match serde_json::from_slice(body) {
         Ok(value @ Value::Object(_)) => value,
-        Ok(_) => return internal(FAILED, "body is not an object"),
-        Err(err) => return internal(FAILED, err),
+        Ok(_) => return internal(PATCH_FAILED, "body is not an object"),
+        Err(err) => return internal(PATCH_FAILED, err),
     };
     let row = match owned_file(state, caller.account, id).await {
         Ok(Some(row)) => row,
         Ok(None) => return fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => return internal(FAILED, err),
+        Err(err) => return internal(PATCH_FAILED, err),
     };
     let mut name = row.name.clone();
     match request.get("name") {
@@ -899,13 +841,13 @@ async fn patch_file(
         Some(Value::String(new)) if new.is_empty() => {}
         Some(Value::String(new)) => {
             if new.chars().count() > MAX_TITLE_CHARS {
-                return internal(FAILED, "title longer than 255 characters");
+                return internal(PATCH_FAILED, "title longer than 255 characters");
             }
             name = new.clone();
         }
         Some(Value::Bool(false)) => {}
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => {}
-        Some(_) => return internal(FAILED, "name is not a string"),
+        Some(_) => return internal(PATCH_FAILED, "name is not a string"),
     }
     let mut extra = extra_of(&row);
     if let Some(folder) = request.get("folder_id") {
@@ -915,7 +857,7 @@ async fn patch_file(
             Value::String(s) => {
                 // Only the foreign key is checked: any existing folder will do.
                 if !is_uuid(s) {
-                    return internal(FAILED, "folder_id is not a UUID");
+                    return internal(PATCH_FAILED, "folder_id is not a UUID");
                 }
                 let wanted = s.clone();
                 let exists = state
@@ -933,11 +875,13 @@ async fn patch_file(
                     .await;
                 match exists {
                     Ok(true) => extra.folder_id = Some(s.clone()),
-                    Ok(false) => return internal(FAILED, "folder_id violates the foreign key"),
-                    Err(err) => return internal(FAILED, err),
+                    Ok(false) => {
+                        return internal(PATCH_FAILED, "folder_id violates the foreign key")
+                    }
+                    Err(err) => return internal(PATCH_FAILED, err),
                 }
             }
-            _ => return internal(FAILED, "folder_id is not a string"),
+            _ => return internal(PATCH_FAILED, "folder_id is not a string"),
         }
     }
     extra.updated_ms = Utc::now().timestamp_millis();
@@ -946,7 +890,7 @@ async fn patch_file(
         let name = name.clone();
         let extra_json = match serde_json::to_string(&extra) {
             Ok(text) => text,
-            Err(err) => return internal(FAILED, err),
+            Err(err) => return internal(PATCH_FAILED, err),
         };
         state
             .storage
@@ -960,7 +904,7 @@ async fn patch_file(
             .await
     };
     if let Err(err) = saved {
-        return internal(FAILED, err);
+        return internal(PATCH_FAILED, err);
     }
     ok(json!({
         "id": row.link_id,
@@ -970,29 +914,7 @@ async fn patch_file(
     }))
 }
 
-async fn delete_file(
-    state: &AppState,
-    id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    const FAILED: &str = "Failed to delete file";
-    let caller = match admit(
-        state,
-        "files/delete",
-        headers,
-        query,
-        Permission::Delete,
-        "No delete permission",
-    )
-    .await
-    {
-        Ok(caller) => caller,
-        Err(response) => return response,
-    };
-    if !is_uuid(id) {
-        return internal(FAILED, "id is not a UUID");
-    }
+async fn delete_file(state: &AppState, caller: Caller, id: &str) -> Response {
     let account = caller.account;
     let wanted = id.to_string();
     let blob_dir = state.storage.blob_dir().to_path_buf();
@@ -1016,7 +938,7 @@ async fn delete_file(
     match deleted {
         Ok(Some(row)) => ok(json!({"id": row.link_id, "deleted": true})),
         Ok(None) => fail(StatusCode::NOT_FOUND, "File not found"),
-        Err(err) => internal(FAILED, err),
+        Err(err) => internal(DELETE_FAILED, err),
     }
 }
 
@@ -1055,18 +977,9 @@ async fn cdn_object(
             return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
         }
     };
-    BlobResponse {
-        path: state.storage.blob_path(&row.blob_id),
-        size: row.size,
-        content_type: row.content_type.clone(),
-        file_name: row.name.clone(),
-        cut_after: state.faults.cut_body_after(),
-        server_error: state.faults.draw_download_error(),
-        stats: state.stats.clone(),
-        guard: None,
-    }
-    .into_response(&method, &headers)
-    .await
+    BlobResponse::for_file(&state, &row, None)
+        .into_response(&method, &headers)
+        .await
 }
 
 async fn share_page(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
@@ -1081,18 +994,8 @@ async fn share_page(State(state): State<Arc<AppState>>, Path(token): Path<String
                     |row| row.get(0),
                 )
                 .optional()?;
-            let Some(file_id) = file_id else {
-                return Ok(None);
-            };
-            let account: Option<AccountId> = conn
-                .query_row(
-                    "SELECT account_id FROM files WHERE link_id = ?1",
-                    [&file_id],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            match account {
-                Some(account) => storage::file_by_link(conn, account, &file_id),
+            match file_id {
+                Some(file_id) => storage::file_by_link_any_account(conn, &file_id),
                 None => Ok(None),
             }
         })

@@ -14,29 +14,28 @@
 //! carries `Retry-After`; whether HEAD and ranged GETs count as downloads is
 //! a serve flag (they do by default).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
 use base64::Engine as _;
-use chrono::{DateTime, Months, NaiveDate, SecondsFormat, TimeZone, Utc};
-use futures::StreamExt;
-use parking_lot::Mutex;
-use rusqlite::{params, OptionalExtension};
+use chrono::{DateTime, Months, NaiveDate, Utc};
+use rusqlite::params;
 use serde_json::{json, Value};
 
+use super::budget::{with_retry_after, RequestBudgets};
 use super::faults::InjectedFailure;
 use super::keys::KeyEntry;
 use super::ranges::BlobResponse;
-use super::storage::{self, AccountId, FileRow, NewFile, StagedBlob, Storage, ROOT_FOLDER};
+use super::storage::{self, iso_ms, AccountId, FileRow, NewFile, StagedBlob, Storage, ROOT_FOLDER};
 use super::AppState;
 
 pub const SERVICE: &str = "file.io";
@@ -89,7 +88,8 @@ pub struct FileIoState {
     default_rate_limit: u32,
     /// Whether HEAD and ranged GETs spend a download like a full GET.
     partial_reads_consume: bool,
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Requests of each caller within the last minute.
+    minute_budgets: RequestBudgets,
     /// Owner of anonymous uploads (the empty key never authenticates).
     anonymous_account: AccountId,
 }
@@ -115,32 +115,18 @@ impl FileIoState {
             policies,
             default_rate_limit,
             partial_reads_consume,
-            windows: Mutex::new(HashMap::new()),
+            minute_budgets: RequestBudgets::new(RATE_WINDOW),
             anonymous_account,
         })
     }
 
     /// Records one request of `caller`; the wait until the next is allowed
-    /// when the per-minute budget is spent.
+    /// when the per-minute budget is spent. A limit of 0 means unlimited.
     fn over_limit(&self, caller: &str, limit: u32) -> Option<Duration> {
         if limit == 0 {
             return None;
         }
-        let now = Instant::now();
-        let mut windows = self.windows.lock();
-        let window = windows.entry(caller.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit as usize {
-            let oldest = window.front().copied().unwrap_or(now);
-            return Some(RATE_WINDOW.saturating_sub(now.duration_since(oldest)));
-        }
-        window.push_back(now);
-        None
+        self.minute_budgets.spend(caller, limit)
     }
 }
 
@@ -212,17 +198,13 @@ fn server_error(err: impl std::fmt::Display) -> Response {
 }
 
 fn too_many(wait: Duration) -> Response {
-    let mut response = error(
+    let response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "TOO_MANY_REQUESTS",
         "Too many requests",
         None,
     );
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
+    with_retry_after(response, wait)
 }
 
 // ---- callers ----
@@ -261,9 +243,7 @@ async fn admit(
     peer: SocketAddr,
     key_required: bool,
 ) -> Result<Caller, Response> {
-    state.stats.count(&format!("{SERVICE}:{endpoint}"));
-    state.faults.apply_latency().await;
-    if let Some(failure) = state.faults.draw_api_failure() {
+    if let Some(failure) = state.begin_api_call(&format!("{SERVICE}:{endpoint}")).await {
         return Err(match failure {
             InjectedFailure::RateLimited => too_many(Duration::from_secs(1)),
             InjectedFailure::ServerError(code) => error(
@@ -326,13 +306,6 @@ struct Extra {
 
 fn extra_of(row: &FileRow) -> Extra {
     serde_json::from_value(row.extra.clone()).unwrap_or_default()
-}
-
-fn iso_ms(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Whether the file can still be downloaded at `now_ms`. The download
@@ -489,17 +462,8 @@ async fn read_form(
     body: Body,
     max_bytes: u64,
 ) -> Result<Form, Response> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let content_type = super::form::content_type(headers);
+    let essence = super::form::media_type(&content_type);
     let mut form = Form {
         file: None,
         fields: HashMap::new(),
@@ -516,14 +480,7 @@ async fn read_form(
     }
     let boundary = multer::parse_boundary(&content_type)
         .map_err(|_| bad_request("Malformed multipart body"))?;
-    let stats = state.stats.clone();
-    let stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            stats.add_bytes_received(bytes.len() as u64);
-        }
-        chunk
-    });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut multipart = super::form::counted_multipart(body, boundary, state.stats.clone());
     let bad = |e: multer::Error| bad_request(&format!("Malformed multipart body: {e}"));
     let mut too_large = false;
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
@@ -847,21 +804,6 @@ async fn one_file(
     }
 }
 
-/// Any account's file with this key.
-fn file_by_key(conn: &rusqlite::Connection, key: &str) -> anyhow::Result<Option<FileRow>> {
-    let account: Option<AccountId> = conn
-        .query_row(
-            "SELECT account_id FROM files WHERE link_id = ?1",
-            [key],
-            |row| row.get(0),
-        )
-        .optional()?;
-    match account {
-        Some(account) => storage::file_by_link(conn, account, key),
-        None => Ok(None),
-    }
-}
-
 /// Removes a consumed file once its last download is over.
 struct ConsumedGuard {
     state: Arc<AppState>,
@@ -908,7 +850,7 @@ async fn download(
         .storage
         .call(move |conn| {
             let tx = conn.transaction()?;
-            let Some(mut row) = file_by_key(&tx, &wanted)? else {
+            let Some(mut row) = storage::file_by_link_any_account(&tx, &wanted)? else {
                 return Ok(None);
             };
             let mut extra = extra_of(&row);
@@ -946,18 +888,9 @@ async fn download(
             row: row.clone(),
         }) as Box<dyn Send + Sync>
     });
-    BlobResponse {
-        path: state.storage.blob_path(&row.blob_id),
-        size: row.size,
-        content_type: row.content_type.clone(),
-        file_name: row.name.clone(),
-        cut_after: state.faults.cut_body_after(),
-        server_error: state.faults.draw_download_error(),
-        stats: state.stats.clone(),
-        guard,
-    }
-    .into_response(method, headers)
-    .await
+    BlobResponse::for_file(state, &row, guard)
+        .into_response(method, headers)
+        .await
 }
 
 async fn owned_live_file(
@@ -974,6 +907,26 @@ async fn owned_live_file(
     Ok(row.filter(|r| is_live(&extra_of(r), now_ms)))
 }
 
+/// [`admit`] for a route on one file of the caller's own: a key is
+/// required, and a file that is someone else's, or no longer live, is 404.
+async fn admit_owner(
+    state: &AppState,
+    endpoint: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    key: &str,
+) -> Result<(Caller, FileRow), Response> {
+    let caller = admit(state, endpoint, headers, peer, true).await?;
+    let Some(account) = caller.account else {
+        return Err(unauthorized());
+    };
+    match owned_live_file(state, account, key).await {
+        Ok(Some(row)) => Ok((caller, row)),
+        Ok(None) => Err(not_found(key)),
+        Err(err) => Err(server_error(format!("{err:#}"))),
+    }
+}
+
 async fn update(
     state: &AppState,
     peer: SocketAddr,
@@ -983,17 +936,9 @@ async fn update(
     body: Body,
     replace: bool,
 ) -> Response {
-    let caller = match admit(state, "update", headers, peer, true).await {
-        Ok(caller) => caller,
+    let (caller, row) = match admit_owner(state, "update", headers, peer, key).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    let Some(account) = caller.account else {
-        return unauthorized();
-    };
-    let row = match owned_live_file(state, account, key).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return not_found(key),
-        Err(err) => return server_error(format!("{err:#}")),
     };
     let form = match read_form(state, headers, body, max_upload(state, &caller)).await {
         Ok(form) => form,
@@ -1031,7 +976,7 @@ async fn update(
     if let Err(err) = result {
         return server_error(format!("{err:#}"));
     }
-    match owned_live_file(state, account, key).await {
+    match owned_live_file(state, row.account_id, key).await {
         Ok(Some(row)) => Json(details(state, &row)).into_response(),
         Ok(None) => not_found(key),
         Err(err) => server_error(format!("{err:#}")),
@@ -1086,17 +1031,9 @@ async fn replace_content(
 }
 
 async fn delete(state: &AppState, peer: SocketAddr, key: &str, headers: &HeaderMap) -> Response {
-    let caller = match admit(state, "delete", headers, peer, true).await {
-        Ok(caller) => caller,
+    let row = match admit_owner(state, "delete", headers, peer, key).await {
+        Ok((_, row)) => row,
         Err(response) => return response,
-    };
-    let Some(account) = caller.account else {
-        return unauthorized();
-    };
-    let row = match owned_live_file(state, account, key).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return not_found(key),
-        Err(err) => return server_error(format!("{err:#}")),
     };
     let blob_dir = state.storage.blob_dir().to_path_buf();
     let result = state
@@ -1112,6 +1049,8 @@ async fn delete(state: &AppState, peer: SocketAddr, key: &str, headers: &HeaderM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+    use chrono::TimeZone;
 
     #[test]
     fn expiry_formats() {

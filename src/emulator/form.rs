@@ -1,6 +1,46 @@
-//! Reading `multipart/form-data` part headers the way HTTP defines them.
+//! Reading request bodies the way HTTP defines them: the media type of a
+//! request and `multipart/form-data` parts and their headers.
 
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::http::{header, HeaderMap};
+use futures::TryStreamExt;
+
+use super::stats::Stats;
+
+/// The request's `Content-Type` as sent ("" when absent or not text).
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The media type of a `Content-Type` value without its parameters,
+/// lower-cased (`multipart/form-data` for `Multipart/Form-Data; boundary=x`).
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// A multipart reader over `body` that adds every byte read to the
+/// received-bytes counter.
+pub fn counted_multipart(
+    body: Body,
+    boundary: String,
+    stats: Arc<Stats>,
+) -> multer::Multipart<'static> {
+    let stream = body.into_data_stream().inspect_ok(move |chunk| {
+        stats.add_bytes_received(chunk.len() as u64);
+    });
+    multer::Multipart::new(stream, boundary)
+}
 
 /// The file name of a multipart part, from its raw `Content-Disposition`:
 /// `filename*=UTF-8''…` (RFC 5987/6266) when present, else `filename="…"`

@@ -1,12 +1,14 @@
 //! `filehostfs serve`: a local HTTP server that speaks the services' APIs.
 //!
 //! Layout: [`storage`] (SQLite metadata + blob files), [`ranges`] (Range/HEAD
-//! serving of a blob), [`stats`], [`faults`], [`flood`], [`admin`] are shared
-//! by every service; each service has its own module ([`fichier`]) that
-//! builds its routes on top of [`AppState`]. Choices made where the API
+//! serving of a blob), [`stats`], [`faults`], [`flood`], [`budget`],
+//! [`form`], [`admin`] are shared by the services; each service has its own
+//! module ([`fichier`], [`fiione`], [`fileio`]) that builds its routes on top
+//! of [`AppState`]. Choices made where the API
 //! documents are uncertain are listed in `src/emulator/README.md`.
 
 pub mod admin;
+pub mod budget;
 pub mod faults;
 pub mod fichier;
 pub mod fiione;
@@ -213,6 +215,14 @@ pub struct AppState {
 impl AppState {
     pub fn account(&self, service: &str, key: &str) -> Option<&Account> {
         self.accounts.get(&(service.to_string(), key.to_string()))
+    }
+
+    /// Counts an API call under `counter` (`"<service>:<endpoint>"`), waits
+    /// the injected latency and draws the injected failure it suffers, if any.
+    pub async fn begin_api_call(&self, counter: &str) -> Option<faults::InjectedFailure> {
+        self.stats.count(counter);
+        self.faults.apply_latency().await;
+        self.faults.draw_api_failure()
     }
 }
 

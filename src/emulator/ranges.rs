@@ -20,6 +20,8 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::stats::Stats;
+use super::storage::FileRow;
+use super::AppState;
 
 /// Read size per chunk: large enough that per-chunk overhead (a blocking
 /// task hop, a syscall) is negligible next to the copy itself.
@@ -137,6 +139,25 @@ fn content_disposition(name: &str) -> HeaderValue {
 }
 
 impl BlobResponse {
+    /// `file`'s bytes, with the download faults currently set; `guard` is
+    /// kept alive until the body is done.
+    pub fn for_file(
+        state: &AppState,
+        file: &FileRow,
+        guard: Option<Box<dyn Send + Sync + 'static>>,
+    ) -> BlobResponse {
+        BlobResponse {
+            path: state.storage.blob_path(&file.blob_id),
+            size: file.size,
+            content_type: file.content_type.clone(),
+            file_name: file.name.clone(),
+            cut_after: state.faults.cut_body_after(),
+            server_error: state.faults.draw_download_error(),
+            stats: state.stats.clone(),
+            guard,
+        }
+    }
+
     pub async fn into_response(self, method: &Method, headers: &HeaderMap) -> Response {
         if let Some(code) = self.server_error {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);

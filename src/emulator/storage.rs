@@ -199,6 +199,18 @@ pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Milliseconds since the epoch as JavaScript's `toISOString()` writes them
+/// (`2026-01-31T12:00:00.000Z`), the time format of the fii.one and file.io
+/// APIs.
+pub fn iso_ms(ms: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Utc
+        .timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl Storage {
     /// Opens (creating if needed) the store in `data_dir`, discards any
     /// half-written upload left by a crash and garbage-collects blobs that no

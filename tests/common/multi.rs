@@ -85,6 +85,23 @@ pub async fn json_of(response: reqwest::Response) -> (u16, serde_json::Value) {
     (status, value)
 }
 
+/// Sends `request`; status and parsed JSON body of the answer.
+pub async fn send_json(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    json_of(request.send().await.expect("sending the request")).await
+}
+
+/// Sends `request`; the status of the answer (its body is not read).
+pub async fn send_status(request: reqwest::RequestBuilder) -> u16 {
+    let response = request.send().await.expect("sending the request");
+    response.status().as_u16()
+}
+
+/// Sends `request`; the body of the answer, whatever its status.
+pub async fn send_bytes(request: reqwest::RequestBuilder) -> bytes::Bytes {
+    let response = request.send().await.expect("sending the request");
+    response.bytes().await.expect("reading the body")
+}
+
 /// Checks a fii.one error envelope: status, `code` = status, exact message.
 #[track_caller]
 pub fn assert_fiione_error(answer: &(u16, serde_json::Value), status: u16, message: &str) {

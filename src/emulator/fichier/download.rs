@@ -193,16 +193,7 @@ pub async fn direct_link(
             "parallel requests are not allowed on this link (single=1)\n",
         );
     }
-    BlobResponse {
-        path: state.storage.blob_path(&file.blob_id),
-        size: file.size,
-        content_type: file.content_type,
-        file_name: file.name,
-        cut_after: state.faults.cut_body_after(),
-        server_error: state.faults.draw_download_error(),
-        stats: state.stats.clone(),
-        guard: Some(Box::new(guard)),
-    }
-    .into_response(&method, &headers)
-    .await
+    BlobResponse::for_file(&state, &file, Some(Box::new(guard)))
+        .into_response(&method, &headers)
+        .await
 }

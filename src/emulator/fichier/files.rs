@@ -150,35 +150,70 @@ pub async fn rm(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
     Ok(json!({"status": "OK", "removed": removed, "urls": urls}))
 }
 
+/// What file/mv.cgi and file/cp.cgi both read: the files (`urls`), the
+/// folder they go to, and an optional new name for a single file.
+struct Placement {
+    link_ids: Vec<String>,
+    destination: storage::FolderId,
+    rename: Option<String>,
+}
+
+impl Placement {
+    /// Reads the destination from `folder_field`; sharing with another
+    /// account (`sharing_field`) is refused.
+    fn read(
+        state: &AppState,
+        req: &Req,
+        folder_field: &str,
+        sharing_field: &str,
+    ) -> Result<Placement, ApiError> {
+        let urls = req.string_array("urls")?;
+        let destination = req.int(folder_field)?;
+        let rename = req.opt_string("rename")?;
+        req.no_sharing(sharing_field)?;
+        if rename.is_some() && urls.len() != 1 {
+            return Err(ApiError::refused("rename needs exactly one URL #711"));
+        }
+        if let Some(name) = &rename {
+            validate_name(name)?;
+        }
+        Ok(Placement {
+            link_ids: link_ids(state, &urls)?,
+            destination,
+            rename,
+        })
+    }
+
+    /// The files to place, once the destination is known to be a folder
+    /// of `account`.
+    fn files(
+        &self,
+        conn: &rusqlite::Connection,
+        account: storage::AccountId,
+    ) -> anyhow::Result<Vec<FileRow>> {
+        if !storage::folder_exists(conn, account, self.destination)? {
+            return Err(ApiError::not_found().into());
+        }
+        all_files(conn, account, &self.link_ids)
+    }
+}
+
 pub async fn mv(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<Value> {
-    let urls = req.string_array("urls")?;
-    let destination = req.int("destination_folder_id")?;
-    let rename = req.opt_string("rename")?;
-    req.no_sharing("destination_user")?;
-    if rename.is_some() && urls.len() != 1 {
-        return Err(ApiError::refused("rename needs exactly one URL #711").into());
-    }
-    if let Some(name) = &rename {
-        validate_name(name)?;
-    }
-    let ids = link_ids(state, &urls)?;
+    let placement = Placement::read(state, &req, "destination_folder_id", "destination_user")?;
     let account = caller.account;
     let moved = state
         .storage
         .call(move |conn| {
             let tx = conn.transaction()?;
-            if !storage::folder_exists(&tx, account, destination)? {
-                return Err(ApiError::not_found().into());
-            }
-            let files = all_files(&tx, account, &ids)?;
+            let files = placement.files(&tx, account)?;
             for file in &files {
-                if file.folder_id == destination {
+                if file.folder_id == placement.destination {
                     return Err(ApiError::refused(
                         "File already in this folder; use file/rename.cgi #710",
                     )
                     .into());
                 }
-                if rename.as_deref() == Some(file.name.as_str()) {
+                if placement.rename.as_deref() == Some(file.name.as_str()) {
                     return Err(ApiError::refused("Rename to the same name refused #709").into());
                 }
             }
@@ -187,10 +222,10 @@ pub async fn mv(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<V
                 // A moved file gets a new link (the document leaves this
                 // open; clients must use the URL returned here).
                 let new_link = storage::fresh_link_id(&tx, LINK_ID_LEN)?;
-                let name = rename.clone().unwrap_or(file.name);
+                let name = placement.rename.clone().unwrap_or(file.name);
                 tx.execute(
                     "UPDATE files SET folder_id = ?1, name = ?2, link_id = ?3 WHERE id = ?4",
-                    params![destination, name, new_link, file.id],
+                    params![placement.destination, name, new_link, file.id],
                 )?;
                 moved.push((new_link, name));
             }
@@ -266,38 +301,28 @@ pub async fn rename(state: &AppState, caller: &Caller, req: Req) -> anyhow::Resu
 }
 
 pub async fn cp(state: &AppState, caller: &Caller, req: Req) -> anyhow::Result<Value> {
-    let urls = req.string_array("urls")?;
-    let destination = req.int("folder_id")?;
-    let rename = req.opt_string("rename")?;
-    req.no_sharing("sharing_user")?;
-    if rename.is_some() && urls.len() != 1 {
-        return Err(ApiError::refused("rename needs exactly one URL #711").into());
-    }
-    if let Some(name) = &rename {
-        validate_name(name)?;
-    }
-    let ids = link_ids(state, &urls)?;
+    let placement = Placement::read(state, &req, "folder_id", "sharing_user")?;
     let account = caller.account;
     let now = storage::now_unix();
     let copies = state
         .storage
         .call(move |conn| {
             let tx = conn.transaction()?;
-            if !storage::folder_exists(&tx, account, destination)? {
-                return Err(ApiError::not_found().into());
-            }
-            let files = all_files(&tx, account, &ids)?;
+            let files = placement.files(&tx, account)?;
             let mut copies = Vec::with_capacity(files.len());
             for file in files {
                 let new_link = storage::fresh_link_id(&tx, LINK_ID_LEN)?;
-                let name = rename.clone().unwrap_or_else(|| file.name.clone());
+                let name = placement
+                    .rename
+                    .clone()
+                    .unwrap_or_else(|| file.name.clone());
                 // The copy shares the blob: contents are immutable.
                 tx.execute(
                     "INSERT INTO files (account_id, folder_id, link_id, name, blob_id, \
                      content_type, created_at, extra) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         account,
-                        destination,
+                        placement.destination,
                         new_link,
                         name,
                         file.blob_id,

@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 
@@ -200,11 +199,8 @@ async fn receive_upload(
         .and_then(|v| multer::parse_boundary(v).ok())
         .ok_or_else(|| ApiError::bad_request("body must be multipart/form-data"))?;
 
-    let stats = state.stats.clone();
-    let stream = body.into_data_stream().inspect_ok(move |chunk| {
-        stats.add_bytes_received(chunk.len() as u64);
-    });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut multipart =
+        crate::emulator::form::counted_multipart(body, boundary, state.stats.clone());
 
     let mut did: Option<String> = None;
     let mut received: Vec<ReceivedFile> = Vec::new();
