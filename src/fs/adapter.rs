@@ -34,7 +34,7 @@ use super::{write, FsError};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
 use crate::cache::{ContentKey, FileSource};
-use crate::remote::{FolderId, Remote};
+use crate::remote::{FileEntry, FolderId, Remote};
 
 /// Settings of a mounted filesystem.
 #[derive(Clone, Debug)]
@@ -314,6 +314,26 @@ impl FsState {
             });
         }
         Ok(DirSnapshot { entries, ttl })
+    }
+
+    /// Opens a remote file for reading. No call to the service: the size and
+    /// version come from the listing.
+    fn open_remote(&self, ino: u64, entry: &FileEntry, reply: ReplyOpen) {
+        let source = FileSource::for_entry(entry);
+        let unchanged = self
+            .opened_content
+            .lock()
+            .insert(ino, source.key.clone())
+            .is_some_and(|previous| previous == source.key);
+        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
+        let fh = self.new_handle();
+        self.files.lock().insert(fh, file);
+        let flags = if unchanged {
+            consts::FOPEN_KEEP_CACHE
+        } else {
+            0
+        };
+        reply.opened(fh, flags);
     }
 
     /// Opens a handle on a snapshot of folder `dir` and answers the kernel
@@ -671,27 +691,19 @@ impl Filesystem for FilehostFs {
         let Some(node) = state.inodes.get(ino) else {
             return reply.error(libc::ENOENT);
         };
-        let entry = match &node.kind {
-            NodeKind::File(entry) => entry,
-            NodeKind::Folder { .. } => return reply.error(libc::EISDIR),
-            NodeKind::Local(_) => return write::open_local(state, ino, reply),
-        };
-        // No call to the service: the size and version come from the listing.
-        let source = FileSource::for_entry(entry);
-        let unchanged = state
-            .opened_content
-            .lock()
-            .insert(ino, source.key.clone())
-            .is_some_and(|previous| previous == source.key);
-        let file = OpenFile::new(ino, source, state.blocks.clone(), state.config.read_ahead);
-        let fh = state.new_handle();
-        state.files.lock().insert(fh, file);
-        let flags = if unchanged {
-            consts::FOPEN_KEEP_CACHE
-        } else {
-            0
-        };
-        reply.opened(fh, flags);
+        match &node.kind {
+            NodeKind::File(entry) => state.open_remote(ino, entry, reply),
+            NodeKind::Folder { .. } => reply.error(libc::EISDIR),
+            NodeKind::Local(_) => {
+                let Some(reply) = write::open_local(state, ino, reply) else {
+                    return;
+                };
+                match state.inodes.get(ino).map(|node| node.kind) {
+                    Some(NodeKind::File(entry)) => state.open_remote(ino, &entry, reply),
+                    _ => reply.error(libc::ENOENT),
+                }
+            }
+        }
     }
 
     fn read(

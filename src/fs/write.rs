@@ -1015,10 +1015,13 @@ pub(crate) fn open_for_writing(state: &Arc<FsState>, ino: u64, flags: i32, reply
     });
 }
 
-/// `open` (read-only) of a file that exists only locally.
-pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) {
+/// `open` (read-only) of a file that exists only locally: opens its pending file for reading. Hands the reply back when
+/// the pending file is gone: its upload finished after the caller looked at
+/// the node, which by then shows the remote file (the queue swaps the node
+/// over before it forgets the entry).
+pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) -> Option<ReplyOpen> {
     let Some(entry) = state.write.entry_of(ino) else {
-        return reply.error(libc::ENOENT);
+        return Some(reply);
     };
     match state.write.queue.open_read(entry) {
         Ok(file) => {
@@ -1029,8 +1032,16 @@ pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) {
                 .lock()
                 .insert(fh, Arc::new(ReadHandle { entry, file }));
             reply.opened(fh, 0);
+            None
         }
-        Err(error) => reply.error(error.errno()),
+        Err(WriteBackError::UnknownEntry(_)) => Some(reply),
+        Err(WriteBackError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+            Some(reply)
+        }
+        Err(error) => {
+            reply.error(error.errno());
+            None
+        }
     }
 }
 
