@@ -482,7 +482,15 @@ impl WriteBack {
         id: EntryId,
         truncate: bool,
     ) -> Result<StagedHandle, WriteBackError> {
-        let file = self.inner.staging.open_rw(id)?;
+        let file = match self.inner.staging.open_rw(id) {
+            Ok(file) => file,
+            // Finalized since the caller looked it up: its staging file goes
+            // right after the entry.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(WriteBackError::UnknownEntry(id))
+            }
+            Err(error) => return Err(error.into()),
+        };
         {
             let mut guard = self.inner.state.lock();
             let state = &mut *guard;
@@ -875,9 +883,11 @@ impl Inner {
         if let Ok(file) = self.staging.open_read(id) {
             file.sync_data()?;
         }
-        let size = self.staging.len(id)?;
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        // Under the lock, so no write or resize lands between the measure
+        // and the row that records it.
+        let size = self.staging.len(id)?;
         if !state.dirty.remove(&id) {
             return Ok(());
         }
@@ -1157,9 +1167,16 @@ impl Inner {
         // The staged bytes reach the disk before the journal says they are queued.
         file.sync_data()?;
         self.staging.sync_dir()?;
-        let size = file.metadata()?.len();
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        if state.writers.get(&id).is_some_and(|&count| count > 0) {
+            // Reopened for writing during the syncs: that handle's release
+            // queues the file, with whatever it changes.
+            return Ok(());
+        }
+        // Measured under the lock: a handle opened during the syncs may have
+        // resized the file, and a size taken before would overwrite its.
+        let size = file.metadata()?.len();
         let Some(row) = state.rows.get(&id) else {
             return Ok(());
         };
