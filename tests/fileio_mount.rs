@@ -40,24 +40,7 @@ fn service_files(config: &Path) -> Vec<FileEntry> {
 }
 
 fn xattr(path: &Path, name: &str) -> std::io::Result<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    let c_name = std::ffi::CString::new(name).unwrap();
-    let mut buffer = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buffer.truncate(n as usize);
-    Ok(String::from_utf8(buffer).unwrap())
+    common::mount::getxattr(path, name).map(|value| String::from_utf8(value).unwrap())
 }
 
 const FAST: [&str; 4] = ["--dir-cache-time", "1s", "--write-back", "0s"];

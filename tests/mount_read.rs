@@ -235,23 +235,7 @@ fn changes_answer_read_only() {
 }
 
 fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let name = CString::new(name).unwrap();
-    let mut buffer = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the length passed.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buffer.truncate(n as usize);
-    Some(buffer)
+    common::mount::getxattr(path, name).ok()
 }
 
 fn listxattr(path: &Path) -> Vec<String> {

@@ -511,23 +511,7 @@ impl Subject<'_> {
 }
 
 fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let c_name = CString::new(name).unwrap();
-    let mut buffer = vec![0u8; 4096];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    if n < 0 {
-        return Err(errno_of(std::io::Error::last_os_error()));
-    }
-    buffer.truncate(n as usize);
-    Ok(buffer)
+    common::mount::getxattr(path, name).map_err(errno_of)
 }
 
 /// Mount options for quick tests: listings trusted for one second, uploads

@@ -266,20 +266,8 @@ fn overwrite_append_and_editor_style_saves() {
 }
 
 fn xattr(path: &Path, name: &str) -> Option<String> {
-    let path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let name = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    let n = usize::try_from(n).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    let value = common::mount::getxattr(path, name).ok()?;
+    Some(String::from_utf8_lossy(&value).into_owned())
 }
 
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {

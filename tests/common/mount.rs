@@ -43,6 +43,28 @@ pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
     path
 }
 
+/// The value of extended attribute `name` of `path` (up to 4 KiB).
+pub fn getxattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buffer.truncate(n as usize);
+    Ok(buffer)
+}
+
 /// Whether `path` is a mount point now (from /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
     let wanted = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -84,6 +106,27 @@ pub struct Mount {
     log_path: PathBuf,
     /// Owns the mount point, the config and the log.
     dir: tempfile::TempDir,
+    /// How long mounting and unmounting may take.
+    timeout: Duration,
+    /// How long the process gets to exit after an unmount on Drop.
+    grace: Duration,
+}
+
+/// How long a mount may take to appear and to go away, and how long its
+/// process gets to exit when a guard unmounts it.
+#[derive(Clone, Copy)]
+pub struct MountTimes {
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+impl Default for MountTimes {
+    fn default() -> Self {
+        MountTimes {
+            timeout: MOUNT_TIMEOUT,
+            grace: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Mount {
@@ -135,6 +178,16 @@ impl Mount {
         mountpoint: PathBuf,
         command_line: Vec<std::ffi::OsString>,
     ) -> Mount {
+        Mount::launch_with(dir, mountpoint, command_line, MountTimes::default())
+    }
+
+    /// [`Mount::launch`] with other time limits.
+    pub fn launch_with(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        command_line: Vec<std::ffi::OsString>,
+        times: MountTimes,
+    ) -> Mount {
         let log_path = dir.path().join(format!(
             "mount-{}.log",
             std::time::SystemTime::now()
@@ -159,13 +212,15 @@ impl Mount {
             mountpoint,
             log_path,
             dir,
+            timeout: times.timeout,
+            grace: times.grace,
         };
         mount.wait_until_mounted();
         mount
     }
 
     fn wait_until_mounted(&mut self) {
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        let deadline = Instant::now() + self.timeout;
         while Instant::now() < deadline {
             if is_mounted(&self.mountpoint) {
                 return;
@@ -213,9 +268,10 @@ impl Mount {
         self.dir.path()
     }
 
-    /// Unmounts with `fusermount3 -u` and checks that the process exits
-    /// successfully and nothing stays mounted.
-    pub fn unmount(mut self) {
+    /// Unmounts with `fusermount3 -u`, checks that the process exits
+    /// successfully (a writable mount first drains its upload queue) and
+    /// nothing stays mounted, and returns the process's log.
+    pub fn unmount(mut self) -> String {
         let status = Command::new("fusermount3")
             .arg("-u")
             .arg(&self.mountpoint)
@@ -235,12 +291,26 @@ impl Mount {
             self.log()
         );
         assert!(!is_mounted(&self.mountpoint));
+        self.log()
+    }
+
+    /// `kill -9` of the mount process; the dead mount is then detached.
+    pub fn kill9(mut self) -> String {
+        let mut child = self.child.take().expect("mount process");
+        child.kill().expect("kill -9 of the mount");
+        let _ = child.wait();
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+        self.log()
     }
 
     /// Waits for the mount process to end on its own (after a signal or an
     /// external unmount).
     pub fn wait_for_exit(&mut self) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        let deadline = Instant::now() + self.timeout;
         let child = self.child.as_mut()?;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -262,7 +332,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        release(&self.mountpoint, self.child.take(), Duration::from_secs(10));
+        release(&self.mountpoint, self.child.take(), self.grace);
     }
 }
 
@@ -298,6 +368,23 @@ pub fn release(mountpoint: &Path, child: Option<Child>, grace: Duration) {
     }
 }
 
+/// Remote `name` of the config file `config`, opened through the library
+/// (the code the mount uses), with a runtime to drive it from a test.
+pub fn open_remote(config: &Path, name: &str) -> (tokio::runtime::Runtime, Arc<dyn Remote>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let remote = runtime.block_on(async {
+        Config::load(Some(config))
+            .unwrap()
+            .open_remote(name)
+            .unwrap()
+    });
+    (runtime, remote)
+}
+
 /// Puts folders and files on the emulator through the library's Remote
 /// layer (the same code the mount uses to read them back).
 pub struct Seeder {
@@ -309,18 +396,7 @@ pub struct Seeder {
 impl Seeder {
     pub fn new(emu: &Emulator) -> Seeder {
         let dir = tempfile::tempdir().unwrap();
-        let config_path = write_config(emu, dir.path());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let remote = runtime.block_on(async {
-            Config::load(Some(&config_path))
-                .unwrap()
-                .open_remote(REMOTE_NAME)
-                .unwrap()
-        });
+        let (runtime, remote) = open_remote(&write_config(emu, dir.path()), REMOTE_NAME);
         Seeder {
             runtime,
             remote,

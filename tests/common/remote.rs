@@ -76,3 +76,17 @@ pub fn cli_ok(config: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// Runs each command at the most verbose log level and fails the test if
+/// `key` shows up in what it prints.
+pub fn assert_key_never_printed(config: &Path, key: &str, commands: &[&[&str]]) {
+    for args in commands {
+        let out = run_cli(config, args, &[("RUST_LOG", "trace")]);
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!shown.contains(key), "{args:?} printed the key");
+    }
+}

@@ -533,7 +533,7 @@ impl WriteBack {
         state
             .rows
             .get(&id)
-            .filter(|row| row.state != EntryState::Cancelled)
+            .filter(|row| row.is_live())
             .map(PendingFile::from_record)
     }
 
@@ -543,7 +543,7 @@ impl WriteBack {
         state
             .rows
             .values()
-            .filter(|row| row.state != EntryState::Cancelled && &row.parent == parent)
+            .filter(|row| row.is_live() && &row.parent == parent)
             .map(PendingFile::from_record)
             .collect()
     }
@@ -555,9 +555,7 @@ impl WriteBack {
             .rows
             .values()
             .rev()
-            .find(|row| {
-                row.state != EntryState::Cancelled && &row.parent == parent && row.name == name
-            })
+            .find(|row| row.is_live() && &row.parent == parent && row.name == name)
             .map(PendingFile::from_record)
     }
 
@@ -567,7 +565,7 @@ impl WriteBack {
         state
             .rows
             .values()
-            .filter(|row| row.state != EntryState::Cancelled)
+            .filter(|row| row.is_live())
             .map(PendingFile::from_record)
             .collect()
     }
@@ -614,11 +612,7 @@ impl WriteBack {
     ) -> Result<(), WriteBackError> {
         let mut guard = self.inner.state.lock();
         let state = &mut *guard;
-        let Some(row) = state
-            .rows
-            .get(&id)
-            .filter(|r| r.state != EntryState::Cancelled)
-        else {
+        let Some(row) = state.rows.get(&id).filter(|r| r.is_live()) else {
             return Err(WriteBackError::UnknownEntry(id));
         };
         let mut updated = row.clone();
@@ -628,11 +622,7 @@ impl WriteBack {
         let mut deletes = Vec::new();
         match replaced {
             Replaced::Nothing => {}
-            Replaced::Remote(file) => {
-                if !updated.obsolete.iter().any(|(f, _)| f == &file) {
-                    updated.obsolete.push((file, ObsoleteReason::Replaced));
-                }
-            }
+            Replaced::Remote(file) => updated.mark_obsolete(file, ObsoleteReason::Replaced),
             Replaced::Pending(other) if other == id => {}
             Replaced::Pending(other) => {
                 if let Some(other_row) = state.rows.get(&other) {
@@ -641,9 +631,7 @@ impl WriteBack {
                     // have removed; the replaced entry only has to clean up
                     // its own upload, if it made one.
                     for (file, _) in other_row.obsolete.drain(..) {
-                        if !updated.obsolete.iter().any(|(f, _)| f == &file) {
-                            updated.obsolete.push((file, ObsoleteReason::Replaced));
-                        }
+                        updated.mark_obsolete(file, ObsoleteReason::Replaced);
                     }
                     let idle = other_row.progress == Progress::Idle;
                     let writers = state.writers.get(&other).copied().unwrap_or(0);
@@ -679,11 +667,7 @@ impl WriteBack {
     pub fn unlink(&self, id: EntryId) -> Result<(), WriteBackError> {
         let mut guard = self.inner.state.lock();
         let state = &mut *guard;
-        let Some(row) = state
-            .rows
-            .get(&id)
-            .filter(|r| r.state != EntryState::Cancelled)
-        else {
+        let Some(row) = state.rows.get(&id).filter(|r| r.is_live()) else {
             return Err(WriteBackError::UnknownEntry(id));
         };
         let writers = state.writers.get(&id).copied().unwrap_or(0);
@@ -783,6 +767,18 @@ impl WriteBack {
 }
 
 impl EntryRecord {
+    /// Not cancelled: still shown in the mount and open to changes.
+    fn is_live(&self) -> bool {
+        self.state != EntryState::Cancelled
+    }
+
+    /// Records a remote file the queue must remove, once.
+    fn mark_obsolete(&mut self, file: FileId, reason: ObsoleteReason) {
+        if !self.obsolete.iter().any(|(f, _)| f == &file) {
+            self.obsolete.push((file, reason));
+        }
+    }
+
     /// Whether the queue still has something to do for this entry.
     fn has_work(&self) -> bool {
         !(self.state == EntryState::Held && self.obsolete.is_empty())

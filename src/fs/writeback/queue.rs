@@ -302,9 +302,7 @@ impl Inner {
         self.modify(id, |row| {
             if let Progress::Uploaded { id: file, .. } = &row.progress {
                 let file = file.clone();
-                if !row.obsolete.iter().any(|(f, _)| f == &file) {
-                    row.obsolete.push((file, ObsoleteReason::StaleUpload));
-                }
+                row.mark_obsolete(file, ObsoleteReason::StaleUpload);
                 row.progress = Progress::Idle;
             }
         })?;
