@@ -104,12 +104,7 @@ fn rsync_into_the_mount_and_back_is_byte_identical() {
         .arg(format!("{}/", inside.display())));
     mount.unmount();
     let remote = RemoteView::new(&emu, &emu.key());
-    let names: Vec<String> = remote
-        .listing("synced")
-        .files
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names: Vec<String> = remote.file_names("synced");
     let mut sorted = names.clone();
     sorted.sort();
     sorted.dedup();
@@ -191,12 +186,7 @@ fn files_renamed_while_their_upload_finishes_keep_size_and_name() {
     });
     check("after the uploads");
     mount.unmount();
-    let mut names: Vec<String> = remote
-        .listing("burst")
-        .files
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let mut names: Vec<String> = remote.file_names("burst");
     names.sort();
     let mut wanted: Vec<String> = (0..FILES).map(|i| format!("file-{i}")).collect();
     wanted.sort();
@@ -630,12 +620,7 @@ fn quota_exceeded_gives_enospc_and_keeps_the_staged_file() {
     assert!(log.contains("left journaled"), "{log}");
     assert!(log.contains("too-big.bin"), "{log}");
     let remote = RemoteView::new(&emu, &key);
-    let names: Vec<String> = remote
-        .listing("")
-        .files
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names: Vec<String> = remote.file_names("");
     assert_eq!(names, ["fits.txt"]);
 }
 
@@ -694,11 +679,6 @@ fn impossible_sizes_and_names_are_refused_at_once() {
     fs::remove_file(m.join("huge.bin")).unwrap();
     mount.unmount();
     let remote = RemoteView::new(&emu, &emu.key());
-    let names: Vec<String> = remote
-        .listing("")
-        .files
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names: Vec<String> = remote.file_names("");
     assert_eq!(names, ["short.txt"]);
 }

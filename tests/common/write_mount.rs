@@ -113,6 +113,15 @@ impl RemoteView {
     }
 
     /// Files called `name` in folder `path`.
+    /// Names of the files in the folder at `path`, in listing order.
+    pub fn file_names(&self, path: &str) -> Vec<String> {
+        self.listing(path)
+            .files
+            .into_iter()
+            .map(|f| f.name)
+            .collect()
+    }
+
     pub fn files_named(&self, path: &str, name: &str) -> Vec<FileEntry> {
         self.listing(path)
             .files
