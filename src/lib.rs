@@ -7,9 +7,8 @@
 
 pub mod cache;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod emulator;
 pub mod fs;
 pub mod remote;
+pub mod writeback;

@@ -29,12 +29,12 @@ use tracing::{debug, info, warn};
 
 use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
 use super::read::{OpenFile, ReadAheadConfig};
-use super::writeback::Recovery;
 use super::{write, FsError};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
 use crate::cache::{ContentKey, FileSource};
 use crate::remote::{FileEntry, FolderId, Remote};
+use crate::writeback::Recovery;
 
 /// Settings of a mounted filesystem.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<lib
 
 /// How far the kernel reads ahead of a sequential reader, which is also the
 /// size of its read requests (FUSE caps them at 1 MiB by default).
-pub(crate) const KERNEL_READ_AHEAD: u32 = 1 << 20;
+pub const KERNEL_READ_AHEAD: u32 = 1 << 20;
 
 /// The prefix of every extended attribute the mount exposes.
 pub const XATTR_PREFIX: &str = "user.filehostfs.";

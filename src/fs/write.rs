@@ -38,13 +38,13 @@ use tracing::{debug, info, warn};
 
 use super::adapter::FsState;
 use super::inode::{LocalFile, Node, NodeKind};
-use super::writeback::{
-    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
-    WriteBackOptions, WriteEvent,
-};
 use crate::cache::meta::FetchedListing;
 use crate::cache::FileSource;
 use crate::remote::{FileEntry, FolderId, Remote, RemoteError};
+use crate::writeback::{
+    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
+    WriteBackOptions, WriteEvent,
+};
 
 /// `renameat2` flags (linux/fs.h).
 const RENAME_NOREPLACE: u32 = 1;
