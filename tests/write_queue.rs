@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Emulator, EmulatorOptions};
+use filehostfs::fs::error::Errno as _;
 use filehostfs::remote::fichier::{Fichier, FichierOptions};
 use filehostfs::remote::pacer::PacerConfig;
 use filehostfs::remote::{ApiKey, FileEntry, FolderId, Listing, Remote, RemoteError, UploadSource};

@@ -220,7 +220,10 @@ mod tests {
         let remote = Arc::new(MemoryRemote::new());
         let cache = MetaCache::new(remote.clone(), Duration::from_secs(1));
         let err = cache.listing(&FolderId("42".into())).await.unwrap_err();
-        assert_eq!(err.errno(), libc::ENOENT);
+        assert!(
+            matches!(err, crate::remote::RemoteError::NotFound(_)),
+            "{err}"
+        );
         for _ in 0..3 {
             assert_eq!(cache.about().await.unwrap().used, 1000);
         }

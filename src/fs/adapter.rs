@@ -11,48 +11,34 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::consts;
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
 };
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
-use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
-use super::read::{OpenFile, ReadAheadConfig};
-use super::{write, FsError};
-use crate::cache::block::{BlockCache, BlockCacheConfig};
+use super::error::{Errno, Unsupported};
+use super::inode::{InodeTable, NodeKind, ROOT_INO};
+use super::overlay::on_write_event;
+use super::pending::WriteState;
+use super::read::OpenFile;
+use super::state::{DirSnapshot, FsConfig, FsState, OpenDir};
+use super::write;
+use super::xattr::XATTR_PREFIX;
+use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;
-use crate::cache::{ContentKey, FileSource};
+use crate::cache::FileSource;
 use crate::remote::{FileEntry, FolderId, Remote};
 use crate::writeback::Recovery;
-
-/// Settings of a mounted filesystem.
-#[derive(Clone, Debug)]
-pub struct FsConfig {
-    pub cache: BlockCacheConfig,
-    pub read_ahead: ReadAheadConfig,
-    pub dir_cache_time: Duration,
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits removed from 0666 (files) and 0777 (folders).
-    pub umask: u16,
-    pub write: write::WriteConfig,
-    /// `--read-only`: every change answers EROFS.
-    pub read_only: bool,
-    /// Whether files whose reading spends a limited download (file.io) may
-    /// be opened for reading (`--consume-downloads`).
-    pub consume_downloads: bool,
-}
 
 /// `EACCES` when opening `ino` would read a file whose every read spends
 /// one of its limited downloads (file.io) and the user has not allowed that
@@ -83,88 +69,6 @@ fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<lib
 /// size of its read requests (FUSE caps them at 1 MiB by default).
 pub const KERNEL_READ_AHEAD: u32 = 1 << 20;
 
-/// The prefix of every extended attribute the mount exposes.
-pub const XATTR_PREFIX: &str = "user.filehostfs.";
-
-/// State shared by the kernel loop and the tasks it spawns.
-pub(crate) struct FsState {
-    pub remote: Arc<dyn Remote>,
-    pub meta: MetaCache,
-    pub blocks: BlockCache,
-    pub inodes: InodeTable,
-    pub config: FsConfig,
-    pub runtime: Handle,
-    pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
-    next_handle: AtomicU64,
-    /// The content each inode had when last opened, to tell the kernel it
-    /// may keep its page cache when the content is unchanged.
-    opened_content: Mutex<HashMap<u64, ContentKey>>,
-    /// What the kernel's copy of each folder's listing holds.
-    kernel_listings: Mutex<HashMap<u64, KernelListing>>,
-    mounted_at: SystemTime,
-    pub write: write::WriteState,
-}
-
-/// An open folder handle.
-struct OpenDir {
-    dir: u64,
-    snapshot: DirSnapshot,
-}
-
-/// A folder's entries as they were at opendir, served to the readdir calls
-/// that follow so their offsets stay meaningful.
-struct DirSnapshot {
-    entries: Vec<DirEntry>,
-    /// How long the kernel may trust the entries' attributes.
-    ttl: Duration,
-}
-
-impl DirSnapshot {
-    /// Identifies the entries as the kernel caches them (names, inodes and
-    /// kinds; attributes have their own time-to-live).
-    fn fingerprint(&self) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for entry in &self.entries {
-            entry.ino.hash(&mut hasher);
-            entry.name.hash(&mut hasher);
-            (entry.kind as u8).hash(&mut hasher);
-        }
-        hasher.finish()
-    }
-
-    /// The entries from the kernel's readdir `offset` on, each with the
-    /// offset that resumes after it.
-    fn entries_from(&self, offset: i64) -> impl Iterator<Item = (i64, &DirEntry)> {
-        let start = usize::try_from(offset).unwrap_or(0);
-        self.entries
-            .iter()
-            .enumerate()
-            .skip(start)
-            .map(|(i, entry)| ((i + 1) as i64, entry))
-    }
-}
-
-/// The listing a folder's open handles serve, so the kernel may keep the
-/// listing it cached (FOPEN_CACHE_DIR) only while ours is still the same.
-/// A warm `ls` then costs no readdir at all.
-#[derive(Default)]
-struct KernelListing {
-    /// `None` once handles with different listings were open at the same
-    /// time: the kernel may have cached either, so the next opendir makes
-    /// it start over.
-    fingerprint: Option<u64>,
-    open_handles: usize,
-}
-
-/// One entry of a folder snapshot.
-struct DirEntry {
-    ino: u64,
-    kind: FileType,
-    name: String,
-    attr: FileAttr,
-}
-
 /// The filesystem handed to fuser.
 pub struct FilehostFs {
     pub(crate) state: Arc<FsState>,
@@ -177,8 +81,8 @@ impl FilehostFs {
     pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> std::io::Result<Self> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
-        let (write, recovery) = write::WriteState::open(&config.write, remote.clone())
-            .map_err(std::io::Error::other)?;
+        let (write, recovery) =
+            WriteState::open(&config.write, remote.clone()).map_err(std::io::Error::other)?;
         let state = Arc::new(FsState {
             remote,
             meta,
@@ -197,7 +101,7 @@ impl FilehostFs {
         let events = Arc::downgrade(&state);
         state.write.queue.set_listener(Arc::new(move |event| {
             if let Some(state) = events.upgrade() {
-                write::on_write_event(&state, event);
+                on_write_event(&state, event);
             }
         }));
         Ok(FilehostFs { state, recovery })
@@ -205,82 +109,6 @@ impl FilehostFs {
 }
 
 impl FsState {
-    pub fn new_handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Attributes of a node as the kernel sees them.
-    pub fn attr(&self, node: &Node) -> FileAttr {
-        let (kind, size, mtime, base_perm, nlink) = match &node.kind {
-            NodeKind::Folder { created, .. } => (
-                FileType::Directory,
-                0,
-                created.map_or(self.mounted_at, SystemTime::from),
-                0o777,
-                2,
-            ),
-            NodeKind::File(entry) => (
-                FileType::RegularFile,
-                entry.size,
-                SystemTime::from(entry.modified),
-                0o666,
-                1,
-            ),
-            NodeKind::Local(local) => match self.write.local_attr(node.ino) {
-                Some((size, modified)) => (FileType::RegularFile, size, modified, 0o666, 1),
-                None => {
-                    // The pending file is gone: its upload finished (the
-                    // node has just become the remote file, whose size the
-                    // kernel must see, not the 0 the node was created
-                    // with), or it was unlinked.
-                    if let Some(now) = self.inodes.get(node.ino) {
-                        if !matches!(now.kind, NodeKind::Local(_)) {
-                            return self.attr(&now);
-                        }
-                    }
-                    (FileType::RegularFile, local.size, local.modified, 0o666, 1)
-                }
-            },
-        };
-        FileAttr {
-            ino: node.ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind,
-            perm: base_perm & !self.config.umask & 0o7777,
-            nlink,
-            uid: self.config.uid,
-            gid: self.config.gid,
-            rdev: 0,
-            blksize: self.blocks.block_size().min(1 << 20) as u32,
-            flags: 0,
-        }
-    }
-
-    /// If folder `dir`'s listing is cached and fresh, makes sure the inode
-    /// table shows it and returns how long it stays fresh.
-    fn fresh_listing(&self, dir: u64) -> Option<Duration> {
-        let node = self.inodes.get(dir)?;
-        let folder = node.folder_id()?;
-        let fetched = self.meta.fresh(folder)?;
-        write::apply_listing(self, dir, folder, &fetched).ok()?;
-        Some(self.meta.remaining_ttl(&fetched))
-    }
-
-    /// Lists folder `dir` (from cache or the service) into the inode table;
-    /// returns how long the listing stays fresh.
-    pub async fn ensure_listing(&self, dir: u64) -> Result<Duration, FsError> {
-        let node = self.inodes.get(dir).ok_or(FsError::NoSuchInode(dir))?;
-        let folder = node.folder_id().ok_or(FsError::NotADirectory)?.clone();
-        let fetched = self.meta.listing(&folder).await?;
-        write::apply_listing(self, dir, &folder, &fetched)?;
-        Ok(self.meta.remaining_ttl(&fetched))
-    }
-
     fn reply_entry(&self, parent: u64, name: &str, ttl: Duration, reply: ReplyEntry) {
         match self.inodes.child(parent, name) {
             Some(node) => {
@@ -289,31 +117,6 @@ impl FsState {
             }
             None => reply.error(libc::ENOENT),
         }
-    }
-
-    /// A snapshot of a folder for one opendir..releasedir.
-    fn snapshot(&self, dir: u64, ttl: Duration) -> Result<DirSnapshot, FsError> {
-        let node = self.inodes.get(dir).ok_or(FsError::NoSuchInode(dir))?;
-        let parent = self.inodes.get(node.parent).unwrap_or_else(|| node.clone());
-        let mut entries = Vec::new();
-        for (name, n) in [(".", &node), ("..", &parent)] {
-            entries.push(DirEntry {
-                ino: n.ino,
-                kind: FileType::Directory,
-                name: name.to_string(),
-                attr: self.attr(n),
-            });
-        }
-        for child in self.inodes.children(dir)? {
-            let attr = self.attr(&child);
-            entries.push(DirEntry {
-                ino: child.ino,
-                kind: attr.kind,
-                name: child.name,
-                attr,
-            });
-        }
-        Ok(DirSnapshot { entries, ttl })
     }
 
     /// Opens a remote file for reading. No call to the service: the size and
@@ -362,58 +165,6 @@ impl FsState {
             consts::FOPEN_CACHE_DIR
         };
         reply.opened(fh, flags);
-    }
-
-    fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
-        self.dirs.lock().get(&fh).cloned()
-    }
-
-    fn close_snapshot(&self, fh: u64) {
-        let Some(open) = self.dirs.lock().remove(&fh) else {
-            return;
-        };
-        let mut listings = self.kernel_listings.lock();
-        if let Some(listing) = listings.get_mut(&open.dir) {
-            listing.open_handles = listing.open_handles.saturating_sub(1);
-        }
-    }
-
-    /// Extended attributes of a node, except the direct link (which needs
-    /// the service): name and value pairs.
-    fn local_xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
-        let mut attrs = Vec::new();
-        match &node.kind {
-            NodeKind::Folder { id, .. } => {
-                attrs.push((format!("{XATTR_PREFIX}id"), id.0.clone().into_bytes()));
-            }
-            NodeKind::File(entry) => {
-                attrs.push((format!("{XATTR_PREFIX}id"), entry.id.0.clone().into_bytes()));
-                if let Some(checksum) = &entry.checksum {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}checksum"),
-                        checksum.clone().into_bytes(),
-                    ));
-                }
-                if let Some(link) = &entry.share_link {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}share_link"),
-                        link.clone().into_bytes(),
-                    ));
-                }
-                if let Some(mime) = &entry.mime {
-                    attrs.push((format!("{XATTR_PREFIX}mime"), mime.clone().into_bytes()));
-                }
-                // When the service deletes the file on its own (file.io).
-                if let Some(expires) = entry.expires {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}expires"),
-                        expires.to_rfc3339().into_bytes(),
-                    ));
-                }
-            }
-            NodeKind::Local(_) => attrs.extend(write::pending_xattrs(self, node.ino)),
-        }
-        attrs
     }
 }
 
@@ -469,7 +220,7 @@ impl FilehostFs {
 
     /// Refuses a change the write path never makes (EROFS first on a
     /// read-only mount, like every change).
-    fn refuse<R: ReplyError>(&self, reply: R, change: write::Unsupported) {
+    fn refuse<R: ReplyError>(&self, reply: R, change: Unsupported) {
         self.change(reply, |_, reply| reply.reply_error(change.errno()));
     }
 }
@@ -649,7 +400,7 @@ impl Filesystem for FilehostFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, write::Unsupported::Symlink);
+        self.refuse(reply, Unsupported::Symlink);
     }
 
     fn rename(
@@ -675,7 +426,7 @@ impl Filesystem for FilehostFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, write::Unsupported::HardLink);
+        self.refuse(reply, Unsupported::HardLink);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -930,7 +681,7 @@ impl Filesystem for FilehostFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.refuse(reply, write::Unsupported::SetXattr);
+        self.refuse(reply, Unsupported::SetXattr);
     }
 
     fn getxattr(
@@ -999,7 +750,7 @@ impl Filesystem for FilehostFs {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        self.refuse(reply, write::Unsupported::RemoveXattr);
+        self.refuse(reply, Unsupported::RemoveXattr);
     }
 
     fn create(
@@ -1045,6 +796,6 @@ impl Filesystem for FilehostFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
-        self.refuse(reply, write::Unsupported::CopyFileRange);
+        self.refuse(reply, Unsupported::CopyFileRange);
     }
 }

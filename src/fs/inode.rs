@@ -73,16 +73,6 @@ pub enum InodeError {
     Exists(String),
 }
 
-impl InodeError {
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            InodeError::NoSuchInode(_) => libc::ENOENT,
-            InodeError::NotAFolder(_) => libc::ENOTDIR,
-            InodeError::Exists(_) => libc::EEXIST,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum RemoteKey {
     File(FileId),

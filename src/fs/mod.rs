@@ -3,42 +3,19 @@
 //! them to the kernel.
 
 pub mod adapter;
+pub mod error;
 pub mod inode;
+mod overlay;
+mod pending;
 pub mod read;
+mod state;
 pub mod write;
+mod xattr;
 
-use crate::cache::block::CacheError;
-use crate::remote::RemoteError;
-
-pub use adapter::{FilehostFs, FsConfig, KERNEL_READ_AHEAD};
-use inode::InodeError;
+pub use adapter::{FilehostFs, KERNEL_READ_AHEAD};
+pub use error::Error;
+pub use pending::WriteConfig;
 pub use read::ReadAheadConfig;
+pub use state::FsConfig;
 pub(crate) use write::finish_uploads;
-pub use write::WriteConfig;
-
-/// Errors of the filesystem layer, each with the errno the kernel gets.
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Inode(#[from] InodeError),
-    #[error("no such inode {0}")]
-    NoSuchInode(u64),
-    #[error("not a directory")]
-    NotADirectory,
-}
-
-impl FsError {
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            FsError::Remote(error) => error.errno(),
-            FsError::Cache(error) => error.errno(),
-            FsError::Inode(error) => error.errno(),
-            FsError::NoSuchInode(_) => libc::ENOENT,
-            FsError::NotADirectory => libc::ENOTDIR,
-        }
-    }
-}
+pub use xattr::XATTR_PREFIX;

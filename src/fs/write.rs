@@ -23,10 +23,8 @@
 //! - Empty files on services that cannot store them are placeholders kept
 //!   by the write-back journal (see [`super::writeback`]).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -36,15 +34,13 @@ use fuser::{
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use super::adapter::FsState;
+use super::error::Errno;
 use super::inode::{LocalFile, Node, NodeKind};
-use crate::cache::meta::FetchedListing;
+use super::pending::{ReadHandle, WriteHandle, WriteState};
+use super::state::FsState;
 use crate::cache::FileSource;
-use crate::remote::{FileEntry, FolderId, Remote, RemoteError};
-use crate::writeback::{
-    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
-    WriteBackOptions, WriteEvent,
-};
+use crate::remote::{FileEntry, FolderId, RemoteError};
+use crate::writeback::{EntryId, Replaced, StagedHandle, WriteBackError};
 
 /// `renameat2` flags (linux/fs.h).
 const RENAME_NOREPLACE: u32 = 1;
@@ -53,278 +49,6 @@ const RENAME_EXCHANGE: u32 = 2;
 /// How much of a remote file is copied into staging per block-cache read
 /// when it is opened for writing without `O_TRUNC`.
 const FILL_CHUNK: u64 = 8 << 20;
-
-/// Write-path settings of a mount.
-#[derive(Clone, Debug)]
-pub struct WriteConfig {
-    /// The mount's cache dir; staging files go to `<dir>/staging`. Without
-    /// one, a per-remote dir under the user's cache dir is used, since
-    /// pending uploads must survive the process.
-    pub cache_dir: Option<PathBuf>,
-    /// The remote's name in the config file; names the journal's owner.
-    pub remote_name: Option<String>,
-    /// What this mount is (remote path and mount point). Without a cache
-    /// dir, each distinct mount gets its own staging dir, so several mounts
-    /// of one remote can run at once; the same mount finds its pending
-    /// uploads again.
-    pub scope: Option<String>,
-    /// Upload this long after the last close (`--write-back`).
-    pub delay: Duration,
-    /// Longest wait for pending uploads at unmount (`--write-back-wait`).
-    pub unmount_wait: Duration,
-}
-
-impl Default for WriteConfig {
-    fn default() -> Self {
-        WriteConfig {
-            cache_dir: None,
-            remote_name: None,
-            scope: None,
-            delay: Duration::from_secs(5),
-            unmount_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-/// The write path's part of the filesystem state.
-pub(crate) struct WriteState {
-    pub queue: WriteBack,
-    pub unmount_wait: Duration,
-    /// The staging dir is ours (no `--cache-dir`): removed when left empty.
-    default_dir: bool,
-    links: Mutex<Links>,
-    handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
-    readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
-    /// Serializes the opens for writing of each inode, so two opens never
-    /// both copy one remote file into staging (other files are not held up).
-    opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Which inode shows which pending file.
-#[derive(Default)]
-struct Links {
-    by_ino: HashMap<u64, EntryId>,
-    by_entry: HashMap<EntryId, u64>,
-}
-
-impl Links {
-    fn insert(&mut self, ino: u64, entry: EntryId) {
-        if let Some(old) = self.by_ino.insert(ino, entry) {
-            self.by_entry.remove(&old);
-        }
-        self.by_entry.insert(entry, ino);
-    }
-
-    fn remove_ino(&mut self, ino: u64) -> Option<EntryId> {
-        let entry = self.by_ino.remove(&ino)?;
-        self.by_entry.remove(&entry);
-        Some(entry)
-    }
-
-    fn remove_entry(&mut self, entry: EntryId) -> Option<u64> {
-        let ino = self.by_entry.remove(&entry)?;
-        self.by_ino.remove(&ino);
-        Some(ino)
-    }
-}
-
-/// An open file handle with write access.
-struct WriteHandle {
-    ino: u64,
-    entry: EntryId,
-    append: bool,
-    /// `None` once released.
-    staged: Mutex<Option<StagedHandle>>,
-}
-
-/// A read-only handle on a pending file.
-struct ReadHandle {
-    entry: EntryId,
-    file: std::fs::File,
-}
-
-impl WriteState {
-    /// Opens the write-back journal of the remote (resuming what a previous
-    /// mount left) and starts its upload worker on the current runtime.
-    pub fn open(
-        config: &WriteConfig,
-        remote: Arc<dyn Remote>,
-    ) -> Result<(WriteState, Recovery), WriteBackError> {
-        let identity = format!(
-            "{}:{}",
-            remote.service(),
-            config.remote_name.as_deref().unwrap_or("unnamed")
-        );
-        let dir = config
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| default_write_dir(&identity, config.scope.as_deref()));
-        let mut options = WriteBackOptions::new(identity);
-        options.delay = config.delay;
-        let (queue, recovery) = WriteBack::open(&dir, remote, options)?;
-        queue.start();
-        Ok((
-            WriteState {
-                queue,
-                unmount_wait: config.unmount_wait,
-                default_dir: config.cache_dir.is_none(),
-                links: Mutex::new(Links::default()),
-                handles: Mutex::new(HashMap::new()),
-                readers: Mutex::new(HashMap::new()),
-                opening: Mutex::new(HashMap::new()),
-            },
-            recovery,
-        ))
-    }
-
-    fn entry_of(&self, ino: u64) -> Option<EntryId> {
-        self.links.lock().by_ino.get(&ino).copied()
-    }
-
-    /// Size and mtime of a local node, from its pending file.
-    pub fn local_attr(&self, ino: u64) -> Option<(u64, SystemTime)> {
-        let entry = self.entry_of(ino)?;
-        let pending = self.queue.attr(entry)?;
-        Some((pending.size, pending.mtime))
-    }
-}
-
-/// `$XDG_CACHE_HOME/filehostfs/writeback/<service>-<remote>-<scope hash>`:
-/// where pending uploads live when the mount has no `--cache-dir`.
-fn default_write_dir(identity: &str, scope: Option<&str>) -> PathBuf {
-    let safe: String = identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let name = match scope {
-        Some(scope) => {
-            let digest = <sha2::Sha256 as sha2::Digest>::digest(scope.as_bytes());
-            format!("{safe}-{}", &hex::encode(digest)[..12])
-        }
-        None => safe,
-    };
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("filehostfs")
-        .join("writeback")
-        .join(name)
-}
-
-/// Reacts to the queue's news: a finished upload turns its local node into
-/// the remote file (same inode).
-pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
-    if let WriteEvent::Finalized { entry, file, .. } = event {
-        // The node turns into the remote file before its link goes: a
-        // reader that finds no link then always finds the remote file
-        // (see `FsState::attr`), never a local node without a pending file.
-        let ino = state.write.entry_of_entry(*entry);
-        if let Some(ino) = ino {
-            if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
-                debug!(ino, %error, "finished upload of a node no longer shown");
-            }
-        }
-        state.write.links.lock().remove_entry(*entry);
-    }
-}
-
-/// Applies a folder listing to the inode table with the pending uploads
-/// laid over it: remote files that a pending file replaces are hidden, and
-/// pending files (including those found in the journal at start-up) shown.
-pub(crate) fn apply_listing(
-    state: &FsState,
-    dir: u64,
-    folder: &FolderId,
-    fetched: &FetchedListing,
-) -> Result<(), super::FsError> {
-    if state.inodes.applied_serial(dir) == Some(fetched.serial) {
-        return Ok(());
-    }
-    let hidden = state.write.queue.hidden_remote_ids();
-    let uploading = state.write.queue.names_uploading_in(folder);
-    let is_hidden = |f: &FileEntry| hidden.contains(&f.id) || uploading.contains(&f.name);
-    if fetched.listing.files.iter().any(is_hidden) {
-        let mut listing = fetched.listing.clone();
-        listing.files.retain(|f| !is_hidden(f));
-        let visible = FetchedListing {
-            listing,
-            fetched_at: fetched.fetched_at,
-            serial: fetched.serial,
-        };
-        state.inodes.apply_listing(dir, &visible)?;
-    } else {
-        state.inodes.apply_listing(dir, fetched)?;
-    }
-    for pending in state.write.queue.pending_in(folder) {
-        show_pending(state, dir, &pending);
-    }
-    Ok(())
-}
-
-/// Makes sure a pending file has a local node in folder `dir`.
-fn show_pending(state: &FsState, dir: u64, pending: &PendingFile) {
-    let known = state.write.entry_of_entry(pending.id);
-    if known.is_some() {
-        return;
-    }
-    let local = LocalFile {
-        size: pending.size,
-        modified: pending.mtime,
-    };
-    // A remote file of the same name that the journal does not know yet
-    // (e.g. the unrecorded copy of an interrupted upload) gives way.
-    let node = match state.inodes.insert_local(dir, &pending.name, local.clone()) {
-        Ok(node) => node,
-        Err(_) => {
-            state.inodes.remove_child(dir, &pending.name);
-            match state.inodes.insert_local(dir, &pending.name, local) {
-                Ok(node) => node,
-                Err(error) => {
-                    warn!(name = %pending.name, %error, "cannot show a pending file");
-                    return;
-                }
-            }
-        }
-    };
-    state.write.links.lock().insert(node.ino, pending.id);
-}
-
-impl WriteState {
-    fn entry_of_entry(&self, entry: EntryId) -> Option<u64> {
-        self.links.lock().by_entry.get(&entry).copied()
-    }
-}
-
-/// Extended attributes of a pending file: `user.filehostfs.pending` says
-/// where its upload stands (`open`, `queued`, `held` for an empty-file
-/// placeholder), and `user.filehostfs.last_error` why the last attempt
-/// failed, while it has not succeeded since.
-pub(crate) fn pending_xattrs(state: &FsState, ino: u64) -> Vec<(String, Vec<u8>)> {
-    let Some(pending) = state
-        .write
-        .entry_of(ino)
-        .and_then(|entry| state.write.queue.attr(entry))
-    else {
-        return Vec::new();
-    };
-    let prefix = super::adapter::XATTR_PREFIX;
-    let stage = match pending.state {
-        EntryState::Open => "open",
-        EntryState::Queued => "queued",
-        EntryState::Held => "held",
-        EntryState::Cancelled => "cancelled",
-    };
-    let mut attrs = vec![(format!("{prefix}pending"), stage.as_bytes().to_vec())];
-    if let Some(error) = pending.last_error {
-        attrs.push((format!("{prefix}last_error"), error.into_bytes()));
-    }
-    attrs
-}
 
 fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
     // Remote names are UTF-8: anything else cannot be stored.
@@ -429,32 +153,6 @@ pub struct AttrChange {
     pub mtime: Option<TimeOrNow>,
     /// The handle a truncation goes through, if the caller has one open.
     pub fh: Option<u64>,
-}
-
-/// Changes the write path never makes, each refused with the errno that
-/// tells programs what to do instead.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Unsupported {
-    HardLink,
-    Symlink,
-    SetXattr,
-    RemoveXattr,
-    CopyFileRange,
-}
-
-impl Unsupported {
-    pub(crate) fn errno(self) -> libc::c_int {
-        match self {
-            // A file has exactly one name on the services.
-            Unsupported::HardLink => libc::EPERM,
-            // File hosts store files and folders only.
-            Unsupported::Symlink => libc::EPERM,
-            // The services keep no extended attributes; ours are read-only facts.
-            Unsupported::SetXattr | Unsupported::RemoveXattr => libc::ENOTSUP,
-            // The kernel then copies through read and write, which we serve.
-            Unsupported::CopyFileRange => libc::ENOSYS,
-        }
-    }
 }
 
 fn time_of(time: TimeOrNow) -> SystemTime {

@@ -172,23 +172,6 @@ pub enum WriteBackError {
     Remote(#[from] RemoteError),
 }
 
-impl WriteBackError {
-    /// The errno a file operation answers with. A failed upload is EIO (fsync's
-    /// contract) except for the refusals the user can act on.
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            WriteBackError::Remote(
-                err @ (RemoteError::QuotaExceeded(_)
-                | RemoteError::TooLarge(_)
-                | RemoteError::InvalidName(_)),
-            ) => err.errno(),
-            WriteBackError::Io(err) => err.raw_os_error().unwrap_or(libc::EIO),
-            WriteBackError::UnknownEntry(_) => libc::ENOENT,
-            _ => libc::EIO,
-        }
-    }
-}
-
 /// A pending file as the mount shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingFile {
