@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use crate::cache::meta::FetchedListing;
 use crate::remote::{FileEntry, FileId, FolderId, Listing};
 
-pub const ROOT_INO: u64 = fuser::FUSE_ROOT_ID;
+/// The inode number the kernel gives a mount's root (FUSE_ROOT_ID).
+pub const ROOT_INO: u64 = 1;
 
 /// A file that so far exists only on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
