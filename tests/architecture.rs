@@ -14,10 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Files still allowed to use fuser besides the adapter, while they move
-/// behind the adapter. Shrinks to nothing; never grows.
-const FUSER_STILL_ALLOWED: &[&str] = &["fs/state.rs", "fs/write.rs"];
-
 /// Every `.rs` file under `src`, by its path relative to `src`.
 fn source_files(src: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
@@ -265,10 +261,7 @@ fn crate_src() -> PathBuf {
 #[test]
 fn only_the_adapter_uses_fuser() {
     let files = source_files(&crate_src());
-    let offenders: Vec<String> = fuser_outside_adapter(&files)
-        .into_iter()
-        .filter(|file| !FUSER_STILL_ALLOWED.contains(&file.as_str()))
-        .collect();
+    let offenders = fuser_outside_adapter(&files);
     assert!(
         offenders.is_empty(),
         "fuser used outside fs/adapter.rs: {offenders:?}"

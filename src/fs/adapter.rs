@@ -18,20 +18,20 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use fuser::consts;
 use fuser::{
-    Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
-use super::error::{Errno, Unsupported};
-use super::inode::{InodeTable, NodeKind, ROOT_INO};
+use super::error::{Errno, Error, Unsupported};
+use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
 use super::overlay::on_write_event;
 use super::pending::WriteState;
 use super::read::OpenFile;
-use super::state::{DirSnapshot, FsConfig, FsState, OpenDir};
+use super::state::{Attr, DirSnapshot, FsConfig, FsState, NodeType, OpenDir};
 use super::write;
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
@@ -43,7 +43,7 @@ use crate::writeback::Recovery;
 /// `EACCES` when opening `ino` would read a file whose every read spends
 /// one of its limited downloads (file.io) and the user has not allowed that
 /// with `--consume-downloads`. Truncating opens read nothing and pass.
-fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<libc::c_int> {
+fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<Error> {
     if state.config.consume_downloads || flags & libc::O_TRUNC != 0 {
         return None;
     }
@@ -62,7 +62,7 @@ fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<lib
         entry.name,
         state.remote.service()
     );
-    Some(libc::EACCES)
+    Some(Error::DownloadsLimited)
 }
 
 /// How far the kernel reads ahead of a sequential reader, which is also the
@@ -113,7 +113,7 @@ impl FsState {
         match self.inodes.child(parent, name) {
             Some(node) => {
                 self.inodes.remember_lookup(node.ino);
-                reply.entry(&ttl, &self.attr(&node), 0);
+                reply.entry(&ttl, &self.file_attr(&node), 0);
             }
             None => reply.error(libc::ENOENT),
         }
@@ -207,13 +207,109 @@ impl_reply_error!(
     ReplyWrite
 );
 
+/// Runs a checked change on the runtime, never on the kernel loop, and
+/// answers with its outcome; a failed check is answered at once.
+fn spawn_answer<T, R, W>(
+    state: &FsState,
+    reply: R,
+    checked: Result<W, Error>,
+    answer: impl FnOnce(R, T) + Send + 'static,
+) where
+    T: Send + 'static,
+    R: ReplyError + Send + 'static,
+    W: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    match checked {
+        Err(error) => reply.reply_error(error.errno()),
+        Ok(work) => {
+            state.runtime.spawn(async move {
+                match work.await {
+                    Ok(value) => answer(reply, value),
+                    Err(error) => reply.reply_error(error.errno()),
+                }
+            });
+        }
+    }
+}
+
+/// Like [`spawn_answer`] for changes that wait on the disk: they run on
+/// the runtime's blocking threads.
+fn spawn_blocking_answer<T, R, W>(
+    state: &FsState,
+    reply: R,
+    checked: Result<W, Error>,
+    answer: impl FnOnce(R, T) + Send + 'static,
+) where
+    T: Send + 'static,
+    R: ReplyError + Send + 'static,
+    W: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    match checked {
+        Err(error) => reply.reply_error(error.errno()),
+        Ok(work) => {
+            state.runtime.spawn_blocking(move || match work() {
+                Ok(value) => answer(reply, value),
+                Err(error) => reply.reply_error(error.errno()),
+            });
+        }
+    }
+}
+
+/// Answers with the node a change made, which the kernel holds a
+/// reference to from then on.
+fn answer_new_entry(state: &Arc<FsState>) -> impl FnOnce(ReplyEntry, Node) + Send + 'static {
+    let state = state.clone();
+    move |reply, node| {
+        state.inodes.remember_lookup(node.ino);
+        reply.entry(&state.config.dir_cache_time, &state.file_attr(&node), 0);
+    }
+}
+
+fn answer_ok(reply: ReplyEmpty, (): ()) {
+    reply.ok();
+}
+
+fn file_type(kind: NodeType) -> FileType {
+    match kind {
+        NodeType::Directory => FileType::Directory,
+        NodeType::RegularFile => FileType::RegularFile,
+    }
+}
+
+/// The kernel's view of a node's attributes.
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: attr.ino,
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: attr.blksize,
+        flags: 0,
+    }
+}
+
+impl FsState {
+    fn file_attr(&self, node: &Node) -> FileAttr {
+        file_attr(&self.attr(node))
+    }
+}
+
 impl FilehostFs {
     /// Hands a change to the write path. On a `--read-only` mount every
     /// change answers EROFS, before any other check; uploads journaled by
     /// an earlier mount still complete, as they never pass through here.
     fn change<R: ReplyError>(&self, reply: R, apply: impl FnOnce(&Arc<FsState>, R)) {
         if self.state.config.read_only {
-            return reply.reply_error(libc::EROFS);
+            return reply.reply_error(Error::ReadOnly.errno());
         }
         apply(&self.state, reply);
     }
@@ -221,7 +317,9 @@ impl FilehostFs {
     /// Refuses a change the write path never makes (EROFS first on a
     /// read-only mount, like every change).
     fn refuse<R: ReplyError>(&self, reply: R, change: Unsupported) {
-        self.change(reply, |_, reply| reply.reply_error(change.errno()));
+        self.change(reply, |_, reply| {
+            reply.reply_error(Error::Unsupported(change).errno())
+        });
     }
 }
 
@@ -303,11 +401,11 @@ impl Filesystem for FilehostFs {
             return reply.error(libc::ENOENT);
         };
         if ino == ROOT_INO || matches!(node.kind, NodeKind::Local(_)) {
-            return reply.attr(&state.config.dir_cache_time, &state.attr(&node));
+            return reply.attr(&state.config.dir_cache_time, &state.file_attr(&node));
         }
         if let Some(ttl) = state.fresh_listing(node.parent) {
             let node = state.inodes.get(ino).unwrap_or(node);
-            return reply.attr(&ttl, &state.attr(&node));
+            return reply.attr(&ttl, &state.file_attr(&node));
         }
         // The attributes come from the parent's listing, which has expired.
         let state = state.clone();
@@ -315,12 +413,12 @@ impl Filesystem for FilehostFs {
             match state.ensure_listing(node.parent).await {
                 Ok(ttl) => {
                     let node = state.inodes.get(ino).unwrap_or(node);
-                    reply.attr(&ttl, &state.attr(&node));
+                    reply.attr(&ttl, &state.file_attr(&node));
                 }
                 Err(error) => {
                     // Better slightly old attributes than a failed stat.
                     debug!(ino, %error, "attribute refresh failed; answering the last known");
-                    reply.attr(&Duration::from_secs(1), &state.attr(&node));
+                    reply.attr(&Duration::from_secs(1), &state.file_attr(&node));
                 }
             }
         });
@@ -345,9 +443,19 @@ impl Filesystem for FilehostFs {
         reply: ReplyAttr,
     ) {
         // Mode, owner and atime are accepted and ignored (see `write`).
+        let mtime = mtime.map(|time| match time {
+            TimeOrNow::SpecificTime(time) => time,
+            TimeOrNow::Now => SystemTime::now(),
+        });
         let change = write::AttrChange { size, mtime, fh };
         self.change(reply, |state, reply| {
-            write::setattr(state, ino, change, reply)
+            let answer = {
+                let state = state.clone();
+                move |reply: ReplyAttr, node| {
+                    reply.attr(&state.config.dir_cache_time, &state.file_attr(&node))
+                }
+            };
+            spawn_answer(state, reply, write::setattr(state, ino, change), answer)
         });
     }
 
@@ -362,7 +470,8 @@ impl Filesystem for FilehostFs {
         reply: ReplyEntry,
     ) {
         self.change(reply, |state, reply| {
-            write::mknod(state, parent, name, mode, reply)
+            let made = write::mknod(state, parent, name, mode);
+            spawn_blocking_answer(state, reply, made, answer_new_entry(state))
         });
     }
 
@@ -376,19 +485,20 @@ impl Filesystem for FilehostFs {
         reply: ReplyEntry,
     ) {
         self.change(reply, |state, reply| {
-            write::mkdir(state, parent, name, reply)
+            let made = write::mkdir(state, parent, name);
+            spawn_answer(state, reply, made, answer_new_entry(state))
         });
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.change(reply, |state, reply| {
-            write::unlink(state, parent, name, reply)
+            spawn_answer(state, reply, write::unlink(state, parent, name), answer_ok)
         });
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.change(reply, |state, reply| {
-            write::rmdir(state, parent, name, reply)
+            spawn_answer(state, reply, write::rmdir(state, parent, name), answer_ok)
         });
     }
 
@@ -414,7 +524,8 @@ impl Filesystem for FilehostFs {
         reply: ReplyEmpty,
     ) {
         self.change(reply, |state, reply| {
-            write::rename(state, parent, name, newparent, newname, flags, reply)
+            let renamed = write::rename(state, parent, name, newparent, newname, flags);
+            spawn_answer(state, reply, renamed, answer_ok)
         });
     }
 
@@ -431,12 +542,16 @@ impl Filesystem for FilehostFs {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let state = &self.state;
-        if let Some(errno) = refuse_to_spend_download(state, ino, flags) {
-            return reply.error(errno);
+        if let Some(error) = refuse_to_spend_download(state, ino, flags) {
+            return reply.error(error.errno());
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return self.change(reply, |state, reply| {
-                write::open_for_writing(state, ino, flags, reply)
+                // Kernel page cache dropped: the file's bytes now come from staging.
+                let opened = Ok(write::open_for_writing(state, ino, flags));
+                spawn_answer(state, reply, opened, |reply: ReplyOpen, fh| {
+                    reply.opened(fh, 0)
+                })
             });
         }
         let Some(node) = state.inodes.get(ino) else {
@@ -445,15 +560,17 @@ impl Filesystem for FilehostFs {
         match &node.kind {
             NodeKind::File(entry) => state.open_remote(ino, entry, reply),
             NodeKind::Folder { .. } => reply.error(libc::EISDIR),
-            NodeKind::Local(_) => {
-                let Some(reply) = write::open_local(state, ino, reply) else {
-                    return;
-                };
-                match state.inodes.get(ino).map(|node| node.kind) {
+            NodeKind::Local(_) => match write::open_local(state, ino) {
+                Ok(Some(fh)) => reply.opened(fh, 0),
+                // The pending file is gone: its upload finished after the
+                // node was looked at, and the node now shows the remote
+                // file (the queue swaps it over before forgetting the entry).
+                Ok(None) => match state.inodes.get(ino).map(|node| node.kind) {
                     Some(NodeKind::File(entry)) => state.open_remote(ino, &entry, reply),
-                    _ => reply.error(libc::ENOENT),
-                }
-            }
+                    _ => reply.error(Error::NotFound.errno()),
+                },
+                Err(error) => reply.error(error.errno()),
+            },
         }
     }
 
@@ -469,7 +586,11 @@ impl Filesystem for FilehostFs {
         reply: ReplyData,
     ) {
         let Some(file) = self.state.files.lock().get(&fh).cloned() else {
-            return write::read_unknown_handle(&self.state, fh, offset, size, reply);
+            // A pending file's bytes, from its staging file.
+            return match write::read_unknown_handle(&self.state, fh, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(error) => reply.error(error.errno()),
+            };
         };
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
@@ -502,7 +623,10 @@ impl Filesystem for FilehostFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        write::write(&self.state, fh, offset, data, reply);
+        match write::write(&self.state, fh, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(error) => reply.error(error.errno()),
+        }
     }
 
     fn flush(
@@ -516,7 +640,11 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::flush(&self.state, fh, reply);
+        match write::flush(&self.state, fh) {
+            Ok(None) => reply.ok(),
+            Ok(Some(work)) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
+            Err(error) => reply.error(error.errno()),
+        }
     }
 
     fn release(
@@ -532,7 +660,10 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().remove(&fh).is_some() {
             return reply.ok();
         }
-        write::release(&self.state, fh, reply);
+        match write::release(&self.state, fh) {
+            None => reply.ok(),
+            Some(work) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
+        }
     }
 
     fn fsync(
@@ -546,7 +677,7 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::fsync(&self.state, fh, reply);
+        spawn_answer(&self.state, reply, write::fsync(&self.state, fh), answer_ok);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -590,7 +721,7 @@ impl Filesystem for FilehostFs {
             return reply.error(libc::EBADF);
         };
         for (resume, entry) in open.snapshot.entries_from(offset) {
-            if reply.add(entry.ino, resume, entry.kind, &entry.name) {
+            if reply.add(entry.ino, resume, file_type(entry.kind), &entry.name) {
                 break;
             }
         }
@@ -615,7 +746,7 @@ impl Filesystem for FilehostFs {
                 resume,
                 &entry.name,
                 &snapshot.ttl,
-                &entry.attr,
+                &file_attr(&entry.attr),
                 0,
             ) {
                 break;
@@ -764,7 +895,16 @@ impl Filesystem for FilehostFs {
         reply: ReplyCreate,
     ) {
         self.change(reply, |state, reply| {
-            write::create(state, parent, name, mode, flags, reply)
+            let made = write::create(state, parent, name, mode, flags);
+            let answer = {
+                let state = state.clone();
+                move |reply: ReplyCreate, (node, fh): (Node, u64)| {
+                    state.inodes.remember_lookup(node.ino);
+                    let attr = state.file_attr(&node);
+                    reply.created(&state.config.dir_cache_time, &attr, 0, fh, 0)
+                }
+            };
+            spawn_blocking_answer(state, reply, made, answer)
         });
     }
 
@@ -779,7 +919,10 @@ impl Filesystem for FilehostFs {
         reply: ReplyEmpty,
     ) {
         self.change(reply, |state, reply| {
-            write::fallocate(state, fh, offset, length, mode, reply)
+            match write::fallocate(state, fh, offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(error.errno()),
+            }
         });
     }
 

@@ -25,6 +25,42 @@ pub enum Error {
     NoSuchInode(u64),
     #[error("not a directory")]
     NotADirectory,
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("is a folder")]
+    IsADirectory,
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("folder not empty")]
+    NotEmpty,
+    /// What the service cannot store or do (devices, links, folders on a
+    /// service without them, a copy that would spend limited downloads).
+    #[error("not permitted on this service")]
+    NotPermitted,
+    /// A move the service cannot make: `mv` then copies and deletes.
+    #[error("cannot move across folders on this service")]
+    CrossDevice,
+    #[error("larger than the service allows")]
+    FileTooLarge,
+    #[error("no such open file handle")]
+    BadHandle,
+    #[error("invalid argument")]
+    InvalidArgument,
+    /// Reading would spend one of a file's limited downloads
+    /// (`--consume-downloads` not given).
+    #[error("reading would spend one of the file's limited downloads")]
+    DownloadsLimited,
+    #[error("operation not supported")]
+    OperationNotSupported,
+    /// `--read-only`.
+    #[error("read-only mount")]
+    ReadOnly,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0:?} is not supported")]
+    Unsupported(Unsupported),
 }
 
 impl Error {
@@ -53,6 +89,21 @@ impl Errno for Error {
             Error::WriteBack(error) => error.errno(),
             Error::NoSuchInode(_) => libc::ENOENT,
             Error::NotADirectory => libc::ENOTDIR,
+            Error::NotFound => libc::ENOENT,
+            Error::IsADirectory => libc::EISDIR,
+            Error::AlreadyExists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::NotPermitted => libc::EPERM,
+            Error::CrossDevice => libc::EXDEV,
+            Error::FileTooLarge => libc::EFBIG,
+            Error::BadHandle => libc::EBADF,
+            Error::InvalidArgument => libc::EINVAL,
+            Error::DownloadsLimited => libc::EACCES,
+            Error::OperationNotSupported => libc::EOPNOTSUPP,
+            Error::ReadOnly => libc::EROFS,
+            Error::Io(error) => error.errno(),
+            Error::Task(_) => libc::EIO,
+            Error::Unsupported(change) => change.errno(),
         }
     }
 }
@@ -121,7 +172,7 @@ impl Errno for std::io::Error {
 /// Changes the write path never makes, each refused with the errno that
 /// tells programs what to do instead.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Unsupported {
+pub enum Unsupported {
     HardLink,
     Symlink,
     SetXattr,

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fuser::{FileAttr, FileType};
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
@@ -19,6 +18,28 @@ use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
 use crate::cache::ContentKey;
 use crate::remote::Remote;
+
+/// What a node is, as `stat` tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    Directory,
+    RegularFile,
+}
+
+/// The attributes of a node as `stat` shows them. Times are one: the
+/// services keep a single date per file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub kind: NodeType,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub blksize: u32,
+}
 
 /// Settings of a mounted filesystem.
 #[derive(Clone, Debug)]
@@ -112,9 +133,9 @@ pub(crate) struct KernelListing {
 /// One entry of a folder snapshot.
 pub(crate) struct DirEntry {
     pub(crate) ino: u64,
-    pub(crate) kind: FileType,
+    pub(crate) kind: NodeType,
     pub(crate) name: String,
-    pub(crate) attr: FileAttr,
+    pub(crate) attr: Attr,
 }
 
 impl FsState {
@@ -123,24 +144,24 @@ impl FsState {
     }
 
     /// Attributes of a node as the kernel sees them.
-    pub fn attr(&self, node: &Node) -> FileAttr {
+    pub fn attr(&self, node: &Node) -> Attr {
         let (kind, size, mtime, base_perm, nlink) = match &node.kind {
             NodeKind::Folder { created, .. } => (
-                FileType::Directory,
+                NodeType::Directory,
                 0,
                 created.map_or(self.mounted_at, SystemTime::from),
                 0o777,
                 2,
             ),
             NodeKind::File(entry) => (
-                FileType::RegularFile,
+                NodeType::RegularFile,
                 entry.size,
                 SystemTime::from(entry.modified),
                 0o666,
                 1,
             ),
             NodeKind::Local(local) => match self.write.local_attr(node.ino) {
-                Some((size, modified)) => (FileType::RegularFile, size, modified, 0o666, 1),
+                Some((size, modified)) => (NodeType::RegularFile, size, modified, 0o666, 1),
                 None => {
                     // The pending file is gone: its upload finished (the
                     // node has just become the remote file, whose size the
@@ -151,26 +172,20 @@ impl FsState {
                             return self.attr(&now);
                         }
                     }
-                    (FileType::RegularFile, local.size, local.modified, 0o666, 1)
+                    (NodeType::RegularFile, local.size, local.modified, 0o666, 1)
                 }
             },
         };
-        FileAttr {
+        Attr {
             ino: node.ino,
             size,
-            blocks: size.div_ceil(512),
-            atime: mtime,
             mtime,
-            ctime: mtime,
-            crtime: mtime,
             kind,
             perm: base_perm & !self.config.umask & 0o7777,
             nlink,
             uid: self.config.uid,
             gid: self.config.gid,
-            rdev: 0,
             blksize: self.blocks.block_size().min(1 << 20) as u32,
-            flags: 0,
         }
     }
 
@@ -182,7 +197,7 @@ impl FsState {
         for (name, n) in [(".", &node), ("..", &parent)] {
             entries.push(DirEntry {
                 ino: n.ino,
-                kind: FileType::Directory,
+                kind: NodeType::Directory,
                 name: name.to_string(),
                 attr: self.attr(n),
             });
