@@ -9,9 +9,7 @@
 //! Every callback that changes something goes through `FilehostFs::change`,
 //! the one `--read-only` check, to [`super::write`].
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,48 +20,16 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
-use parking_lot::Mutex;
-use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
+use super::core::Core;
 use super::error::{Errno, Error, Unsupported};
-use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
-use super::overlay::on_write_event;
-use super::pending::WriteState;
-use super::read::OpenFile;
+use super::inode::{Node, NodeKind, ROOT_INO};
 use super::state::{Attr, DirSnapshot, FsConfig, FsState, NodeType, OpenDir};
 use super::write;
 use super::xattr::XATTR_PREFIX;
-use crate::cache::block::BlockCache;
-use crate::cache::meta::MetaCache;
-use crate::cache::FileSource;
 use crate::remote::{FileEntry, FolderId, Remote};
 use crate::writeback::Recovery;
-
-/// `EACCES` when opening `ino` would read a file whose every read spends
-/// one of its limited downloads (file.io) and the user has not allowed that
-/// with `--consume-downloads`. Truncating opens read nothing and pass.
-fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<Error> {
-    if state.config.consume_downloads || flags & libc::O_TRUNC != 0 {
-        return None;
-    }
-    let node = state.inodes.get(ino)?;
-    let NodeKind::File(entry) = &node.kind else {
-        return None;
-    };
-    if !state.remote.read_consumes_download(&entry.id) {
-        return None;
-    }
-    warn!(
-        file = %entry.name,
-        "refusing to open {:?}: it was not uploaded from this machine, and reading it would \
-         spend one of its {} downloads (possibly deleting it); mount with --consume-downloads \
-         to allow that",
-        entry.name,
-        state.remote.service()
-    );
-    Some(Error::DownloadsLimited)
-}
 
 /// How far the kernel reads ahead of a sequential reader, which is also the
 /// size of its read requests (FUSE caps them at 1 MiB by default).
@@ -71,40 +37,22 @@ pub const KERNEL_READ_AHEAD: u32 = 1 << 20;
 
 /// The filesystem handed to fuser.
 pub struct FilehostFs {
+    /// The core's state, which the inline fast paths read directly.
     pub(crate) state: Arc<FsState>,
+    pub(crate) core: Core,
     /// What the write-back journal held at start-up.
     pub recovery: Recovery,
 }
 
 impl FilehostFs {
     /// Must be called inside the tokio runtime that will serve requests.
-    pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> std::io::Result<Self> {
-        let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
-        let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
-        let (write, recovery) =
-            WriteState::open(&config.write, remote.clone()).map_err(std::io::Error::other)?;
-        let state = Arc::new(FsState {
-            remote,
-            meta,
-            blocks,
-            inodes: InodeTable::new(root),
-            config,
-            runtime: Handle::current(),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
-            opened_content: Mutex::new(HashMap::new()),
-            kernel_listings: Mutex::new(HashMap::new()),
-            mounted_at: SystemTime::now(),
-            write,
-        });
-        let events = Arc::downgrade(&state);
-        state.write.queue.set_listener(Arc::new(move |event| {
-            if let Some(state) = events.upgrade() {
-                on_write_event(&state, event);
-            }
-        }));
-        Ok(FilehostFs { state, recovery })
+    pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> Result<Self, Error> {
+        let (core, recovery) = Core::new(remote, root, config)?;
+        Ok(FilehostFs {
+            state: core.state.clone(),
+            core,
+            recovery,
+        })
     }
 }
 
@@ -122,15 +70,7 @@ impl FsState {
     /// Opens a remote file for reading. No call to the service: the size and
     /// version come from the listing.
     fn open_remote(&self, ino: u64, entry: &FileEntry, reply: ReplyOpen) {
-        let source = FileSource::for_entry(entry);
-        let unchanged = self
-            .opened_content
-            .lock()
-            .insert(ino, source.key.clone())
-            .is_some_and(|previous| previous == source.key);
-        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
-        let fh = self.new_handle();
-        self.files.lock().insert(fh, file);
+        let (fh, unchanged) = self.open_remote_handle(ino, entry);
         let flags = if unchanged {
             consts::FOPEN_KEEP_CACHE
         } else {
@@ -542,7 +482,7 @@ impl Filesystem for FilehostFs {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let state = &self.state;
-        if let Some(error) = refuse_to_spend_download(state, ino, flags) {
+        if let Some(error) = state.refuse_to_spend_download(ino, flags) {
             return reply.error(error.errno());
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
@@ -773,31 +713,18 @@ impl Filesystem for FilehostFs {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
-        const BLOCK: u64 = 4096;
-        // When the service does not tell its total, report plenty of room
-        // rather than a full disk that would stop file managers from copying.
-        const UNKNOWN_TOTAL: u64 = 1 << 50;
-        let state = self.state.clone();
+        let core = self.core.clone();
         self.state.runtime.spawn(async move {
-            let (used, total) = match state.meta.about().await {
-                Ok(info) => (info.used, info.total.unwrap_or(info.used + UNKNOWN_TOTAL)),
-                Err(error) => {
-                    warn!(%error, "cannot read account space");
-                    (0, 0)
-                }
-            };
-            let blocks = total / BLOCK;
-            let free = total.saturating_sub(used) / BLOCK;
-            let files = state.inodes.len() as u64;
+            let space = core.statfs().await;
             reply.statfs(
-                blocks,
-                free,
-                free,
-                files,
+                space.blocks,
+                space.free,
+                space.free,
+                space.files,
                 u64::from(u32::MAX),
-                BLOCK as u32,
-                255,
-                BLOCK as u32,
+                space.block_size,
+                space.max_name,
+                space.block_size,
             );
         });
     }

@@ -50,6 +50,8 @@ pub enum Error {
     /// (`--consume-downloads` not given).
     #[error("reading would spend one of the file's limited downloads")]
     DownloadsLimited,
+    #[error("no such extended attribute")]
+    NoAttribute,
     #[error("operation not supported")]
     OperationNotSupported,
     /// `--read-only`.
@@ -99,6 +101,7 @@ impl Errno for Error {
             Error::BadHandle => libc::EBADF,
             Error::InvalidArgument => libc::EINVAL,
             Error::DownloadsLimited => libc::EACCES,
+            Error::NoAttribute => libc::ENODATA,
             Error::OperationNotSupported => libc::EOPNOTSUPP,
             Error::ReadOnly => libc::EROFS,
             Error::Io(error) => error.errno(),

@@ -3,6 +3,7 @@
 //! them to the kernel.
 
 pub mod adapter;
+mod core;
 pub mod error;
 pub mod inode;
 mod overlay;
@@ -12,10 +13,12 @@ mod state;
 pub mod write;
 mod xattr;
 
+pub use self::core::{Core, SpaceStats};
 pub use adapter::{FilehostFs, KERNEL_READ_AHEAD};
 pub use error::Error;
 pub use pending::WriteConfig;
 pub use read::ReadAheadConfig;
-pub use state::FsConfig;
+pub use state::{Attr, FsConfig, NodeType};
 pub(crate) use write::finish_uploads;
+pub use write::AttrChange;
 pub use xattr::XATTR_PREFIX;

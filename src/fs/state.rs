@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
+use tracing::warn;
 
 use super::error::Error;
 use super::inode::{InodeTable, Node, NodeKind};
@@ -16,8 +17,8 @@ use super::pending::{WriteConfig, WriteState};
 use super::read::{OpenFile, ReadAheadConfig};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
-use crate::cache::ContentKey;
-use crate::remote::Remote;
+use crate::cache::{ContentKey, FileSource};
+use crate::remote::{FileEntry, Remote};
 
 /// What a node is, as `stat` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,5 +227,47 @@ impl FsState {
         if let Some(listing) = listings.get_mut(&open.dir) {
             listing.open_handles = listing.open_handles.saturating_sub(1);
         }
+    }
+
+    /// `EACCES` when opening `ino` would read a file whose every read spends
+    /// one of its limited downloads (file.io) and the user has not allowed that
+    /// with `--consume-downloads`. Truncating opens read nothing and pass.
+    pub(crate) fn refuse_to_spend_download(&self, ino: u64, flags: i32) -> Option<Error> {
+        if self.config.consume_downloads || flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        let node = self.inodes.get(ino)?;
+        let NodeKind::File(entry) = &node.kind else {
+            return None;
+        };
+        if !self.remote.read_consumes_download(&entry.id) {
+            return None;
+        }
+        warn!(
+            file = %entry.name,
+            "refusing to open {:?}: it was not uploaded from this machine, and reading it would \
+             spend one of its {} downloads (possibly deleting it); mount with --consume-downloads \
+             to allow that",
+            entry.name,
+            self.remote.service()
+        );
+        Some(Error::DownloadsLimited)
+    }
+
+    /// Opens a remote file for reading: the new handle, and whether the
+    /// content is the one the file had when last opened (the kernel may
+    /// then keep its page cache). No call to the service: the size and
+    /// version come from the listing.
+    pub(crate) fn open_remote_handle(&self, ino: u64, entry: &FileEntry) -> (u64, bool) {
+        let source = FileSource::for_entry(entry);
+        let unchanged = self
+            .opened_content
+            .lock()
+            .insert(ino, source.key.clone())
+            .is_some_and(|previous| previous == source.key);
+        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
+        let fh = self.new_handle();
+        self.files.lock().insert(fh, file);
+        (fh, unchanged)
     }
 }

@@ -686,6 +686,16 @@ impl WriteBack {
             worker.abort();
         }
     }
+
+    /// Stops the upload worker and returns once it is gone (and with it
+    /// its hold on the staging dir, when this was the last handle).
+    pub async fn stop_and_wait(&self) {
+        let worker = self.inner.worker.lock().take();
+        if let Some(worker) = worker {
+            worker.abort();
+            let _ = worker.await;
+        }
+    }
 }
 
 impl EntryRecord {
