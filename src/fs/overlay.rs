@@ -16,18 +16,17 @@ use crate::writeback::{PendingFile, WriteEvent};
 /// Reacts to the queue's news: a finished upload turns its local node into
 /// the remote file (same inode).
 pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
-    if let WriteEvent::Finalized { entry, file, .. } = event {
-        // The node turns into the remote file before its link goes: a
-        // reader that finds no link then always finds the remote file
-        // (see `FsState::attr`), never a local node without a pending file.
-        let ino = state.write.entry_of_entry(*entry);
-        if let Some(ino) = ino {
-            if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
-                debug!(ino, %error, "finished upload of a node no longer shown");
-            }
+    let WriteEvent::Finalized { entry, file, .. } = event;
+    // The node turns into the remote file before its link goes: a
+    // reader that finds no link then always finds the remote file
+    // (see `FsState::attr`), never a local node without a pending file.
+    let ino = state.write.entry_of_entry(*entry);
+    if let Some(ino) = ino {
+        if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
+            debug!(ino, %error, "finished upload of a node no longer shown");
         }
-        state.write.links.lock().remove_entry(*entry);
     }
+    state.write.links.lock().remove_entry(*entry);
 }
 
 /// Applies a folder listing to the inode table with the pending uploads

@@ -232,8 +232,11 @@ pub enum Replaced {
     Pending(EntryId),
 }
 
-/// Something the mount's caches need to know.
+/// Something the mount's caches need to know. (Folder changes need no
+/// event: the mount updates its inode table itself for each change it
+/// makes, and a listing it cached is never applied again, only refetched.)
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum WriteEvent {
     /// The entry is done: its content is the remote file `file` in `parent`.
     Finalized {
@@ -241,8 +244,6 @@ pub enum WriteEvent {
         parent: FolderId,
         file: FileEntry,
     },
-    /// Files of this remote folder were created, moved or removed.
-    FolderChanged(FolderId),
 }
 
 pub type Listener = Arc<dyn Fn(&WriteEvent) + Send + Sync>;
@@ -356,7 +357,7 @@ impl WriteBack {
         }
     }
 
-    /// Registers the callback told about finished entries and changed folders.
+    /// Registers the callback told about finished entries.
     /// `Finalized` is delivered while the queue's lock is held (so the mount
     /// can swap its node over atomically): the callback must not call back
     /// into the queue.
