@@ -1,4 +1,6 @@
-//! The `fuser::Filesystem` implementation.
+//! The `fuser::Filesystem` implementation over [`super::Core`]'s state: the
+//! only file that speaks FUSE, and where an [`super::Error`] becomes the
+//! errno the kernel gets.
 //!
 //! The kernel loop thread only ever does memory work: a callback that can be
 //! answered from the inode table or the caches answers at once; one that

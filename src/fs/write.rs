@@ -1,12 +1,14 @@
-//! Every callback that changes something, in one place: the write path.
+//! Every change, in one place: the write path. Each operation checks what
+//! it can at once and returns the rest as work (a future, or blocking work
+//! for what waits on the disk) answering `Result<_, fs::Error>`, so the
+//! adapter runs it off the kernel loop and [`super::Core`] simply awaits it.
 //!
 //! Writes never go to the service directly. A file opened for writing gets
-//! a staging file through the write-back queue ([`super::writeback`]); its
+//! a staging file through the write-back queue ([`crate::writeback`]); its
 //! inode becomes a *local* node (listed, stat'ed and read from the staging
 //! file) until the queue has uploaded it, when it turns back into the
 //! remote file. Namespace changes (mkdir, rmdir, unlink, rename of remote
-//! entries) go to the service at once, from a tokio task, never from the
-//! kernel loop.
+//! entries) go to the service at once.
 //!
 //! Choices where POSIX and the services disagree:
 //! - chmod, chown and atime changes are accepted and ignored (the services
@@ -21,7 +23,7 @@
 //! - A rename onto an existing file moves the source first and removes the
 //!   replaced file after, so the name is never missing.
 //! - Empty files on services that cannot store them are placeholders kept
-//!   by the write-back journal (see [`super::writeback`]).
+//!   by the write-back journal (see [`crate::writeback`]).
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
