@@ -93,6 +93,46 @@ mod tests {
         ControlPaths::under(Path::new("/run/user/1000"))
     }
 
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        rc: RcOptions,
+    }
+
+    #[derive(clap::Parser)]
+    struct ClientWrapper {
+        #[command(flatten)]
+        client: crate::control::client::RcClientArgs,
+    }
+
+    #[test]
+    fn flags_parse_as_documented() {
+        use clap::{CommandFactory, Parser};
+        Wrapper::command().debug_assert();
+        ClientWrapper::command().debug_assert();
+        let parsed = Wrapper::try_parse_from([
+            "x",
+            "--rc-addr",
+            "127.0.0.1:5572",
+            "--rc-token-file",
+            "/tmp/t",
+        ])
+        .unwrap();
+        assert!(parsed.rc.enabled());
+        assert_eq!(parsed.rc.rc_addr, Some("127.0.0.1:5572".parse().unwrap()));
+        let client = ClientWrapper::try_parse_from(["x", "--rc-addr", "127.0.0.1:5572"]).unwrap();
+        assert_eq!(client.client.rc_addr, parsed.rc.rc_addr);
+        assert!(ClientWrapper::try_parse_from([
+            "x",
+            "--rc-addr",
+            "127.0.0.1:1",
+            "--rc-socket",
+            "/s"
+        ])
+        .is_err());
+        assert!(Wrapper::try_parse_from(["x", "--rc-addr", "localhost"]).is_err());
+    }
+
     #[test]
     fn off_by_default() {
         let options = RcOptions::default();
