@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod emulator;
 pub mod fs;
 pub mod remote;
