@@ -51,9 +51,30 @@ pub(super) async fn cdn_object(
             return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
         }
     };
+    let slot = match method {
+        Method::GET => match state.acquire_download(row.account_id) {
+            Some(slot) => Some(slot),
+            None => return slow_down(),
+        },
+        _ => None,
+    };
     BlobResponse::for_file(&state, &row, None)
+        .with_slot(slot)
         .into_response(&method, &headers)
         .await
+}
+
+/// What the R2 bucket behind `cdn.fii.one` answers when asked for more
+/// than it serves at once: 429 with an S3-style error document, no
+/// `Retry-After`.
+fn slow_down() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::CONTENT_TYPE, "application/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+         <Message>Reduce your concurrent request rate for the same object.</Message></Error>\n",
+    )
+        .into_response()
 }
 
 pub(super) async fn share_page(

@@ -11,8 +11,9 @@ use rusqlite::params;
 
 use super::auth::admit;
 use super::files::purge;
-use super::{extra_of, is_live, not_found, server_error};
+use super::{extra_of, is_live, not_found, server_error, too_many_downloads};
 use crate::emulator::ranges::BlobResponse;
+use crate::emulator::slots::DownloadSlot;
 use crate::emulator::storage::{self, FileRow};
 use crate::emulator::AppState;
 
@@ -42,6 +43,19 @@ impl Drop for ConsumedGuard {
     }
 }
 
+enum Lookup {
+    Found {
+        /// Boxed: a row is large next to the other answers.
+        row: Box<FileRow>,
+        consumed: bool,
+        slot: Option<DownloadSlot>,
+    },
+    /// Unknown, expired or used up.
+    Gone,
+    /// The owner's account already has the most downloads the link allows.
+    Busy,
+}
+
 pub(super) async fn download(
     state: &Arc<AppState>,
     peer: SocketAddr,
@@ -56,14 +70,17 @@ pub(super) async fn download(
     let counts = !partial || state.fileio.partial_reads_consume;
     let wanted = key.to_string();
     let blob_dir = state.storage.blob_dir().to_path_buf();
-    // Check, count and (at the limit) mark consumed in one transaction, so
-    // two concurrent downloads cannot both take the last one.
+    let takes_slot = *method == Method::GET;
+    let slots = state.clone();
+    // Check, take a download slot, count and (at the limit) mark consumed
+    // in one transaction, so two concurrent downloads cannot both take the
+    // last one, and a refused connection spends nothing.
     let outcome = state
         .storage
         .call(move |conn| {
             let tx = conn.transaction()?;
             let Some(mut row) = storage::file_by_link_any_account(&tx, &wanted)? else {
-                return Ok(None);
+                return Ok(Lookup::Gone);
             };
             let mut extra = extra_of(&row);
             let now_ms = Utc::now().timestamp_millis();
@@ -72,8 +89,15 @@ pub(super) async fn download(
                     purge(&tx, &blob_dir, std::slice::from_ref(&row))?;
                 }
                 tx.commit()?;
-                return Ok(None);
+                return Ok(Lookup::Gone);
             }
+            let slot = match takes_slot {
+                true => match slots.acquire_download(row.account_id) {
+                    Some(slot) => Some(slot),
+                    None => return Ok(Lookup::Busy),
+                },
+                false => None,
+            };
             if counts {
                 extra.downloads += 1;
                 if extra.downloads >= extra.max_downloads && extra.auto_delete {
@@ -86,12 +110,21 @@ pub(super) async fn download(
                 )?;
             }
             tx.commit()?;
-            Ok(Some((row, extra.consumed)))
+            Ok(Lookup::Found {
+                row: Box::new(row),
+                consumed: extra.consumed,
+                slot,
+            })
         })
         .await;
-    let (row, consumed) = match outcome {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_found(key),
+    let (row, consumed, slot) = match outcome {
+        Ok(Lookup::Found {
+            row,
+            consumed,
+            slot,
+        }) => (*row, consumed, slot),
+        Ok(Lookup::Gone) => return not_found(key),
+        Ok(Lookup::Busy) => return too_many_downloads(),
         Err(err) => return server_error(format!("{err:#}")),
     };
     let guard: Option<Box<dyn Send + Sync>> = consumed.then(|| {
@@ -101,6 +134,7 @@ pub(super) async fn download(
         }) as Box<dyn Send + Sync>
     });
     BlobResponse::for_file(state, &row, guard)
+        .with_slot(slot)
         .into_response(method, headers)
         .await
 }

@@ -181,6 +181,18 @@ fn too_many(wait: Duration) -> Response {
     with_retry_after(response, wait)
 }
 
+/// The documented 429 body, for a download past the account's concurrent
+/// downloads: without `Retry-After`, since no wait would be honest (the
+/// slot frees when another download ends).
+fn too_many_downloads() -> Response {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_REQUESTS",
+        "Too many requests",
+        None,
+    )
+}
+
 // ---- stored attributes ----
 
 /// What file.io keeps beyond the shared file row, in `extra`.
