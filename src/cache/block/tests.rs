@@ -8,8 +8,9 @@ use std::fs;
 
 use super::memory::SPARE_BUFFERS;
 use super::*;
-use crate::cache::testing::MemoryRemote;
 use crate::cache::ContentKey;
+use crate::remote::failing::{FailingRemote, Operation};
+use crate::remote::memory::MemoryRemote;
 use crate::remote::RemoteError;
 
 fn source(remote: &MemoryRemote, name: &str, data: &[u8]) -> FileSource {
@@ -147,13 +148,17 @@ async fn disk_tier_survives_a_new_cache_and_is_bounded() {
 #[tokio::test]
 async fn failures_are_retried_with_a_fresh_link() {
     let remote = Arc::new(MemoryRemote::new());
+    let failing = Arc::new(FailingRemote::new(remote.clone()));
     let data = pattern(3000);
     let src = source(&remote, "a", &data);
-    let cache = BlockCache::new(remote.clone(), config(1024, 1 << 20, None)).unwrap();
-    remote.fail_next_downloads(vec![
-        RemoteError::PermissionDenied("link expired".into()),
-        RemoteError::Transient("503".into()),
-    ]);
+    let cache = BlockCache::new(failing.clone(), config(1024, 1 << 20, None)).unwrap();
+    failing.fail_with(
+        Operation::Download,
+        [
+            RemoteError::PermissionDenied("link expired".into()),
+            RemoteError::Transient("503".into()),
+        ],
+    );
     assert_eq!(&cache.read(&src, 0, 3000, 0).await.unwrap()[..], &data[..]);
     assert_eq!(remote.invalidated_links(), 2);
     // A body cut after 1500 bytes: block 0 is kept, the rest is fetched again.
