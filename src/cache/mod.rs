@@ -5,8 +5,6 @@
 
 pub mod block;
 pub mod meta;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::sync::Arc;
 
