@@ -46,6 +46,7 @@ use crate::remote::fileio::{self, FileIo, FileIoSettings, UploadOptions};
 use crate::remote::http::HttpSettings;
 use crate::remote::pacer::PacerConfig;
 use crate::remote::{ApiKey, Remote};
+use crate::state_dir::{default_state_base, RemoteIdentity, StateDir};
 
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "FILEHOSTFS_CONFIG";
@@ -73,6 +74,7 @@ struct RawRemote {
     max_downloads: Option<u32>,
     auto_delete: Option<bool>,
     local_copies: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 /// One remote's settings. Durations are given in seconds in the file.
@@ -106,6 +108,9 @@ pub struct RemoteConfig {
     pub upload: UploadOptions,
     /// file.io: where copies of the files uploaded from here are kept.
     pub local_copies: Option<PathBuf>,
+    /// Where this account's durable state lives (default: see
+    /// [`crate::state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// All remotes of one config file.
@@ -252,6 +257,7 @@ impl Config {
                     auto_delete: raw.auto_delete,
                 },
                 local_copies,
+                state_dir: raw.state_dir.map(|d| expand_home(&d, base_dir.as_deref())),
                 kind: raw.kind,
                 api_url: raw.api_url,
                 key: raw.key.map(ApiKey::new),
@@ -459,6 +465,33 @@ impl RemoteConfig {
             "remote {} has no API key: set key_file in its table, or the environment variable {var}",
             self.name
         )
+    }
+
+    /// This account's state directory, created if missing: the configured
+    /// `state_dir`, else `$XDG_STATE_HOME/filehostfs/<identity>`.
+    pub fn state_dir(&self) -> anyhow::Result<StateDir> {
+        let opened = match &self.state_dir {
+            Some(dir) => StateDir::open_at(dir.clone()),
+            None => {
+                let base = default_state_base().ok_or_else(|| {
+                    anyhow!("remote {}: no state directory; set state_dir", self.name)
+                })?;
+                StateDir::open(&base, &self.identity()?)
+            }
+        };
+        opened.with_context(|| format!("remote {}: state directory", self.name))
+    }
+
+    /// Names this account (service, API URL actually used, key) for paths.
+    pub fn identity(&self) -> anyhow::Result<RemoteIdentity> {
+        let default_url = match self.kind.as_str() {
+            "1fichier" => crate::remote::fichier::DEFAULT_API_URL,
+            "fii.one" => fiione::DEFAULT_API_URL,
+            "file.io" => fileio::DEFAULT_API_URL,
+            _ => "",
+        };
+        let api_url = self.api_url.as_deref().unwrap_or(default_url);
+        Ok(RemoteIdentity::new(&self.kind, api_url, &self.api_key()?))
     }
 
     /// Pacing and retry settings, from the defaults and this table.

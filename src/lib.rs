@@ -12,4 +12,6 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod fs;
+pub mod metadata;
 pub mod remote;
+pub mod state_dir;
