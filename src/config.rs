@@ -677,6 +677,28 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_is_configurable_and_named_by_the_account() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config_path = tmp.path().join("config.toml");
+        let c = Config::parse(
+            "[statea]\ntype = \"1fichier\"\nkey = \"k1\"\n\
+             [stateb]\ntype = \"1fichier\"\nkey = \"k1\"\napi_url = \"https://api.1fichier.com/v1\"\n\
+             [statec]\ntype = \"1fichier\"\nkey = \"k2\"\n\
+             [stated]\ntype = \"fii.one\"\nkey = \"k1\"\nstate_dir = \"state/d\"\n",
+            Some(&config_path),
+        )
+        .unwrap();
+        let identity = |name: &str| c.remote(name).unwrap().identity().unwrap();
+        // Spelling out the default URL, or another remote name, is the same account.
+        assert_eq!(identity("statea"), identity("stateb"));
+        assert_ne!(identity("statea"), identity("statec"));
+        assert!(identity("stated").as_str().starts_with("fii.one-"));
+        let configured = c.remote("stated").unwrap().state_dir().unwrap();
+        assert_eq!(configured.path(), tmp.path().join("state").join("d"));
+        assert!(configured.path().is_dir());
+    }
+
+    #[test]
     fn fiione_and_fileio_tables() {
         let c = Config::parse(
             "[pics]\ntype = \"fii.one\"\nkey = \"k\"\nplan = \"pro\"\n\

@@ -145,10 +145,7 @@ fn a_pending_record_moves_to_the_uploaded_file() {
         .unwrap();
     assert_eq!(store.pending_entries().unwrap(), vec![17]);
     assert!(store.rekey(&pending, &uploaded, &guard).unwrap());
-    assert_eq!(
-        store.get(&pending, &ContentGuard::Pending).unwrap(),
-        None
-    );
+    assert_eq!(store.get(&pending, &ContentGuard::Pending).unwrap(), None);
     let moved = store.get(&uploaded, &guard).unwrap().unwrap();
     assert_eq!(moved.metadata.mtime_ns, Some(99));
     assert_eq!(moved.changed_ns, 10);
@@ -404,7 +401,10 @@ fn change() -> impl Strategy<Value = MetadataChange> {
         prop::option::of(0u32..=0o7777),
         prop::option::of(0u32..3),
         prop::option::of(0u32..3),
-        prop::collection::vec((name.clone(), prop::collection::vec(any::<u8>(), 0..4)), 0..3),
+        prop::collection::vec(
+            (name.clone(), prop::collection::vec(any::<u8>(), 0..4)),
+            0..3,
+        ),
         prop::collection::vec(name, 0..2),
     )
         .prop_map(

@@ -25,8 +25,11 @@
 //! journal's entry id ([`RecordKey::Pending`], guard [`ContentGuard::Pending`]).
 //! When the upload completes, the write-back layer calls
 //! [`MetadataStore::rekey`] with the new file id and the guard of what was
-//! uploaded, in the same step that records the upload; from then on the
-//! file's listing finds the record. When an upload replaces an existing
+//! uploaded, right after its journal records the upload; from then on the
+//! file's listing finds the record. The two are separate databases, so a
+//! crash may fall between them: recovery repeats the re-key from the
+//! journal's uploaded id (a second call finds nothing left to move and
+//! changes nothing). When an upload replaces an existing
 //! file, the pending record (which started as a copy of the old file's,
 //! with the writer's changes on top) moves to the new id the same way and
 //! the old id's record is forgotten with the old file. A pending record

@@ -81,7 +81,9 @@ impl ContentGuard {
     pub(crate) fn encode(&self) -> String {
         match self {
             ContentGuard::Checksum { size, checksum } => format!("checksum:{size}:{checksum}"),
-            ContentGuard::Uploaded { size, uploaded_ns } => format!("uploaded:{size}:{uploaded_ns}"),
+            ContentGuard::Uploaded { size, uploaded_ns } => {
+                format!("uploaded:{size}:{uploaded_ns}")
+            }
             ContentGuard::Folder => "folder".to_string(),
             ContentGuard::Pending => "pending".to_string(),
         }
@@ -112,11 +114,12 @@ impl ContentGuard {
 
 /// Nanoseconds since the Unix epoch, saturating outside ±292 years.
 fn nanos_of(date: &chrono::DateTime<chrono::Utc>) -> i64 {
-    date.timestamp_nanos_opt().unwrap_or(if date.timestamp() < 0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    })
+    date.timestamp_nanos_opt()
+        .unwrap_or(if date.timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
 }
 
 /// The attributes the services cannot keep. `None` = never set here: show
@@ -230,7 +233,9 @@ pub(crate) fn check_xattr_name(name: &str) -> Result<(), MetadataError> {
     if name.len() > MAX_XATTR_NAME {
         return Err(MetadataError::XattrNameTooLong(name.len()));
     }
-    if !name.starts_with(XATTR_NAMESPACE) || name.len() == XATTR_NAMESPACE.len() || name.contains('\0')
+    if !name.starts_with(XATTR_NAMESPACE)
+        || name.len() == XATTR_NAMESPACE.len()
+        || name.contains('\0')
     {
         return Err(MetadataError::XattrNotSupported(name.to_string()));
     }
@@ -301,7 +306,14 @@ mod tests {
         ] {
             assert_eq!(ContentGuard::decode(&guard.encode()), Some(guard));
         }
-        for bad in ["", "checksum:1:", "uploaded:x:1", "other:1:2", "checksum", "uploaded:1:z"] {
+        for bad in [
+            "",
+            "checksum:1:",
+            "uploaded:x:1",
+            "other:1:2",
+            "checksum",
+            "uploaded:1:z",
+        ] {
             assert_eq!(ContentGuard::decode(bad), None, "{bad}");
         }
     }
@@ -323,7 +335,12 @@ mod tests {
             bad_mode.validate(),
             Err(MetadataError::InvalidMode(_))
         ));
-        for name in ["security.selinux", "user.", "trusted.x", "system.posix_acl_access"] {
+        for name in [
+            "security.selinux",
+            "user.",
+            "trusted.x",
+            "system.posix_acl_access",
+        ] {
             let change = MetadataChange {
                 remove_xattrs: vec![name.into()],
                 ..Default::default()

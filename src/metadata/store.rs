@@ -230,7 +230,14 @@ impl MetadataStore {
 /// mount, and the next change overwrites it.
 fn read_record(conn: &Connection, key: &RecordKey) -> Result<Option<Record>> {
     let (kind, id) = key.columns();
-    type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64);
+    type Row = (
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        i64,
+    );
     let row: Option<Row> = conn
         .query_row(
             "SELECT guard, mtime_ns, mode, uid, gid, changed_ns FROM records
@@ -300,8 +307,8 @@ fn write_record(conn: &Connection, key: &RecordKey, record: &Record) -> Result<(
             record.changed_ns
         ],
     )?;
-    let mut statement = conn
-        .prepare_cached("INSERT INTO xattrs (kind, key, name, value) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut statement =
+        conn.prepare_cached("INSERT INTO xattrs (kind, key, name, value) VALUES (?1, ?2, ?3, ?4)")?;
     for (name, value) in &metadata.xattrs {
         statement.execute(params![kind, id, name, value])?;
     }
