@@ -97,36 +97,40 @@ impl ListingStore {
     /// `folder`'s last saved listing, if there is a usable one.
     pub fn load(&self, folder: &FolderId) -> Result<Option<StoredListing>> {
         let conn = self.conn.lock();
-        let row: Option<(i64, i64, String)> = conn
+        use rusqlite::types::Value;
+        // Read as plain values: a row of the wrong types (a foreign write) is
+        // unreadable, not an error.
+        let row: Option<(Value, Value, Value)> = conn
             .query_row(
                 "SELECT format, fetched_ms, body FROM listings WHERE folder = ?1",
                 [&folder.0],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
-            .optional()
-            .or_else(|error| match error {
-                // A body stored as something other than text (foreign write).
-                rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::InvalidColumnType(..) => Ok(Some((-1, 0, String::new()))),
-                other => Err(other),
-            })?;
+            .optional()?;
         let Some((format, fetched_ms, body)) = row else {
             return Ok(None);
         };
-        let listing = (format == LISTING_FORMAT)
-            .then(|| serde_json::from_str::<Listing>(&body))
-            .and_then(|parsed| parsed.ok());
-        match listing {
-            Some(listing) => Ok(Some(StoredListing {
-                listing,
-                fetched_at: time_of_millis(fetched_ms),
-            })),
-            None => {
-                warn!(folder = %folder, format, "dropping an unreadable saved listing");
-                conn.execute("DELETE FROM listings WHERE folder = ?1", [&folder.0])?;
-                Ok(None)
+        let stored = match (&format, &fetched_ms, &body) {
+            (Value::Integer(LISTING_FORMAT), Value::Integer(ms), Value::Text(text)) => {
+                serde_json::from_str::<Listing>(text)
+                    .ok()
+                    .map(|listing| StoredListing {
+                        listing,
+                        fetched_at: time_of_millis(*ms),
+                    })
             }
+            _ => None,
+        };
+        if stored.is_none() {
+            warn!(folder = %folder, format = ?format, "dropping an unreadable saved listing");
+            // Only the row as read: another mount may have saved a good one since.
+            conn.execute(
+                "DELETE FROM listings
+                 WHERE folder = ?1 AND format IS ?2 AND fetched_ms IS ?3 AND body IS ?4",
+                params![folder.0, format, fetched_ms, body],
+            )?;
         }
+        Ok(stored)
     }
 
     /// Forgets `folder`'s listing (the folder is gone). Returns whether one
@@ -254,19 +258,26 @@ mod tests {
             .unwrap();
         {
             let raw = Connection::open(dir.path().join("listings.db")).unwrap();
-            let rows: [(&str, i64, rusqlite::types::Value); 4] = [
+            use rusqlite::types::Value;
+            let listing_text = serde_json::to_string(&sample_listing(1)).unwrap();
+            let rows: [(&str, Value, Value); 5] = [
                 (
                     "truncated",
-                    LISTING_FORMAT,
+                    LISTING_FORMAT.into(),
                     "{\"folders\":[".to_string().into(),
                 ),
-                ("wrong-shape", LISTING_FORMAT, "[1,2,3]".to_string().into()),
+                (
+                    "wrong-shape",
+                    LISTING_FORMAT.into(),
+                    "[1,2,3]".to_string().into(),
+                ),
                 (
                     "old-format",
-                    LISTING_FORMAT + 1,
-                    serde_json::to_string(&sample_listing(1)).unwrap().into(),
+                    (LISTING_FORMAT + 1).into(),
+                    listing_text.clone().into(),
                 ),
-                ("blob", LISTING_FORMAT, vec![0xffu8, 0, 0xfe].into()),
+                ("blob", LISTING_FORMAT.into(), vec![0xffu8, 0, 0xfe].into()),
+                ("text-format", "one".to_string().into(), listing_text.into()),
             ];
             for (folder, format, body) in rows {
                 raw.execute(
@@ -276,7 +287,13 @@ mod tests {
                 .unwrap();
             }
         }
-        for folder in ["truncated", "wrong-shape", "old-format", "blob"] {
+        for folder in [
+            "truncated",
+            "wrong-shape",
+            "old-format",
+            "blob",
+            "text-format",
+        ] {
             let folder = FolderId(folder.into());
             assert_eq!(store.load(&folder).unwrap(), None, "{folder}");
         }
