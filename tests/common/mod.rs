@@ -13,6 +13,7 @@
 //! Other helpers extend the harness in sibling files (declare them below).
 #![allow(dead_code)]
 
+pub mod control;
 pub mod fichier_client;
 pub mod mount;
 pub mod multi;
