@@ -20,6 +20,12 @@
 //! local_copies = "/path"      # copies of files uploaded from here (default: data dir)
 //! ```
 //!
+//! Any remote may also set `ca_cert = "/path/ca.pem"`: certificates (PEM)
+//! trusted for its HTTPS connections in addition to the bundled roots and
+//! the system's trust store, and `state_dir = "/path"`: where its durable
+//! state lives (default: `$XDG_STATE_HOME/filehostfs/<service>-<hash>`, see
+//! `crate::state_dir`).
+//!
 //! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
 //! `$XDG_CONFIG_HOME/filehostfs/config.toml` (`~/.config/...`).
 //!
@@ -43,7 +49,7 @@ use serde::Deserialize;
 use crate::remote::fichier::{Fichier, FichierOptions};
 use crate::remote::fiione::{self, FiiOne, FiiOnePlan, FiiOneSettings};
 use crate::remote::fileio::{self, FileIo, FileIoSettings, UploadOptions};
-use crate::remote::http::HttpSettings;
+use crate::remote::http::{HttpSettings, TrustedCertificates};
 use crate::remote::pacer::PacerConfig;
 use crate::remote::{ApiKey, Remote};
 use crate::state_dir::{default_state_base, RemoteIdentity, StateDir};
@@ -67,6 +73,7 @@ struct RawRemote {
     flood_wait: Option<f64>,
     link_ttl: Option<f64>,
     connect_timeout: Option<f64>,
+    ca_cert: Option<PathBuf>,
     read_timeout: Option<f64>,
     plan: Option<String>,
     requests_per_hour: Option<u32>,
@@ -100,6 +107,9 @@ pub struct RemoteConfig {
     pub link_ttl: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// PEM file of certificates trusted in addition to the bundled and the
+    /// system's roots.
+    pub ca_cert: Option<PathBuf>,
     /// fii.one: the account's plan (upload size limit, hourly budget).
     pub plan: Option<FiiOnePlan>,
     /// fii.one: API requests allowed per hour (default: the plan's budget).
@@ -270,6 +280,7 @@ impl Config {
                 link_ttl: seconds(raw.link_ttl, "link_ttl", &name)?,
                 connect_timeout: seconds(raw.connect_timeout, "connect_timeout", &name)?,
                 read_timeout: seconds(raw.read_timeout, "read_timeout", &name)?,
+                ca_cert: raw.ca_cert.map(|f| expand_home(&f, base_dir.as_deref())),
                 name: name.clone(),
             };
             if let Some(rate) = remote.rate {
@@ -522,15 +533,20 @@ impl RemoteConfig {
         pacer
     }
 
-    pub fn http_settings(&self) -> HttpSettings {
+    /// Timeouts and trust of the remote's HTTP client; reads `ca_cert`.
+    pub fn http_settings(&self) -> anyhow::Result<HttpSettings> {
         let mut http = HttpSettings::default();
+        if let Some(path) = &self.ca_cert {
+            http.extra_roots =
+                Some(TrustedCertificates::load(path).map_err(|e| anyhow!("[{}]: {e}", self.name))?);
+        }
         if let Some(t) = self.connect_timeout {
             http.connect_timeout = t;
         }
         if let Some(t) = self.read_timeout {
             http.read_timeout = t;
         }
-        http
+        Ok(http)
     }
 
     pub fn fiione_settings(&self) -> anyhow::Result<FiiOneSettings> {
@@ -545,7 +561,7 @@ impl RemoteConfig {
             .requests_per_hour
             .unwrap_or(settings.plan.hourly_request_budget());
         settings.pacer = self.pacer_config_from(fiione::hourly_pacer(per_hour));
-        settings.http = self.http_settings();
+        settings.http = self.http_settings()?;
         if let Some(backoff) = self.retry_backoff {
             settings.download.retry_backoff = backoff;
         }
@@ -566,7 +582,7 @@ impl RemoteConfig {
         settings.api_url = api_url;
         settings.upload = self.upload.clone();
         settings.pacer = self.pacer_config_from(fileio::default_pacer());
-        settings.http = self.http_settings();
+        settings.http = self.http_settings()?;
         Ok(settings)
     }
 
@@ -576,7 +592,7 @@ impl RemoteConfig {
             options.api_url = url.clone();
         }
         options.pacer = self.pacer_config();
-        options.http = self.http_settings();
+        options.http = self.http_settings()?;
         if let Some(backoff) = self.retry_backoff {
             options.download.retry_backoff = backoff;
         }

@@ -181,7 +181,7 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::testing::MemoryRemote;
+    use crate::remote::memory::MemoryRemote;
 
     #[tokio::test]
     async fn concurrent_listings_share_one_call_and_expire() {
@@ -218,6 +218,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_folder_is_an_error_and_about_is_cached() {
         let remote = Arc::new(MemoryRemote::new());
+        remote.add_file("a", vec![0; 1000]);
         let cache = MetaCache::new(remote.clone(), Duration::from_secs(1));
         let err = cache.listing(&FolderId("42".into())).await.unwrap_err();
         assert_eq!(err.errno(), libc::ENOENT);

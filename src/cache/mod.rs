@@ -6,8 +6,6 @@
 pub mod block;
 pub mod listing_store;
 pub mod meta;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! `/_emulator/*`: counters and fault settings, for tests and benchmarks.
+//! `/_emulator/*`: counters, fault and link settings, for tests and benchmarks.
 //! Every call needs `Authorization: Bearer <admin key>`.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::faults::FaultUpdate;
+use super::link::LinkUpdate;
 use super::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -19,6 +20,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/stats/reset", post(reset_stats))
         .route("/_emulator/faults", get(get_faults).post(set_faults))
+        .route("/_emulator/link", get(get_link).post(set_link))
         .with_state(state)
 }
 
@@ -53,7 +55,9 @@ async fn stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     if let Some(denied) = denied(&state, &headers) {
         return denied;
     }
-    Json(state.stats.snapshot()).into_response()
+    let mut snapshot = json!(state.stats.snapshot());
+    snapshot["downloads"] = json!(state.link.slots.snapshot());
+    Json(snapshot).into_response()
 }
 
 async fn reset_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -61,6 +65,7 @@ async fn reset_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         return denied;
     }
     state.stats.reset();
+    state.link.slots.reset();
     Json(json!({"status": "OK"})).into_response()
 }
 
@@ -89,6 +94,32 @@ async fn set_faults(
         }
     };
     match state.faults.update(update) {
+        Ok(settings) => Json(settings).into_response(),
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+async fn get_link(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = denied(&state, &headers) {
+        return denied;
+    }
+    Json(state.link.get()).into_response()
+}
+
+async fn set_link(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(denied) = denied(&state, &headers) {
+        return denied;
+    }
+    let update: LinkUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("bad link settings: {err}"),
+            )
+        }
+    };
+    match state.link.update(update) {
         Ok(settings) => Json(settings).into_response(),
         Err(message) => error(StatusCode::BAD_REQUEST, &message),
     }

@@ -1,8 +1,9 @@
 //! `filehostfs serve`: a local HTTP server that speaks the services' APIs.
 //!
 //! Layout: [`storage`] (SQLite metadata + blob files), [`ranges`] (Range/HEAD
-//! serving of a blob), [`stats`], [`faults`], [`flood`], [`budget`],
-//! [`form`], [`admin`] are shared by the services; each service has its own
+//! serving of a blob), [`link`] (latency, pace and download limit of a
+//! hoster-like link, with [`pacing`] and [`slots`]), [`stats`], [`faults`],
+//! [`flood`], [`budget`], [`form`], [`admin`] are shared by the services; each service has its own
 //! module ([`fichier`], [`fiione`], [`fileio`]) that builds its routes on top
 //! of [`AppState`]. Choices made where the API
 //! documents are uncertain are listed in `src/emulator/README.md`.
@@ -16,7 +17,10 @@ pub mod fileio;
 pub mod flood;
 pub mod form;
 pub mod keys;
+pub mod link;
+pub mod pacing;
 pub mod ranges;
+pub mod slots;
 pub mod stats;
 pub mod storage;
 
@@ -33,6 +37,9 @@ use clap::Parser;
 use self::faults::{FaultSettings, Faults};
 use self::flood::{Flood, FloodSettings};
 use self::keys::KeyEntry;
+use self::link::Link;
+pub use self::link::{LinkProfile, LinkSettings};
+use self::slots::DownloadSlot;
 use self::stats::Stats;
 use self::storage::{AccountId, Storage};
 
@@ -116,6 +123,29 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "move-and-rename")]
     pub folder_move_mode: FolderMoveMode,
 
+    /// A named set of link settings: `hoster` = 20 ms one-way latency
+    /// (40 ms round trip), 20MiB per download connection, 8 concurrent
+    /// downloads per account. The --link-* flags below override its values.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub profile: Option<LinkProfile>,
+
+    /// Link: one-way delay in milliseconds, applied to each request before
+    /// it is handled and to each answer before its first byte (so twice
+    /// this is the round trip a client sees). 0 = none.
+    #[arg(long, value_name = "MS")]
+    pub link_latency_ms: Option<u64>,
+
+    /// Link: pace of each download connection (GET on a direct link), on
+    /// its own, in bytes per second: `20MiB`, `20M`, `500k` or a number.
+    /// 0 = unpaced.
+    #[arg(long, value_name = "RATE", value_parser = link::parse_rate)]
+    pub download_rate_per_connection: Option<u64>,
+
+    /// Link: concurrent download connections allowed per account; one more
+    /// gets the service's refusal (see src/emulator/README.md). 0 = no limit.
+    #[arg(long, value_name = "N")]
+    pub max_downloads_per_key: Option<u32>,
+
     /// Fault: fraction (0.0-1.0) of API calls answered with a 5xx.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
     pub fault_error_rate: f64,
@@ -178,6 +208,23 @@ impl Default for ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The link settings the server starts with: the profile's, each
+    /// overridden by its flag when given.
+    pub fn link_settings(&self) -> LinkSettings {
+        let base = self.profile.map(LinkProfile::settings).unwrap_or_default();
+        LinkSettings {
+            latency_ms: self.link_latency_ms.unwrap_or(base.latency_ms),
+            download_rate_per_connection: self
+                .download_rate_per_connection
+                .unwrap_or(base.download_rate_per_connection),
+            max_downloads_per_key: self
+                .max_downloads_per_key
+                .unwrap_or(base.max_downloads_per_key),
+        }
+    }
+}
+
 /// Settings the handlers consult.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -200,6 +247,9 @@ pub struct AppState {
     pub storage: Storage,
     pub stats: Arc<Stats>,
     pub faults: Faults,
+    pub link: Link,
+    /// Account id → `"<service>:<key>"`, the name download counters use.
+    pub account_names: HashMap<AccountId, String>,
     pub flood: Flood,
     /// (service, key) → account.
     pub accounts: HashMap<(String, String), Account>,
@@ -223,6 +273,20 @@ impl AppState {
         self.stats.count(counter);
         self.faults.apply_latency().await;
         self.faults.draw_api_failure()
+    }
+
+    /// A download slot of the account owning the file, or `None` when the
+    /// account already has the most concurrent downloads the link allows
+    /// (the caller answers with its service's refusal).
+    pub fn acquire_download(&self, owner: AccountId) -> Option<DownloadSlot> {
+        let name = self
+            .account_names
+            .get(&owner)
+            .cloned()
+            .unwrap_or_else(|| format!("account #{owner}"));
+        self.link
+            .slots
+            .acquire(&name, self.link.max_downloads_per_key())
     }
 }
 
@@ -433,6 +497,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
         args.fileio_partial_reads_consume,
     )
     .await?;
+    let account_names = storage
+        .call(|conn| storage::all_accounts(conn))
+        .await?
+        .into_iter()
+        .map(|(id, service, key)| match key.as_str() {
+            "" => (id, format!("{service}:(anonymous)")),
+            _ => (id, format!("{service}:{key}")),
+        })
+        .collect();
     let state = Arc::new(AppState {
         storage,
         stats: Arc::new(Stats::default()),
@@ -445,6 +518,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningEmulator> {
             cut_body_after: args.fault_cut_body_after,
             expire_links: args.fault_expire_links,
         }),
+        link: Link::new(args.link_settings()),
+        account_names,
         flood: Flood::new(FloodSettings {
             enabled: !args.no_flood_control,
             requests_per_second: args.flood_rate.max(1),
@@ -509,7 +584,11 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(admin::router(state.clone()))
         .merge(fichier::router(state.clone()))
         .merge(fiione::router(state.clone()))
-        .merge(fileio::router(state))
+        .merge(fileio::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            link::delay_answers,
+        ))
 }
 
 /// The `serve` subcommand: start, print the address and service lines, run

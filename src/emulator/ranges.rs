@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
+use super::pacing::{TokenBucket, QUANTUM};
+use super::slots::DownloadSlot;
 use super::stats::Stats;
 use super::storage::FileRow;
 use super::AppState;
@@ -123,6 +125,10 @@ pub struct BlobResponse {
     /// Kept alive until the body is finished or dropped (e.g. a guard that
     /// marks a single-use link as idle again).
     pub guard: Option<Box<dyn Send + Sync + 'static>>,
+    /// Pace of the body in bytes per second (the link's, when it started).
+    pub rate: Option<u64>,
+    /// The account's download slot, held until the body is done.
+    pub slot: Option<DownloadSlot>,
 }
 
 /// RFC 8187 `attr-char` minus what must be escaped.
@@ -155,7 +161,15 @@ impl BlobResponse {
             server_error: state.faults.draw_download_error(),
             stats: state.stats.clone(),
             guard,
+            rate: state.link.download_rate(),
+            slot: None,
         }
+    }
+
+    /// Holds `slot` (if any) until the body is fully sent or dropped.
+    pub fn with_slot(mut self, slot: Option<DownloadSlot>) -> BlobResponse {
+        self.slot = slot;
+        self
     }
 
     pub async fn into_response(self, method: &Method, headers: &HeaderMap) -> Response {
@@ -238,8 +252,11 @@ impl BlobResponse {
             cut_after: self.cut_after,
             pending: None,
             cut_pause: None,
+            ready: None,
+            pacer: self.rate.map(TokenBucket::new),
             stats: self.stats,
             _guard: self.guard,
+            _slot: self.slot,
         };
         builder
             .body(Body::from_stream(stream))
@@ -262,8 +279,12 @@ struct BlobStream {
     cut_after: Option<u64>,
     pending: Option<tokio::task::JoinHandle<ReadResult>>,
     cut_pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read but not yet handed on (a paced body leaves in quanta).
+    ready: Option<Bytes>,
+    pacer: Option<TokenBucket>,
     stats: Arc<Stats>,
     _guard: Option<Box<dyn Send + Sync + 'static>>,
+    _slot: Option<DownloadSlot>,
 }
 
 impl Stream for BlobStream {
@@ -271,74 +292,92 @@ impl Stream for BlobStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(limit) = this.cut_after {
-            if this.sent >= limit {
-                // Pause first so hyper flushes what was sent (it flushes
-                // while the body is pending), then fail: an error, not a
-                // clean end, makes hyper drop the connection short of
-                // Content-Length, like a real network cut.
-                let pause = this
-                    .cut_pause
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_FLUSH_PAUSE)));
-                if pause.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+        loop {
+            if let Some(chunk) = this.ready.as_mut() {
+                let n = match this.pacer.as_mut() {
+                    Some(pacer) => {
+                        let n = chunk.len().min(QUANTUM);
+                        if pacer.poll_take(cx, n).is_pending() {
+                            return Poll::Pending;
+                        }
+                        n
+                    }
+                    None => chunk.len(),
+                };
+                let out = chunk.split_to(n);
+                if chunk.is_empty() {
+                    this.ready = None;
                 }
-                this.cut_after = None;
-                this.remaining = 0;
-                return Poll::Ready(Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "download cut by fault injection",
-                ))));
+                this.stats.add_bytes_served(out.len() as u64);
+                return Poll::Ready(Some(Ok(out)));
             }
-        }
-        if this.pending.is_none() {
-            if this.remaining == 0 {
-                return Poll::Ready(None);
-            }
-            let Some(mut file) = this.file.take() else {
-                return Poll::Ready(None);
-            };
-            let mut want = this.remaining.min(CHUNK as u64) as usize;
             if let Some(limit) = this.cut_after {
-                want = want.min((limit - this.sent) as usize);
-            }
-            this.pending = Some(tokio::task::spawn_blocking(move || {
-                let mut buf = BytesMut::zeroed(want);
-                let mut filled = 0;
-                while filled < want {
-                    let n = file.read(&mut buf[filled..])?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob shorter than recorded",
-                        ));
+                if this.sent >= limit {
+                    // Pause first so hyper flushes what was sent (it flushes
+                    // while the body is pending), then fail: an error, not a
+                    // clean end, makes hyper drop the connection short of
+                    // Content-Length, like a real network cut.
+                    let pause = this
+                        .cut_pause
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_FLUSH_PAUSE)));
+                    if pause.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
                     }
-                    filled += n;
+                    this.cut_after = None;
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "download cut by fault injection",
+                    ))));
                 }
-                Ok((file, buf.freeze()))
-            }));
-        }
-        let pending = this.pending.as_mut().expect("read in flight");
-        match Pin::new(pending).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(joined) => {
-                this.pending = None;
-                match joined {
-                    Ok(Ok((file, chunk))) => {
-                        this.file = Some(file);
-                        this.remaining -= chunk.len() as u64;
-                        this.sent += chunk.len() as u64;
-                        this.stats.add_bytes_served(chunk.len() as u64);
-                        Poll::Ready(Some(Ok(chunk)))
+            }
+            if this.pending.is_none() {
+                if this.remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let Some(mut file) = this.file.take() else {
+                    return Poll::Ready(None);
+                };
+                let mut want = this.remaining.min(CHUNK as u64) as usize;
+                if let Some(limit) = this.cut_after {
+                    want = want.min((limit - this.sent) as usize);
+                }
+                this.pending = Some(tokio::task::spawn_blocking(move || {
+                    let mut buf = BytesMut::zeroed(want);
+                    let mut filled = 0;
+                    while filled < want {
+                        let n = file.read(&mut buf[filled..])?;
+                        if n == 0 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "blob shorter than recorded",
+                            ));
+                        }
+                        filled += n;
                     }
-                    Ok(Err(err)) => {
-                        this.remaining = 0;
-                        Poll::Ready(Some(Err(err)))
-                    }
-                    Err(_) => {
-                        this.remaining = 0;
-                        Poll::Ready(Some(Err(std::io::Error::other("read task failed"))))
-                    }
+                    Ok((file, buf.freeze()))
+                }));
+            }
+            let pending = this.pending.as_mut().expect("read in flight");
+            let Poll::Ready(joined) = Pin::new(pending).poll(cx) else {
+                return Poll::Pending;
+            };
+            this.pending = None;
+            match joined {
+                Ok(Ok((file, chunk))) => {
+                    this.file = Some(file);
+                    this.remaining -= chunk.len() as u64;
+                    this.sent += chunk.len() as u64;
+                    // Handed on (in quanta when paced) at the top of the loop.
+                    this.ready = Some(chunk);
+                }
+                Ok(Err(err)) => {
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Err(_) => {
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(std::io::Error::other("read task failed"))));
                 }
             }
         }
@@ -437,6 +476,8 @@ mod tests {
             server_error: None,
             stats: Arc::new(Stats::default()),
             guard: None,
+            rate: None,
+            slot: None,
         }
         .into_response(&method, &headers)
         .await

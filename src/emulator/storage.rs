@@ -391,6 +391,13 @@ impl Storage {
 // ---- queries shared by the services (run inside `Storage::call`) ----
 
 /// Returns the account id for `(service, key)`, creating the account.
+/// Every account: (id, service, key).
+pub fn all_accounts(conn: &Connection) -> anyhow::Result<Vec<(AccountId, String, String)>> {
+    let mut statement = conn.prepare("SELECT id, service, api_key FROM accounts")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn ensure_account(
     conn: &Connection,
     service: &str,

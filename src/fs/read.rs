@@ -185,7 +185,7 @@ impl OpenFile {
 mod tests {
     use super::*;
     use crate::cache::block::BlockCacheConfig;
-    use crate::cache::testing::MemoryRemote;
+    use crate::remote::memory::MemoryRemote;
     use std::time::Duration;
 
     const BS: u64 = 1024;

@@ -23,7 +23,8 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::http::{self, DownloadSettings, HttpSettings, LinkProvider};
+use super::http::{self, DownloadSettings, HttpSettings};
+use super::linked_download::{self, DirectLinks};
 use super::names;
 use super::pacer::{ClassLimit, Pacer, PacerConfig, Retry};
 use super::secret::ApiKey;
@@ -1015,10 +1016,6 @@ impl Inner {
         })
     }
 
-    fn forget_link(&self, file: &FileId) {
-        self.links.lock().remove(file);
-    }
-
     async fn about(&self) -> RemoteResult<SpaceInfo> {
         if let Some((at, info)) = *self.account_info.lock() {
             if at.elapsed() < self.options.account_info_interval {
@@ -1033,6 +1030,17 @@ impl Inner {
         let info = SpaceInfo { used, total };
         *self.account_info.lock() = Some((Instant::now(), info));
         Ok(info)
+    }
+}
+
+#[async_trait]
+impl DirectLinks for Inner {
+    async fn link(&self, file: &FileId) -> RemoteResult<DirectLink> {
+        self.direct_link(file).await
+    }
+
+    fn forget_link(&self, file: &FileId) {
+        self.links.lock().remove(file);
     }
 }
 
@@ -1122,30 +1130,15 @@ impl Remote for Fichier {
         offset: u64,
         len: u64,
     ) -> RemoteResult<ByteStream> {
-        if len == 0 {
-            return Ok(Box::pin(futures::stream::empty()));
-        }
-        let inner = self.inner.clone();
-        let id = file.clone();
-        let link: LinkProvider = Arc::new(move |refresh| {
-            let inner = inner.clone();
-            let id = id.clone();
-            Box::pin(async move {
-                if refresh {
-                    inner.forget_link(&id);
-                }
-                inner.direct_link(&id).await.map(|l| l.url)
-            })
-        });
-        // Ask for the link now so an unknown file fails here, not mid-stream.
-        self.inner.direct_link(file).await?;
-        Ok(http::ranged_download(
+        linked_download::download_range(
+            self.inner.clone(),
             self.inner.client.clone(),
-            link,
+            file,
             offset,
             len,
             self.inner.options.download.clone(),
-        ))
+        )
+        .await
     }
 
     async fn about(&self) -> RemoteResult<SpaceInfo> {

@@ -23,7 +23,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::http::{self, DownloadSettings, HttpSettings, LinkProvider};
+use super::http::{self, DownloadSettings, HttpSettings};
+use super::linked_download::{self, DirectLinks};
 use super::pacer::{Pacer, PacerConfig, Retry};
 use super::secret::ApiKey;
 use super::{
@@ -491,7 +492,7 @@ impl Inner {
         Ok(self.entry(data))
     }
 
-    async fn link(&self, file: &FileId) -> RemoteResult<String> {
+    async fn link_url(&self, file: &FileId) -> RemoteResult<String> {
         let known = self.direct_links.lock().get(file).cloned();
         if let Some(url) = known {
             return Ok(url);
@@ -525,6 +526,22 @@ impl Inner {
             .multipart(form);
         let (data, _): (WireFile, _) = self.call(request, "upload").await?;
         Ok(self.entry(data))
+    }
+}
+
+/// fii.one's links never expire; a refused one means the file is gone or
+/// renamed away, so it is asked from the API again rather than trusted.
+#[async_trait]
+impl DirectLinks for Inner {
+    async fn link(&self, file: &FileId) -> RemoteResult<DirectLink> {
+        Ok(DirectLink {
+            url: self.link_url(file).await?,
+            valid_until: None,
+        })
+    }
+
+    fn forget_link(&self, file: &FileId) {
+        self.direct_links.lock().remove(file);
     }
 }
 
@@ -684,14 +701,11 @@ impl Remote for FiiOne {
     }
 
     async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        Ok(DirectLink {
-            url: self.inner.link(file).await?,
-            valid_until: None,
-        })
+        DirectLinks::link(&*self.inner, file).await
     }
 
     fn invalidate_link(&self, file: &FileId) {
-        self.inner.direct_links.lock().remove(file);
+        self.inner.forget_link(file);
     }
 
     async fn download_range(
@@ -700,32 +714,15 @@ impl Remote for FiiOne {
         offset: u64,
         len: u64,
     ) -> RemoteResult<ByteStream> {
-        if len == 0 {
-            return Ok(Box::pin(futures::stream::empty()));
-        }
-        // Ask for the link now so an unknown file fails here, not mid-stream.
-        self.inner.link(file).await?;
-        let inner = self.inner.clone();
-        let id = file.clone();
-        let link: LinkProvider = Arc::new(move |refused| {
-            let inner = inner.clone();
-            let id = id.clone();
-            Box::pin(async move {
-                if refused {
-                    // A refused link means the file is gone or renamed away:
-                    // ask the API again rather than trusting the cache.
-                    inner.direct_links.lock().remove(&id);
-                }
-                inner.link(&id).await
-            })
-        });
-        Ok(http::ranged_download(
+        linked_download::download_range(
+            self.inner.clone(),
             self.inner.public_http.clone(),
-            link,
+            file,
             offset,
             len,
             self.inner.download.clone(),
-        ))
+        )
+        .await
     }
 
     async fn about(&self) -> RemoteResult<SpaceInfo> {

@@ -3,6 +3,7 @@
 //! statuses to [`RemoteError`], and a ranged download stream that survives
 //! cut connections and expired links.
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub struct HttpSettings {
     /// body fails after this instead of hanging a reader forever.
     pub read_timeout: Duration,
     pub user_agent: String,
+    /// Certificates trusted for this remote on top of the bundled roots and
+    /// the system's store (a TLS-inspecting proxy, a private server).
+    pub extra_roots: Option<TrustedCertificates>,
 }
 
 impl Default for HttpSettings {
@@ -36,6 +40,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
             user_agent: concat!("filehostfs/", env!("CARGO_PKG_VERSION")).to_string(),
+            extra_roots: None,
         }
     }
 }
@@ -65,6 +70,46 @@ pub fn checked_api_url(service: &str, raw: &str) -> RemoteResult<String> {
     }
 }
 
+/// The certificates of one PEM file, to be trusted as roots.
+#[derive(Clone, Debug)]
+pub struct TrustedCertificates {
+    path: PathBuf,
+    certificates: Vec<reqwest::Certificate>,
+}
+
+impl TrustedCertificates {
+    /// Reads every certificate of a PEM file; a file that holds none, or
+    /// that cannot be read or parsed, is an error naming the file.
+    pub fn load(path: &Path) -> RemoteResult<Self> {
+        let shown = path.display();
+        let pem =
+            std::fs::read(path).map_err(|e| RemoteError::Fatal(format!("ca_cert {shown}: {e}")))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            RemoteError::Fatal(format!("ca_cert {shown}: not a PEM certificate file: {e}"))
+        })?;
+        if certificates.is_empty() {
+            return Err(RemoteError::Fatal(format!(
+                "ca_cert {shown}: no certificate in the file (expected PEM)"
+            )));
+        }
+        Ok(TrustedCertificates {
+            path: path.to_path_buf(),
+            certificates,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Certificates compare by the file they came from.
+impl PartialEq for TrustedCertificates {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
 /// A client builder with the settings every backend shares: rustls,
 /// connect and idle-read timeouts, pooled keep-alive connections. Backends
 /// add their own default headers or redirect policy, then build once per
@@ -84,14 +129,23 @@ pub fn upload_client_builder(settings: &HttpSettings) -> reqwest::ClientBuilder 
     base_builder(settings)
 }
 
+/// Trust: the bundled Mozilla roots, the system's store (reqwest loads both
+/// with its `rustls-tls-webpki-roots` and `rustls-tls-native-roots`
+/// features) and the remote's own `extra_roots`.
 fn base_builder(settings: &HttpSettings) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(settings.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(8)
         .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(settings.user_agent.clone())
+        .user_agent(settings.user_agent.clone());
+    if let Some(roots) = &settings.extra_roots {
+        for certificate in &roots.certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+    }
+    builder
 }
 
 /// Slowest average upload speed tolerated before an upload is abandoned.
@@ -111,9 +165,41 @@ pub fn transport_error(err: reqwest::Error) -> RemoteError {
         RemoteError::Fatal(format!("invalid request: {err}"))
     } else if err.is_decode() {
         RemoteError::Fatal(format!("unreadable answer: {err}"))
+    } else if let Some(refusal) = certificate_refusal(&err) {
+        // Trying again cannot help: say what to change.
+        RemoteError::Fatal(format!(
+            "TLS: the server's certificate is not trusted ({refusal}); if it is \
+             right, add its CA to the system trust store or to the remote's \
+             ca_cert setting"
+        ))
     } else {
         RemoteError::Transient(describe_chain(&err))
     }
+}
+
+/// The certificate error rustls reported somewhere in `err`'s sources.
+fn certificate_refusal(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
+    while let Some(current) = source {
+        // rustls reports through an io::Error, whose `source` skips it.
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|e| e as &(dyn std::error::Error + 'static))
+            .unwrap_or(current);
+        if let Some(rustls::Error::InvalidCertificate(reason)) =
+            inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(format!("{reason:?}"));
+        }
+        // Layers between reqwest and rustls may wrap it in their own types;
+        // rustls's message is then all that is left of it.
+        if let Some(reason) = inner.to_string().strip_prefix("invalid peer certificate: ") {
+            return Some(reason.to_string());
+        }
+        source = current.source();
+    }
+    None
 }
 
 /// `err` and its sources on one line ("error sending request: connection refused").

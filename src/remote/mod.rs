@@ -5,10 +5,15 @@
 //! each backend encodes them for its service and decodes what it lists.
 
 pub mod error;
+#[cfg(any(test, feature = "memory-remote"))]
+pub mod failing;
 pub mod fichier;
 pub mod fiione;
 pub mod fileio;
 pub mod http;
+pub mod linked_download;
+#[cfg(any(test, feature = "memory-remote"))]
+pub mod memory;
 pub mod names;
 pub mod pacer;
 pub mod resolve;

@@ -193,7 +193,20 @@ pub async fn direct_link(
             "parallel requests are not allowed on this link (single=1)\n",
         );
     }
+    let slot = match method {
+        Method::GET => match state.acquire_download(file.account_id) {
+            Some(slot) => Some(slot),
+            None => {
+                return plain(
+                    StatusCode::FORBIDDEN,
+                    "Too many simultaneous downloads for this account\n",
+                )
+            }
+        },
+        _ => None,
+    };
     BlobResponse::for_file(&state, &file, Some(Box::new(guard)))
+        .with_slot(slot)
         .into_response(&method, &headers)
         .await
 }

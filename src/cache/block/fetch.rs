@@ -1,0 +1,219 @@
+//! Fetching: the state the cache's tasks share, and the fetches that fill
+//! claimed blocks from the disk tier or the service. One fetch covers a run
+//! of consecutive blocks with one Range request, delivering each block to
+//! its waiters as soon as its last byte arrives.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::claims::{BlockSender, InFlight, Tiers};
+use super::disk::DiskTier;
+use super::error::CacheError;
+use super::key::BlockKey;
+use super::memory::{MemoryTier, SpareBuffers};
+use crate::cache::FileSource;
+use crate::remote::{Remote, RemoteError};
+
+/// What the cache handle and its spawned fetches share.
+pub(super) struct Inner {
+    pub(super) remote: Arc<dyn Remote>,
+    pub(super) runtime: Handle,
+    pub(super) block_size: u64,
+    pub(super) memory: Mutex<MemoryTier>,
+    pub(super) disk: Option<Arc<DiskTier>>,
+    pub(super) inflight: InFlight,
+    pub(super) spare_buffers: Mutex<SpareBuffers>,
+    pub(super) prefetch_permits: Arc<Semaphore>,
+    pub(super) memory_hits: AtomicU64,
+    pub(super) disk_hits: AtomicU64,
+    pub(super) remote_requests: AtomicU64,
+    pub(super) remote_bytes: AtomicU64,
+}
+
+impl Inner {
+    /// The tiers a claim looks into.
+    pub(super) fn tiers(&self) -> Tiers<'_> {
+        Tiers {
+            memory: &self.memory,
+            disk: self.disk.as_deref(),
+            memory_hits: &self.memory_hits,
+        }
+    }
+
+    /// Stores a block in the memory tier and recycles what it evicts.
+    fn remember(&self, block_key: BlockKey, data: Bytes) {
+        let evicted = self.memory.lock().insert(block_key, data);
+        if evicted.is_empty() {
+            return;
+        }
+        let mut spare = self.spare_buffers.lock();
+        for block in evicted {
+            spare.recycle(block);
+        }
+    }
+
+    /// An empty buffer for a block of `len` bytes.
+    fn block_buffer(&self, len: usize) -> BytesMut {
+        self.spare_buffers.lock().take(len)
+    }
+
+    pub(super) fn block_len(&self, src: &FileSource, index: u64) -> usize {
+        let start = index * self.block_size;
+        (src.size.saturating_sub(start)).min(self.block_size) as usize
+    }
+
+    /// Hands a finished block to memory, disk and its waiters.
+    async fn deliver(&self, src: &FileSource, index: u64, data: Bytes, sender: BlockSender) {
+        let block_key = BlockKey::of(src, index);
+        self.remember(block_key.clone(), data.clone());
+        if let Some(disk) = &self.disk {
+            disk.store(block_key.clone(), data.clone()).await;
+        }
+        // Memory first, then the in-flight entry: a claimer that finds no
+        // in-flight entry then finds the block in memory.
+        self.inflight.release(&block_key);
+        let _ = sender.send(Ok(data));
+    }
+
+    pub(super) async fn load_from_disk(&self, src: FileSource, index: u64, sender: BlockSender) {
+        let expected = self.block_len(&src, index);
+        let disk = self
+            .disk
+            .as_ref()
+            .expect("disk jobs exist only with a disk tier");
+        match disk.load(BlockKey::of(&src, index), expected).await {
+            Some(data) => {
+                self.disk_hits.fetch_add(1, Ordering::Relaxed);
+                self.remember(BlockKey::of(&src, index), data.clone());
+                self.inflight.release(&BlockKey::of(&src, index));
+                let _ = sender.send(Ok(data));
+            }
+            None => self.fetch_run(src, index, VecDeque::from([sender])).await,
+        }
+    }
+
+    /// Fetches blocks `first..first + senders.len()` with as few Range
+    /// requests as the service allows, retrying from the first undelivered
+    /// block after failures.
+    pub(super) async fn fetch_run(
+        &self,
+        src: FileSource,
+        first: u64,
+        mut senders: VecDeque<BlockSender>,
+    ) {
+        let mut next = first;
+        let mut failures = 0u32;
+        while !senders.is_empty() {
+            let before = next;
+            match self.stream_run(&src, &mut next, &mut senders).await {
+                Ok(()) => {}
+                Err(error) => {
+                    // Only failures in a row count: a flaky connection that
+                    // still delivers blocks is worth staying with.
+                    failures = if next > before { 1 } else { failures + 1 };
+                    match retry_delay(&error, failures) {
+                        Some(delay) => {
+                            debug!(file = %src.id, block = next, %error, ?delay, "retrying block fetch");
+                            if matches!(
+                                error,
+                                RemoteError::PermissionDenied(_)
+                                    | RemoteError::NotFound(_)
+                                    | RemoteError::Transient(_)
+                            ) {
+                                // The direct link may have expired or been
+                                // refused; the next attempt asks for a new one.
+                                self.remote.invalidate_link(&src.id);
+                            }
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => {
+                            warn!(file = %src.id, block = next, %error, "block fetch failed");
+                            let error = CacheError::Remote(error);
+                            while let Some(sender) = senders.pop_front() {
+                                self.inflight.fail(&src, next, error.clone(), sender);
+                                next += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One Range request for the remaining blocks of a run; delivers every
+    /// block completed before an error.
+    async fn stream_run(
+        &self,
+        src: &FileSource,
+        next: &mut u64,
+        senders: &mut VecDeque<BlockSender>,
+    ) -> Result<(), RemoteError> {
+        let start = *next * self.block_size;
+        let end = ((*next + senders.len() as u64) * self.block_size).min(src.size);
+        self.remote_requests.fetch_add(1, Ordering::Relaxed);
+        let mut stream = self
+            .remote
+            .download_range(&src.id, start, end - start)
+            .await?;
+        let mut want = self.block_len(src, *next);
+        let mut buffer = self.block_buffer(want);
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk?;
+            self.remote_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            while !chunk.is_empty() {
+                if senders.is_empty() {
+                    // More bytes than asked for: the extra is ignored.
+                    return Ok(());
+                }
+                let take = (want - buffer.len()).min(chunk.len());
+                buffer.extend_from_slice(&chunk.split_to(take));
+                if buffer.len() == want {
+                    let sender = senders.pop_front().expect("checked non-empty");
+                    let block = std::mem::take(&mut buffer).freeze();
+                    self.deliver(src, *next, block, sender).await;
+                    *next += 1;
+                    if !senders.is_empty() {
+                        want = self.block_len(src, *next);
+                        buffer = self.block_buffer(want);
+                    }
+                }
+            }
+        }
+        if senders.is_empty() {
+            Ok(())
+        } else {
+            Err(RemoteError::Transient(format!(
+                "download of {} ended at byte {} before byte {end}",
+                src.id,
+                *next * self.block_size + buffer.len() as u64
+            )))
+        }
+    }
+}
+
+/// How long to wait before retrying a failed fetch, or `None` to give up.
+fn retry_delay(error: &RemoteError, failures: u32) -> Option<Duration> {
+    let backoff = Duration::from_millis(100 * (1u64 << failures.min(5)));
+    match error {
+        RemoteError::RateLimited { wait, .. } if failures <= 6 => {
+            Some(wait.unwrap_or(backoff).min(Duration::from_secs(30)))
+        }
+        RemoteError::Transient(_) if failures <= 6 => Some(backoff),
+        // An expired or refused link: one or two fresh links settle it; a
+        // file that is really gone stays NotFound.
+        RemoteError::PermissionDenied(_) | RemoteError::NotFound(_) if failures <= 2 => {
+            Some(Duration::from_millis(50))
+        }
+        _ => None,
+    }
+}
