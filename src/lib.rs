@@ -13,4 +13,6 @@ pub mod control;
 pub mod demo;
 pub mod emulator;
 pub mod fs;
+pub mod metadata;
 pub mod remote;
+pub mod state_dir;
