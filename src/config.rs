@@ -22,7 +22,9 @@
 //!
 //! Any remote may also set `ca_cert = "/path/ca.pem"`: certificates (PEM)
 //! trusted for its HTTPS connections in addition to the bundled roots and
-//! the system's trust store.
+//! the system's trust store, and `state_dir = "/path"`: where its durable
+//! state lives (default: `$XDG_STATE_HOME/filehostfs/<service>-<hash>`, see
+//! `crate::state_dir`).
 //!
 //! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
 //! `$XDG_CONFIG_HOME/filehostfs/config.toml` (`~/.config/...`).
@@ -50,6 +52,7 @@ use crate::remote::fileio::{self, FileIo, FileIoSettings, UploadOptions};
 use crate::remote::http::{HttpSettings, TrustedCertificates};
 use crate::remote::pacer::PacerConfig;
 use crate::remote::{ApiKey, Remote};
+use crate::state_dir::{default_state_base, RemoteIdentity, StateDir};
 
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "FILEHOSTFS_CONFIG";
@@ -78,6 +81,7 @@ struct RawRemote {
     max_downloads: Option<u32>,
     auto_delete: Option<bool>,
     local_copies: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 /// One remote's settings. Durations are given in seconds in the file.
@@ -114,6 +118,9 @@ pub struct RemoteConfig {
     pub upload: UploadOptions,
     /// file.io: where copies of the files uploaded from here are kept.
     pub local_copies: Option<PathBuf>,
+    /// Where this account's durable state lives (default: see
+    /// [`crate::state_dir`]).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// All remotes of one config file.
@@ -260,6 +267,7 @@ impl Config {
                     auto_delete: raw.auto_delete,
                 },
                 local_copies,
+                state_dir: raw.state_dir.map(|d| expand_home(&d, base_dir.as_deref())),
                 kind: raw.kind,
                 api_url: raw.api_url,
                 key: raw.key.map(ApiKey::new),
@@ -470,6 +478,33 @@ impl RemoteConfig {
         )
     }
 
+    /// This account's state directory, created if missing: the configured
+    /// `state_dir`, else `$XDG_STATE_HOME/filehostfs/<identity>`.
+    pub fn state_dir(&self) -> anyhow::Result<StateDir> {
+        let opened = match &self.state_dir {
+            Some(dir) => StateDir::open_at(dir.clone()),
+            None => {
+                let base = default_state_base().ok_or_else(|| {
+                    anyhow!("remote {}: no state directory; set state_dir", self.name)
+                })?;
+                StateDir::open(&base, &self.identity()?)
+            }
+        };
+        opened.with_context(|| format!("remote {}: state directory", self.name))
+    }
+
+    /// Names this account (service, API URL actually used, key) for paths.
+    pub fn identity(&self) -> anyhow::Result<RemoteIdentity> {
+        let default_url = match self.kind.as_str() {
+            "1fichier" => crate::remote::fichier::DEFAULT_API_URL,
+            "fii.one" => fiione::DEFAULT_API_URL,
+            "file.io" => fileio::DEFAULT_API_URL,
+            _ => "",
+        };
+        let api_url = self.api_url.as_deref().unwrap_or(default_url);
+        Ok(RemoteIdentity::new(&self.kind, api_url, &self.api_key()?))
+    }
+
     /// Pacing and retry settings, from the defaults and this table.
     pub fn pacer_config(&self) -> PacerConfig {
         self.pacer_config_from(PacerConfig::default())
@@ -655,6 +690,28 @@ mod tests {
         assert!(RemotePath::parse("w:a/../b").is_err());
         // Only the first colon separates the remote.
         assert_eq!(RemotePath::parse("w:a:b").unwrap().path, "a:b");
+    }
+
+    #[test]
+    fn state_dir_is_configurable_and_named_by_the_account() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config_path = tmp.path().join("config.toml");
+        let c = Config::parse(
+            "[statea]\ntype = \"1fichier\"\nkey = \"k1\"\n\
+             [stateb]\ntype = \"1fichier\"\nkey = \"k1\"\napi_url = \"https://api.1fichier.com/v1\"\n\
+             [statec]\ntype = \"1fichier\"\nkey = \"k2\"\n\
+             [stated]\ntype = \"fii.one\"\nkey = \"k1\"\nstate_dir = \"state/d\"\n",
+            Some(&config_path),
+        )
+        .unwrap();
+        let identity = |name: &str| c.remote(name).unwrap().identity().unwrap();
+        // Spelling out the default URL, or another remote name, is the same account.
+        assert_eq!(identity("statea"), identity("stateb"));
+        assert_ne!(identity("statea"), identity("statec"));
+        assert!(identity("stated").as_str().starts_with("fii.one-"));
+        let configured = c.remote("stated").unwrap().state_dir().unwrap();
+        assert_eq!(configured.path(), tmp.path().join("state").join("d"));
+        assert!(configured.path().is_dir());
     }
 
     #[test]

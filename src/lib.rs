@@ -12,5 +12,7 @@ pub mod config;
 pub mod control;
 pub mod emulator;
 pub mod fs;
+pub mod metadata;
 pub mod remote;
+pub mod state_dir;
 pub mod writeback;

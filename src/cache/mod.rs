@@ -4,6 +4,7 @@
 //! call back up: the adapter asks, the caches fetch through the remote.
 
 pub mod block;
+pub mod listing_store;
 pub mod meta;
 
 use std::sync::Arc;
