@@ -3,6 +3,7 @@
 
 mod common;
 
+use filehostfs::fs::error::Errno as _;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use filehostfs::fs::error::Errno as _;
 use std::time::Duration;
 
 use common::multi::{

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Emulator, EmulatorOptions};
-use filehostfs::fs::writeback::{
-    EntryId, EntryState, Replaced, WriteBack, WriteBackError, WriteBackOptions, WriteEvent,
-};
+use filehostfs::fs::error::Errno as _;
 use filehostfs::remote::fichier::{Fichier, FichierOptions};
 use filehostfs::remote::pacer::PacerConfig;
 use filehostfs::remote::{ApiKey, FileEntry, FolderId, Listing, Remote, RemoteError, UploadSource};
+use filehostfs::writeback::{
+    EntryId, EntryState, Replaced, WriteBack, WriteBackError, WriteBackOptions, WriteEvent,
+};
 use futures::StreamExt;
 
 /// Every wait in these tests is bounded by this (the machine is loaded).

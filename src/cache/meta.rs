@@ -221,7 +221,10 @@ mod tests {
         remote.add_file("a", vec![0; 1000]);
         let cache = MetaCache::new(remote.clone(), Duration::from_secs(1));
         let err = cache.listing(&FolderId("42".into())).await.unwrap_err();
-        assert_eq!(err.errno(), libc::ENOENT);
+        assert!(
+            matches!(err, crate::remote::RemoteError::NotFound(_)),
+            "{err}"
+        );
         for _ in 0..3 {
             assert_eq!(cache.about().await.unwrap().used, 1000);
         }

@@ -1,4 +1,6 @@
-//! The `fuser::Filesystem` implementation.
+//! The `fuser::Filesystem` implementation over [`super::Core`]'s state: the
+//! only file that speaks FUSE, and where an [`super::Error`] becomes the
+//! errno the kernel gets.
 //!
 //! The kernel loop thread only ever does memory work: a callback that can be
 //! answered from the inode table or the caches answers at once; one that
@@ -9,10 +11,7 @@
 //! Every callback that changes something goes through `FilehostFs::change`,
 //! the one `--read-only` check, to [`super::write`].
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,311 +22,57 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
-use parking_lot::Mutex;
-use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
-use super::inode::{InodeTable, Node, NodeKind, ROOT_INO};
-use super::read::{OpenFile, ReadAheadConfig};
-use super::writeback::Recovery;
-use super::{write, FsError};
-use crate::cache::block::{BlockCache, BlockCacheConfig};
-use crate::cache::meta::MetaCache;
-use crate::cache::{ContentKey, FileSource};
+use super::core::Core;
+use super::error::{Errno, Error, Unsupported};
+use super::inode::{Node, NodeKind, ROOT_INO};
+use super::state::{Attr, DirSnapshot, FsConfig, FsState, NodeType, OpenDir};
+use super::write;
+use super::xattr::XATTR_PREFIX;
 use crate::remote::{FileEntry, FolderId, Remote};
-
-/// Settings of a mounted filesystem.
-#[derive(Clone, Debug)]
-pub struct FsConfig {
-    pub cache: BlockCacheConfig,
-    pub read_ahead: ReadAheadConfig,
-    pub dir_cache_time: Duration,
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits removed from 0666 (files) and 0777 (folders).
-    pub umask: u16,
-    pub write: write::WriteConfig,
-    /// `--read-only`: every change answers EROFS.
-    pub read_only: bool,
-    /// Whether files whose reading spends a limited download (file.io) may
-    /// be opened for reading (`--consume-downloads`).
-    pub consume_downloads: bool,
-}
-
-/// `EACCES` when opening `ino` would read a file whose every read spends
-/// one of its limited downloads (file.io) and the user has not allowed that
-/// with `--consume-downloads`. Truncating opens read nothing and pass.
-fn refuse_to_spend_download(state: &FsState, ino: u64, flags: i32) -> Option<libc::c_int> {
-    if state.config.consume_downloads || flags & libc::O_TRUNC != 0 {
-        return None;
-    }
-    let node = state.inodes.get(ino)?;
-    let NodeKind::File(entry) = &node.kind else {
-        return None;
-    };
-    if !state.remote.read_consumes_download(&entry.id) {
-        return None;
-    }
-    warn!(
-        file = %entry.name,
-        "refusing to open {:?}: it was not uploaded from this machine, and reading it would \
-         spend one of its {} downloads (possibly deleting it); mount with --consume-downloads \
-         to allow that",
-        entry.name,
-        state.remote.service()
-    );
-    Some(libc::EACCES)
-}
+use crate::writeback::Recovery;
 
 /// How far the kernel reads ahead of a sequential reader, which is also the
 /// size of its read requests (FUSE caps them at 1 MiB by default).
-pub(crate) const KERNEL_READ_AHEAD: u32 = 1 << 20;
-
-/// The prefix of every extended attribute the mount exposes.
-pub const XATTR_PREFIX: &str = "user.filehostfs.";
-
-/// State shared by the kernel loop and the tasks it spawns.
-pub(crate) struct FsState {
-    pub remote: Arc<dyn Remote>,
-    pub meta: MetaCache,
-    pub blocks: BlockCache,
-    pub inodes: InodeTable,
-    pub config: FsConfig,
-    pub runtime: Handle,
-    pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
-    next_handle: AtomicU64,
-    /// The content each inode had when last opened, to tell the kernel it
-    /// may keep its page cache when the content is unchanged.
-    opened_content: Mutex<HashMap<u64, ContentKey>>,
-    /// What the kernel's copy of each folder's listing holds.
-    kernel_listings: Mutex<HashMap<u64, KernelListing>>,
-    mounted_at: SystemTime,
-    pub write: write::WriteState,
-}
-
-/// An open folder handle.
-struct OpenDir {
-    dir: u64,
-    snapshot: DirSnapshot,
-}
-
-/// A folder's entries as they were at opendir, served to the readdir calls
-/// that follow so their offsets stay meaningful.
-struct DirSnapshot {
-    entries: Vec<DirEntry>,
-    /// How long the kernel may trust the entries' attributes.
-    ttl: Duration,
-}
-
-impl DirSnapshot {
-    /// Identifies the entries as the kernel caches them (names, inodes and
-    /// kinds; attributes have their own time-to-live).
-    fn fingerprint(&self) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for entry in &self.entries {
-            entry.ino.hash(&mut hasher);
-            entry.name.hash(&mut hasher);
-            (entry.kind as u8).hash(&mut hasher);
-        }
-        hasher.finish()
-    }
-
-    /// The entries from the kernel's readdir `offset` on, each with the
-    /// offset that resumes after it.
-    fn entries_from(&self, offset: i64) -> impl Iterator<Item = (i64, &DirEntry)> {
-        let start = usize::try_from(offset).unwrap_or(0);
-        self.entries
-            .iter()
-            .enumerate()
-            .skip(start)
-            .map(|(i, entry)| ((i + 1) as i64, entry))
-    }
-}
-
-/// The listing a folder's open handles serve, so the kernel may keep the
-/// listing it cached (FOPEN_CACHE_DIR) only while ours is still the same.
-/// A warm `ls` then costs no readdir at all.
-#[derive(Default)]
-struct KernelListing {
-    /// `None` once handles with different listings were open at the same
-    /// time: the kernel may have cached either, so the next opendir makes
-    /// it start over.
-    fingerprint: Option<u64>,
-    open_handles: usize,
-}
-
-/// One entry of a folder snapshot.
-struct DirEntry {
-    ino: u64,
-    kind: FileType,
-    name: String,
-    attr: FileAttr,
-}
+pub const KERNEL_READ_AHEAD: u32 = 1 << 20;
 
 /// The filesystem handed to fuser.
 pub struct FilehostFs {
+    /// The core's state, which the inline fast paths read directly.
     pub(crate) state: Arc<FsState>,
+    pub(crate) core: Core,
     /// What the write-back journal held at start-up.
     pub recovery: Recovery,
 }
 
 impl FilehostFs {
     /// Must be called inside the tokio runtime that will serve requests.
-    pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> std::io::Result<Self> {
-        let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
-        let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
-        let (write, recovery) = write::WriteState::open(&config.write, remote.clone())
-            .map_err(std::io::Error::other)?;
-        let state = Arc::new(FsState {
-            remote,
-            meta,
-            blocks,
-            inodes: InodeTable::new(root),
-            config,
-            runtime: Handle::current(),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
-            opened_content: Mutex::new(HashMap::new()),
-            kernel_listings: Mutex::new(HashMap::new()),
-            mounted_at: SystemTime::now(),
-            write,
-        });
-        let events = Arc::downgrade(&state);
-        state.write.queue.set_listener(Arc::new(move |event| {
-            if let Some(state) = events.upgrade() {
-                write::on_write_event(&state, event);
-            }
-        }));
-        Ok(FilehostFs { state, recovery })
+    pub fn new(remote: Arc<dyn Remote>, root: FolderId, config: FsConfig) -> Result<Self, Error> {
+        let (core, recovery) = Core::new(remote, root, config)?;
+        Ok(FilehostFs {
+            state: core.state.clone(),
+            core,
+            recovery,
+        })
     }
 }
 
 impl FsState {
-    pub fn new_handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Attributes of a node as the kernel sees them.
-    pub fn attr(&self, node: &Node) -> FileAttr {
-        let (kind, size, mtime, base_perm, nlink) = match &node.kind {
-            NodeKind::Folder { created, .. } => (
-                FileType::Directory,
-                0,
-                created.map_or(self.mounted_at, SystemTime::from),
-                0o777,
-                2,
-            ),
-            NodeKind::File(entry) => (
-                FileType::RegularFile,
-                entry.size,
-                SystemTime::from(entry.modified),
-                0o666,
-                1,
-            ),
-            NodeKind::Local(local) => match self.write.local_attr(node.ino) {
-                Some((size, modified)) => (FileType::RegularFile, size, modified, 0o666, 1),
-                None => {
-                    // The pending file is gone: its upload finished (the
-                    // node has just become the remote file, whose size the
-                    // kernel must see, not the 0 the node was created
-                    // with), or it was unlinked.
-                    if let Some(now) = self.inodes.get(node.ino) {
-                        if !matches!(now.kind, NodeKind::Local(_)) {
-                            return self.attr(&now);
-                        }
-                    }
-                    (FileType::RegularFile, local.size, local.modified, 0o666, 1)
-                }
-            },
-        };
-        FileAttr {
-            ino: node.ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind,
-            perm: base_perm & !self.config.umask & 0o7777,
-            nlink,
-            uid: self.config.uid,
-            gid: self.config.gid,
-            rdev: 0,
-            blksize: self.blocks.block_size().min(1 << 20) as u32,
-            flags: 0,
-        }
-    }
-
-    /// If folder `dir`'s listing is cached and fresh, makes sure the inode
-    /// table shows it and returns how long it stays fresh.
-    fn fresh_listing(&self, dir: u64) -> Option<Duration> {
-        let node = self.inodes.get(dir)?;
-        let folder = node.folder_id()?;
-        let fetched = self.meta.fresh(folder)?;
-        write::apply_listing(self, dir, folder, &fetched).ok()?;
-        Some(self.meta.remaining_ttl(&fetched))
-    }
-
-    /// Lists folder `dir` (from cache or the service) into the inode table;
-    /// returns how long the listing stays fresh.
-    pub async fn ensure_listing(&self, dir: u64) -> Result<Duration, FsError> {
-        let node = self.inodes.get(dir).ok_or(FsError::NoSuchInode(dir))?;
-        let folder = node.folder_id().ok_or(FsError::NotADirectory)?.clone();
-        let fetched = self.meta.listing(&folder).await?;
-        write::apply_listing(self, dir, &folder, &fetched)?;
-        Ok(self.meta.remaining_ttl(&fetched))
-    }
-
     fn reply_entry(&self, parent: u64, name: &str, ttl: Duration, reply: ReplyEntry) {
         match self.inodes.child(parent, name) {
             Some(node) => {
                 self.inodes.remember_lookup(node.ino);
-                reply.entry(&ttl, &self.attr(&node), 0);
+                reply.entry(&ttl, &self.file_attr(&node), 0);
             }
             None => reply.error(libc::ENOENT),
         }
     }
 
-    /// A snapshot of a folder for one opendir..releasedir.
-    fn snapshot(&self, dir: u64, ttl: Duration) -> Result<DirSnapshot, FsError> {
-        let node = self.inodes.get(dir).ok_or(FsError::NoSuchInode(dir))?;
-        let parent = self.inodes.get(node.parent).unwrap_or_else(|| node.clone());
-        let mut entries = Vec::new();
-        for (name, n) in [(".", &node), ("..", &parent)] {
-            entries.push(DirEntry {
-                ino: n.ino,
-                kind: FileType::Directory,
-                name: name.to_string(),
-                attr: self.attr(n),
-            });
-        }
-        for child in self.inodes.children(dir)? {
-            let attr = self.attr(&child);
-            entries.push(DirEntry {
-                ino: child.ino,
-                kind: attr.kind,
-                name: child.name,
-                attr,
-            });
-        }
-        Ok(DirSnapshot { entries, ttl })
-    }
-
     /// Opens a remote file for reading. No call to the service: the size and
     /// version come from the listing.
     fn open_remote(&self, ino: u64, entry: &FileEntry, reply: ReplyOpen) {
-        let source = FileSource::for_entry(entry);
-        let unchanged = self
-            .opened_content
-            .lock()
-            .insert(ino, source.key.clone())
-            .is_some_and(|previous| previous == source.key);
-        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
-        let fh = self.new_handle();
-        self.files.lock().insert(fh, file);
+        let (fh, unchanged) = self.open_remote_handle(ino, entry);
         let flags = if unchanged {
             consts::FOPEN_KEEP_CACHE
         } else {
@@ -362,58 +107,6 @@ impl FsState {
             consts::FOPEN_CACHE_DIR
         };
         reply.opened(fh, flags);
-    }
-
-    fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
-        self.dirs.lock().get(&fh).cloned()
-    }
-
-    fn close_snapshot(&self, fh: u64) {
-        let Some(open) = self.dirs.lock().remove(&fh) else {
-            return;
-        };
-        let mut listings = self.kernel_listings.lock();
-        if let Some(listing) = listings.get_mut(&open.dir) {
-            listing.open_handles = listing.open_handles.saturating_sub(1);
-        }
-    }
-
-    /// Extended attributes of a node, except the direct link (which needs
-    /// the service): name and value pairs.
-    fn local_xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
-        let mut attrs = Vec::new();
-        match &node.kind {
-            NodeKind::Folder { id, .. } => {
-                attrs.push((format!("{XATTR_PREFIX}id"), id.0.clone().into_bytes()));
-            }
-            NodeKind::File(entry) => {
-                attrs.push((format!("{XATTR_PREFIX}id"), entry.id.0.clone().into_bytes()));
-                if let Some(checksum) = &entry.checksum {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}checksum"),
-                        checksum.clone().into_bytes(),
-                    ));
-                }
-                if let Some(link) = &entry.share_link {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}share_link"),
-                        link.clone().into_bytes(),
-                    ));
-                }
-                if let Some(mime) = &entry.mime {
-                    attrs.push((format!("{XATTR_PREFIX}mime"), mime.clone().into_bytes()));
-                }
-                // When the service deletes the file on its own (file.io).
-                if let Some(expires) = entry.expires {
-                    attrs.push((
-                        format!("{XATTR_PREFIX}expires"),
-                        expires.to_rfc3339().into_bytes(),
-                    ));
-                }
-            }
-            NodeKind::Local(_) => attrs.extend(write::pending_xattrs(self, node.ino)),
-        }
-        attrs
     }
 }
 
@@ -456,21 +149,119 @@ impl_reply_error!(
     ReplyWrite
 );
 
+/// Runs a checked change on the runtime, never on the kernel loop, and
+/// answers with its outcome; a failed check is answered at once.
+fn spawn_answer<T, R, W>(
+    state: &FsState,
+    reply: R,
+    checked: Result<W, Error>,
+    answer: impl FnOnce(R, T) + Send + 'static,
+) where
+    T: Send + 'static,
+    R: ReplyError + Send + 'static,
+    W: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+{
+    match checked {
+        Err(error) => reply.reply_error(error.errno()),
+        Ok(work) => {
+            state.runtime.spawn(async move {
+                match work.await {
+                    Ok(value) => answer(reply, value),
+                    Err(error) => reply.reply_error(error.errno()),
+                }
+            });
+        }
+    }
+}
+
+/// Like [`spawn_answer`] for changes that wait on the disk: they run on
+/// the runtime's blocking threads.
+fn spawn_blocking_answer<T, R, W>(
+    state: &FsState,
+    reply: R,
+    checked: Result<W, Error>,
+    answer: impl FnOnce(R, T) + Send + 'static,
+) where
+    T: Send + 'static,
+    R: ReplyError + Send + 'static,
+    W: FnOnce() -> Result<T, Error> + Send + 'static,
+{
+    match checked {
+        Err(error) => reply.reply_error(error.errno()),
+        Ok(work) => {
+            state.runtime.spawn_blocking(move || match work() {
+                Ok(value) => answer(reply, value),
+                Err(error) => reply.reply_error(error.errno()),
+            });
+        }
+    }
+}
+
+/// Answers with the node a change made, which the kernel holds a
+/// reference to from then on.
+fn answer_new_entry(state: &Arc<FsState>) -> impl FnOnce(ReplyEntry, Node) + Send + 'static {
+    let state = state.clone();
+    move |reply, node| {
+        state.inodes.remember_lookup(node.ino);
+        reply.entry(&state.config.dir_cache_time, &state.file_attr(&node), 0);
+    }
+}
+
+fn answer_ok(reply: ReplyEmpty, (): ()) {
+    reply.ok();
+}
+
+fn file_type(kind: NodeType) -> FileType {
+    match kind {
+        NodeType::Directory => FileType::Directory,
+        NodeType::RegularFile => FileType::RegularFile,
+    }
+}
+
+/// The kernel's view of a node's attributes.
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: attr.ino,
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind: file_type(attr.kind),
+        perm: attr.perm,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: attr.blksize,
+        flags: 0,
+    }
+}
+
+impl FsState {
+    fn file_attr(&self, node: &Node) -> FileAttr {
+        file_attr(&self.attr(node))
+    }
+}
+
 impl FilehostFs {
     /// Hands a change to the write path. On a `--read-only` mount every
     /// change answers EROFS, before any other check; uploads journaled by
     /// an earlier mount still complete, as they never pass through here.
     fn change<R: ReplyError>(&self, reply: R, apply: impl FnOnce(&Arc<FsState>, R)) {
         if self.state.config.read_only {
-            return reply.reply_error(libc::EROFS);
+            return reply.reply_error(Error::ReadOnly.errno());
         }
         apply(&self.state, reply);
     }
 
     /// Refuses a change the write path never makes (EROFS first on a
     /// read-only mount, like every change).
-    fn refuse<R: ReplyError>(&self, reply: R, change: write::Unsupported) {
-        self.change(reply, |_, reply| reply.reply_error(change.errno()));
+    fn refuse<R: ReplyError>(&self, reply: R, change: Unsupported) {
+        self.change(reply, |_, reply| {
+            reply.reply_error(Error::Unsupported(change).errno())
+        });
     }
 }
 
@@ -552,11 +343,11 @@ impl Filesystem for FilehostFs {
             return reply.error(libc::ENOENT);
         };
         if ino == ROOT_INO || matches!(node.kind, NodeKind::Local(_)) {
-            return reply.attr(&state.config.dir_cache_time, &state.attr(&node));
+            return reply.attr(&state.config.dir_cache_time, &state.file_attr(&node));
         }
         if let Some(ttl) = state.fresh_listing(node.parent) {
             let node = state.inodes.get(ino).unwrap_or(node);
-            return reply.attr(&ttl, &state.attr(&node));
+            return reply.attr(&ttl, &state.file_attr(&node));
         }
         // The attributes come from the parent's listing, which has expired.
         let state = state.clone();
@@ -564,12 +355,12 @@ impl Filesystem for FilehostFs {
             match state.ensure_listing(node.parent).await {
                 Ok(ttl) => {
                     let node = state.inodes.get(ino).unwrap_or(node);
-                    reply.attr(&ttl, &state.attr(&node));
+                    reply.attr(&ttl, &state.file_attr(&node));
                 }
                 Err(error) => {
                     // Better slightly old attributes than a failed stat.
                     debug!(ino, %error, "attribute refresh failed; answering the last known");
-                    reply.attr(&Duration::from_secs(1), &state.attr(&node));
+                    reply.attr(&Duration::from_secs(1), &state.file_attr(&node));
                 }
             }
         });
@@ -594,9 +385,19 @@ impl Filesystem for FilehostFs {
         reply: ReplyAttr,
     ) {
         // Mode, owner and atime are accepted and ignored (see `write`).
+        let mtime = mtime.map(|time| match time {
+            TimeOrNow::SpecificTime(time) => time,
+            TimeOrNow::Now => SystemTime::now(),
+        });
         let change = write::AttrChange { size, mtime, fh };
         self.change(reply, |state, reply| {
-            write::setattr(state, ino, change, reply)
+            let answer = {
+                let state = state.clone();
+                move |reply: ReplyAttr, node| {
+                    reply.attr(&state.config.dir_cache_time, &state.file_attr(&node))
+                }
+            };
+            spawn_answer(state, reply, write::setattr(state, ino, change), answer)
         });
     }
 
@@ -611,7 +412,8 @@ impl Filesystem for FilehostFs {
         reply: ReplyEntry,
     ) {
         self.change(reply, |state, reply| {
-            write::mknod(state, parent, name, mode, reply)
+            let made = write::mknod(state, parent, name, mode);
+            spawn_blocking_answer(state, reply, made, answer_new_entry(state))
         });
     }
 
@@ -625,19 +427,20 @@ impl Filesystem for FilehostFs {
         reply: ReplyEntry,
     ) {
         self.change(reply, |state, reply| {
-            write::mkdir(state, parent, name, reply)
+            let made = write::mkdir(state, parent, name);
+            spawn_answer(state, reply, made, answer_new_entry(state))
         });
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.change(reply, |state, reply| {
-            write::unlink(state, parent, name, reply)
+            spawn_answer(state, reply, write::unlink(state, parent, name), answer_ok)
         });
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         self.change(reply, |state, reply| {
-            write::rmdir(state, parent, name, reply)
+            spawn_answer(state, reply, write::rmdir(state, parent, name), answer_ok)
         });
     }
 
@@ -649,7 +452,7 @@ impl Filesystem for FilehostFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, write::Unsupported::Symlink);
+        self.refuse(reply, Unsupported::Symlink);
     }
 
     fn rename(
@@ -663,7 +466,8 @@ impl Filesystem for FilehostFs {
         reply: ReplyEmpty,
     ) {
         self.change(reply, |state, reply| {
-            write::rename(state, parent, name, newparent, newname, flags, reply)
+            let renamed = write::rename(state, parent, name, newparent, newname, flags);
+            spawn_answer(state, reply, renamed, answer_ok)
         });
     }
 
@@ -675,17 +479,21 @@ impl Filesystem for FilehostFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, write::Unsupported::HardLink);
+        self.refuse(reply, Unsupported::HardLink);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let state = &self.state;
-        if let Some(errno) = refuse_to_spend_download(state, ino, flags) {
-            return reply.error(errno);
+        if let Some(error) = state.refuse_to_spend_download(ino, flags) {
+            return reply.error(error.errno());
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return self.change(reply, |state, reply| {
-                write::open_for_writing(state, ino, flags, reply)
+                // Kernel page cache dropped: the file's bytes now come from staging.
+                let opened = Ok(write::open_for_writing(state, ino, flags));
+                spawn_answer(state, reply, opened, |reply: ReplyOpen, fh| {
+                    reply.opened(fh, 0)
+                })
             });
         }
         let Some(node) = state.inodes.get(ino) else {
@@ -694,15 +502,17 @@ impl Filesystem for FilehostFs {
         match &node.kind {
             NodeKind::File(entry) => state.open_remote(ino, entry, reply),
             NodeKind::Folder { .. } => reply.error(libc::EISDIR),
-            NodeKind::Local(_) => {
-                let Some(reply) = write::open_local(state, ino, reply) else {
-                    return;
-                };
-                match state.inodes.get(ino).map(|node| node.kind) {
+            NodeKind::Local(_) => match write::open_local(state, ino) {
+                Ok(Some(fh)) => reply.opened(fh, 0),
+                // The pending file is gone: its upload finished after the
+                // node was looked at, and the node now shows the remote
+                // file (the queue swaps it over before forgetting the entry).
+                Ok(None) => match state.inodes.get(ino).map(|node| node.kind) {
                     Some(NodeKind::File(entry)) => state.open_remote(ino, &entry, reply),
-                    _ => reply.error(libc::ENOENT),
-                }
-            }
+                    _ => reply.error(Error::NotFound.errno()),
+                },
+                Err(error) => reply.error(error.errno()),
+            },
         }
     }
 
@@ -718,7 +528,11 @@ impl Filesystem for FilehostFs {
         reply: ReplyData,
     ) {
         let Some(file) = self.state.files.lock().get(&fh).cloned() else {
-            return write::read_unknown_handle(&self.state, fh, offset, size, reply);
+            // A pending file's bytes, from its staging file.
+            return match write::read_unknown_handle(&self.state, fh, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(error) => reply.error(error.errno()),
+            };
         };
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
@@ -751,7 +565,10 @@ impl Filesystem for FilehostFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        write::write(&self.state, fh, offset, data, reply);
+        match write::write(&self.state, fh, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(error) => reply.error(error.errno()),
+        }
     }
 
     fn flush(
@@ -765,7 +582,11 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::flush(&self.state, fh, reply);
+        match write::flush(&self.state, fh) {
+            Ok(None) => reply.ok(),
+            Ok(Some(work)) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
+            Err(error) => reply.error(error.errno()),
+        }
     }
 
     fn release(
@@ -781,7 +602,10 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().remove(&fh).is_some() {
             return reply.ok();
         }
-        write::release(&self.state, fh, reply);
+        match write::release(&self.state, fh) {
+            None => reply.ok(),
+            Some(work) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
+        }
     }
 
     fn fsync(
@@ -795,7 +619,7 @@ impl Filesystem for FilehostFs {
         if self.state.files.lock().contains_key(&fh) {
             return reply.ok();
         }
-        write::fsync(&self.state, fh, reply);
+        spawn_answer(&self.state, reply, write::fsync(&self.state, fh), answer_ok);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -839,7 +663,7 @@ impl Filesystem for FilehostFs {
             return reply.error(libc::EBADF);
         };
         for (resume, entry) in open.snapshot.entries_from(offset) {
-            if reply.add(entry.ino, resume, entry.kind, &entry.name) {
+            if reply.add(entry.ino, resume, file_type(entry.kind), &entry.name) {
                 break;
             }
         }
@@ -864,7 +688,7 @@ impl Filesystem for FilehostFs {
                 resume,
                 &entry.name,
                 &snapshot.ttl,
-                &entry.attr,
+                &file_attr(&entry.attr),
                 0,
             ) {
                 break;
@@ -891,31 +715,18 @@ impl Filesystem for FilehostFs {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
-        const BLOCK: u64 = 4096;
-        // When the service does not tell its total, report plenty of room
-        // rather than a full disk that would stop file managers from copying.
-        const UNKNOWN_TOTAL: u64 = 1 << 50;
-        let state = self.state.clone();
+        let core = self.core.clone();
         self.state.runtime.spawn(async move {
-            let (used, total) = match state.meta.about().await {
-                Ok(info) => (info.used, info.total.unwrap_or(info.used + UNKNOWN_TOTAL)),
-                Err(error) => {
-                    warn!(%error, "cannot read account space");
-                    (0, 0)
-                }
-            };
-            let blocks = total / BLOCK;
-            let free = total.saturating_sub(used) / BLOCK;
-            let files = state.inodes.len() as u64;
+            let space = core.statfs().await;
             reply.statfs(
-                blocks,
-                free,
-                free,
-                files,
+                space.blocks,
+                space.free,
+                space.free,
+                space.files,
                 u64::from(u32::MAX),
-                BLOCK as u32,
-                255,
-                BLOCK as u32,
+                space.block_size,
+                space.max_name,
+                space.block_size,
             );
         });
     }
@@ -930,7 +741,7 @@ impl Filesystem for FilehostFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.refuse(reply, write::Unsupported::SetXattr);
+        self.refuse(reply, Unsupported::SetXattr);
     }
 
     fn getxattr(
@@ -999,7 +810,7 @@ impl Filesystem for FilehostFs {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        self.refuse(reply, write::Unsupported::RemoveXattr);
+        self.refuse(reply, Unsupported::RemoveXattr);
     }
 
     fn create(
@@ -1013,7 +824,16 @@ impl Filesystem for FilehostFs {
         reply: ReplyCreate,
     ) {
         self.change(reply, |state, reply| {
-            write::create(state, parent, name, mode, flags, reply)
+            let made = write::create(state, parent, name, mode, flags);
+            let answer = {
+                let state = state.clone();
+                move |reply: ReplyCreate, (node, fh): (Node, u64)| {
+                    state.inodes.remember_lookup(node.ino);
+                    let attr = state.file_attr(&node);
+                    reply.created(&state.config.dir_cache_time, &attr, 0, fh, 0)
+                }
+            };
+            spawn_blocking_answer(state, reply, made, answer)
         });
     }
 
@@ -1028,7 +848,10 @@ impl Filesystem for FilehostFs {
         reply: ReplyEmpty,
     ) {
         self.change(reply, |state, reply| {
-            write::fallocate(state, fh, offset, length, mode, reply)
+            match write::fallocate(state, fh, offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(error) => reply.error(error.errno()),
+            }
         });
     }
 
@@ -1045,6 +868,6 @@ impl Filesystem for FilehostFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
-        self.refuse(reply, write::Unsupported::CopyFileRange);
+        self.refuse(reply, Unsupported::CopyFileRange);
     }
 }

@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use crate::cache::meta::FetchedListing;
 use crate::remote::{FileEntry, FileId, FolderId, Listing};
 
-pub const ROOT_INO: u64 = fuser::FUSE_ROOT_ID;
+/// The inode number the kernel gives a mount's root (FUSE_ROOT_ID).
+pub const ROOT_INO: u64 = 1;
 
 /// A file that so far exists only on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,16 +72,6 @@ pub enum InodeError {
     NotAFolder(u64),
     #[error("{0} already exists")]
     Exists(String),
-}
-
-impl InodeError {
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            InodeError::NoSuchInode(_) => libc::ENOENT,
-            InodeError::NotAFolder(_) => libc::ENOTDIR,
-            InodeError::Exists(_) => libc::EEXIST,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

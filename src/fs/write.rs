@@ -1,12 +1,14 @@
-//! Every callback that changes something, in one place: the write path.
+//! Every change, in one place: the write path. Each operation checks what
+//! it can at once and returns the rest as work (a future, or blocking work
+//! for what waits on the disk) answering `Result<_, fs::Error>`, so the
+//! adapter runs it off the kernel loop and [`super::Core`] simply awaits it.
 //!
 //! Writes never go to the service directly. A file opened for writing gets
-//! a staging file through the write-back queue ([`super::writeback`]); its
+//! a staging file through the write-back queue ([`crate::writeback`]); its
 //! inode becomes a *local* node (listed, stat'ed and read from the staging
 //! file) until the queue has uploaded it, when it turns back into the
 //! remote file. Namespace changes (mkdir, rmdir, unlink, rename of remote
-//! entries) go to the service at once, from a tokio task, never from the
-//! kernel loop.
+//! entries) go to the service at once.
 //!
 //! Choices where POSIX and the services disagree:
 //! - chmod, chown and atime changes are accepted and ignored (the services
@@ -21,30 +23,25 @@
 //! - A rename onto an existing file moves the source first and removes the
 //!   replaced file after, so the name is never missing.
 //! - Empty files on services that cannot store them are placeholders kept
-//!   by the write-back journal (see [`super::writeback`]).
+//!   by the write-back journal (see [`crate::writeback`]).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fuser::{
-    ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, TimeOrNow,
-};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use super::adapter::FsState;
+use std::future::Future;
+
+use super::error::Error;
 use super::inode::{LocalFile, Node, NodeKind};
-use super::writeback::{
-    EntryId, EntryState, PendingFile, Recovery, Replaced, StagedHandle, WriteBack, WriteBackError,
-    WriteBackOptions, WriteEvent,
-};
-use crate::cache::meta::FetchedListing;
+use super::pending::{ReadHandle, WriteHandle, WriteState};
+use super::state::FsState;
 use crate::cache::FileSource;
-use crate::remote::{FileEntry, FolderId, Remote, RemoteError};
+use crate::remote::{FileEntry, FolderId, RemoteError};
+use crate::writeback::{EntryId, Replaced, StagedHandle, WriteBackError};
 
 /// `renameat2` flags (linux/fs.h).
 const RENAME_NOREPLACE: u32 = 1;
@@ -54,301 +51,24 @@ const RENAME_EXCHANGE: u32 = 2;
 /// when it is opened for writing without `O_TRUNC`.
 const FILL_CHUNK: u64 = 8 << 20;
 
-/// Write-path settings of a mount.
-#[derive(Clone, Debug)]
-pub struct WriteConfig {
-    /// The mount's cache dir; staging files go to `<dir>/staging`. Without
-    /// one, a per-remote dir under the user's cache dir is used, since
-    /// pending uploads must survive the process.
-    pub cache_dir: Option<PathBuf>,
-    /// The remote's name in the config file; names the journal's owner.
-    pub remote_name: Option<String>,
-    /// What this mount is (remote path and mount point). Without a cache
-    /// dir, each distinct mount gets its own staging dir, so several mounts
-    /// of one remote can run at once; the same mount finds its pending
-    /// uploads again.
-    pub scope: Option<String>,
-    /// Upload this long after the last close (`--write-back`).
-    pub delay: Duration,
-    /// Longest wait for pending uploads at unmount (`--write-back-wait`).
-    pub unmount_wait: Duration,
-}
-
-impl Default for WriteConfig {
-    fn default() -> Self {
-        WriteConfig {
-            cache_dir: None,
-            remote_name: None,
-            scope: None,
-            delay: Duration::from_secs(5),
-            unmount_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-/// The write path's part of the filesystem state.
-pub(crate) struct WriteState {
-    pub queue: WriteBack,
-    pub unmount_wait: Duration,
-    /// The staging dir is ours (no `--cache-dir`): removed when left empty.
-    default_dir: bool,
-    links: Mutex<Links>,
-    handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
-    readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
-    /// Serializes the opens for writing of each inode, so two opens never
-    /// both copy one remote file into staging (other files are not held up).
-    opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Which inode shows which pending file.
-#[derive(Default)]
-struct Links {
-    by_ino: HashMap<u64, EntryId>,
-    by_entry: HashMap<EntryId, u64>,
-}
-
-impl Links {
-    fn insert(&mut self, ino: u64, entry: EntryId) {
-        if let Some(old) = self.by_ino.insert(ino, entry) {
-            self.by_entry.remove(&old);
-        }
-        self.by_entry.insert(entry, ino);
-    }
-
-    fn remove_ino(&mut self, ino: u64) -> Option<EntryId> {
-        let entry = self.by_ino.remove(&ino)?;
-        self.by_entry.remove(&entry);
-        Some(entry)
-    }
-
-    fn remove_entry(&mut self, entry: EntryId) -> Option<u64> {
-        let ino = self.by_entry.remove(&entry)?;
-        self.by_ino.remove(&ino);
-        Some(ino)
-    }
-}
-
-/// An open file handle with write access.
-struct WriteHandle {
-    ino: u64,
-    entry: EntryId,
-    append: bool,
-    /// `None` once released.
-    staged: Mutex<Option<StagedHandle>>,
-}
-
-/// A read-only handle on a pending file.
-struct ReadHandle {
-    entry: EntryId,
-    file: std::fs::File,
-}
-
-impl WriteState {
-    /// Opens the write-back journal of the remote (resuming what a previous
-    /// mount left) and starts its upload worker on the current runtime.
-    pub fn open(
-        config: &WriteConfig,
-        remote: Arc<dyn Remote>,
-    ) -> Result<(WriteState, Recovery), WriteBackError> {
-        let identity = format!(
-            "{}:{}",
-            remote.service(),
-            config.remote_name.as_deref().unwrap_or("unnamed")
-        );
-        let dir = config
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| default_write_dir(&identity, config.scope.as_deref()));
-        let mut options = WriteBackOptions::new(identity);
-        options.delay = config.delay;
-        let (queue, recovery) = WriteBack::open(&dir, remote, options)?;
-        queue.start();
-        Ok((
-            WriteState {
-                queue,
-                unmount_wait: config.unmount_wait,
-                default_dir: config.cache_dir.is_none(),
-                links: Mutex::new(Links::default()),
-                handles: Mutex::new(HashMap::new()),
-                readers: Mutex::new(HashMap::new()),
-                opening: Mutex::new(HashMap::new()),
-            },
-            recovery,
-        ))
-    }
-
-    fn entry_of(&self, ino: u64) -> Option<EntryId> {
-        self.links.lock().by_ino.get(&ino).copied()
-    }
-
-    /// Size and mtime of a local node, from its pending file.
-    pub fn local_attr(&self, ino: u64) -> Option<(u64, SystemTime)> {
-        let entry = self.entry_of(ino)?;
-        let pending = self.queue.attr(entry)?;
-        Some((pending.size, pending.mtime))
-    }
-}
-
-/// `$XDG_CACHE_HOME/filehostfs/writeback/<service>-<remote>-<scope hash>`:
-/// where pending uploads live when the mount has no `--cache-dir`.
-fn default_write_dir(identity: &str, scope: Option<&str>) -> PathBuf {
-    let safe: String = identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let name = match scope {
-        Some(scope) => {
-            let digest = <sha2::Sha256 as sha2::Digest>::digest(scope.as_bytes());
-            format!("{safe}-{}", &hex::encode(digest)[..12])
-        }
-        None => safe,
-    };
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("filehostfs")
-        .join("writeback")
-        .join(name)
-}
-
-/// Reacts to the queue's news: a finished upload turns its local node into
-/// the remote file (same inode).
-pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
-    if let WriteEvent::Finalized { entry, file, .. } = event {
-        // The node turns into the remote file before its link goes: a
-        // reader that finds no link then always finds the remote file
-        // (see `FsState::attr`), never a local node without a pending file.
-        let ino = state.write.entry_of_entry(*entry);
-        if let Some(ino) = ino {
-            if let Err(error) = state.inodes.set_kind(ino, NodeKind::File(file.clone())) {
-                debug!(ino, %error, "finished upload of a node no longer shown");
-            }
-        }
-        state.write.links.lock().remove_entry(*entry);
-    }
-}
-
-/// Applies a folder listing to the inode table with the pending uploads
-/// laid over it: remote files that a pending file replaces are hidden, and
-/// pending files (including those found in the journal at start-up) shown.
-pub(crate) fn apply_listing(
-    state: &FsState,
-    dir: u64,
-    folder: &FolderId,
-    fetched: &FetchedListing,
-) -> Result<(), super::FsError> {
-    if state.inodes.applied_serial(dir) == Some(fetched.serial) {
-        return Ok(());
-    }
-    let hidden = state.write.queue.hidden_remote_ids();
-    let uploading = state.write.queue.names_uploading_in(folder);
-    let is_hidden = |f: &FileEntry| hidden.contains(&f.id) || uploading.contains(&f.name);
-    if fetched.listing.files.iter().any(is_hidden) {
-        let mut listing = fetched.listing.clone();
-        listing.files.retain(|f| !is_hidden(f));
-        let visible = FetchedListing {
-            listing,
-            fetched_at: fetched.fetched_at,
-            serial: fetched.serial,
-        };
-        state.inodes.apply_listing(dir, &visible)?;
-    } else {
-        state.inodes.apply_listing(dir, fetched)?;
-    }
-    for pending in state.write.queue.pending_in(folder) {
-        show_pending(state, dir, &pending);
-    }
-    Ok(())
-}
-
-/// Makes sure a pending file has a local node in folder `dir`.
-fn show_pending(state: &FsState, dir: u64, pending: &PendingFile) {
-    let known = state.write.entry_of_entry(pending.id);
-    if known.is_some() {
-        return;
-    }
-    let local = LocalFile {
-        size: pending.size,
-        modified: pending.mtime,
-    };
-    // A remote file of the same name that the journal does not know yet
-    // (e.g. the unrecorded copy of an interrupted upload) gives way.
-    let node = match state.inodes.insert_local(dir, &pending.name, local.clone()) {
-        Ok(node) => node,
-        Err(_) => {
-            state.inodes.remove_child(dir, &pending.name);
-            match state.inodes.insert_local(dir, &pending.name, local) {
-                Ok(node) => node,
-                Err(error) => {
-                    warn!(name = %pending.name, %error, "cannot show a pending file");
-                    return;
-                }
-            }
-        }
-    };
-    state.write.links.lock().insert(node.ino, pending.id);
-}
-
-impl WriteState {
-    fn entry_of_entry(&self, entry: EntryId) -> Option<u64> {
-        self.links.lock().by_entry.get(&entry).copied()
-    }
-}
-
-/// Extended attributes of a pending file: `user.filehostfs.pending` says
-/// where its upload stands (`open`, `queued`, `held` for an empty-file
-/// placeholder), and `user.filehostfs.last_error` why the last attempt
-/// failed, while it has not succeeded since.
-pub(crate) fn pending_xattrs(state: &FsState, ino: u64) -> Vec<(String, Vec<u8>)> {
-    let Some(pending) = state
-        .write
-        .entry_of(ino)
-        .and_then(|entry| state.write.queue.attr(entry))
-    else {
-        return Vec::new();
-    };
-    let prefix = super::adapter::XATTR_PREFIX;
-    let stage = match pending.state {
-        EntryState::Open => "open",
-        EntryState::Queued => "queued",
-        EntryState::Held => "held",
-        EntryState::Cancelled => "cancelled",
-    };
-    let mut attrs = vec![(format!("{prefix}pending"), stage.as_bytes().to_vec())];
-    if let Some(error) = pending.last_error {
-        attrs.push((format!("{prefix}last_error"), error.into_bytes()));
-    }
-    attrs
-}
-
-fn utf8_name(name: &OsStr) -> Result<String, libc::c_int> {
+fn utf8_name(name: &OsStr) -> Result<String, Error> {
     // Remote names are UTF-8: anything else cannot be stored.
-    name.to_str().map(str::to_owned).ok_or(libc::EINVAL)
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or(Error::InvalidArgument)
 }
 
 /// A name for a new file or folder: EINVAL when the service could never
 /// store it (after the remote layer's reversible encoding).
-fn storable_name(state: &FsState, name: &OsStr) -> Result<String, libc::c_int> {
+fn storable_name(state: &FsState, name: &OsStr) -> Result<String, Error> {
     let name = utf8_name(name)?;
-    state
-        .remote
-        .check_name(&name)
-        .map_err(|error| remote_errno(&error))?;
+    state.remote.check_name(&name)?;
     Ok(name)
 }
 
-fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, libc::c_int> {
-    let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
-    node.folder_id().cloned().ok_or(libc::ENOTDIR)
-}
-
-fn ttl(state: &FsState) -> Duration {
-    state.config.dir_cache_time
+fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, Error> {
+    let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
+    node.folder_id().cloned().ok_or(Error::NotADirectory)
 }
 
 fn too_large(state: &FsState, end: u64) -> bool {
@@ -359,66 +79,12 @@ fn too_large(state: &FsState, end: u64) -> bool {
         .is_some_and(|max| end > max)
 }
 
-fn remote_errno(error: &RemoteError) -> libc::c_int {
-    error.errno()
-}
-
-/// The value of a check that passed; otherwise the callback answers the
-/// check's errno and returns.
-macro_rules! checked {
-    ($reply:ident, $check:expr) => {
-        match $check {
-            Ok(value) => value,
-            Err(errno) => return $reply.error(errno),
-        }
-    };
-}
-
 /// The node `name` stands for in folder `parent`: ENOENT when there is
 /// none (a name that is not UTF-8 cannot be there).
-fn existing_child(
-    state: &FsState,
-    parent: u64,
-    name: &OsStr,
-) -> Result<(String, Node), libc::c_int> {
-    let name = name.to_str().map(str::to_owned).ok_or(libc::ENOENT)?;
-    let node = state.inodes.child(parent, &name).ok_or(libc::ENOENT)?;
+fn existing_child(state: &FsState, parent: u64, name: &OsStr) -> Result<(String, Node), Error> {
+    let name = name.to_str().map(str::to_owned).ok_or(Error::NotFound)?;
+    let node = state.inodes.child(parent, &name).ok_or(Error::NotFound)?;
     Ok((name, node))
-}
-
-/// Answers a change that returns nothing: done, or why not.
-fn answer_empty(reply: ReplyEmpty, result: Result<(), libc::c_int>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(errno) => reply.error(errno),
-    }
-}
-
-/// Makes a change from a tokio task, never from the kernel loop, and
-/// answers once it is done.
-fn spawn_answer_empty<F>(
-    state: &Arc<FsState>,
-    reply: ReplyEmpty,
-    change: impl FnOnce(Arc<FsState>) -> F,
-) where
-    F: std::future::Future<Output = Result<(), libc::c_int>> + Send + 'static,
-{
-    let change = change(state.clone());
-    state
-        .runtime
-        .spawn(async move { answer_empty(reply, change.await) });
-}
-
-/// Answers with the node a change made, which the kernel holds a
-/// reference to from then on; or why it could not be made.
-fn answer_new_entry(state: &FsState, made: Result<Node, libc::c_int>, reply: ReplyEntry) {
-    match made {
-        Ok(node) => {
-            state.inodes.remember_lookup(node.ino);
-            reply.entry(&ttl(state), &state.attr(&node), 0);
-        }
-        Err(errno) => reply.error(errno),
-    }
 }
 
 /// What the write path keeps of a `setattr` call (mode, owner and atime
@@ -426,42 +92,9 @@ fn answer_new_entry(state: &FsState, made: Result<Node, libc::c_int>, reply: Rep
 #[derive(Clone, Copy, Debug)]
 pub struct AttrChange {
     pub size: Option<u64>,
-    pub mtime: Option<TimeOrNow>,
+    pub mtime: Option<SystemTime>,
     /// The handle a truncation goes through, if the caller has one open.
     pub fh: Option<u64>,
-}
-
-/// Changes the write path never makes, each refused with the errno that
-/// tells programs what to do instead.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Unsupported {
-    HardLink,
-    Symlink,
-    SetXattr,
-    RemoveXattr,
-    CopyFileRange,
-}
-
-impl Unsupported {
-    pub(crate) fn errno(self) -> libc::c_int {
-        match self {
-            // A file has exactly one name on the services.
-            Unsupported::HardLink => libc::EPERM,
-            // File hosts store files and folders only.
-            Unsupported::Symlink => libc::EPERM,
-            // The services keep no extended attributes; ours are read-only facts.
-            Unsupported::SetXattr | Unsupported::RemoveXattr => libc::ENOTSUP,
-            // The kernel then copies through read and write, which we serve.
-            Unsupported::CopyFileRange => libc::ENOSYS,
-        }
-    }
-}
-
-fn time_of(time: TimeOrNow) -> SystemTime {
-    match time {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
-    }
 }
 
 /// Gives `ino` a staged file open for writing: the pending file it already
@@ -471,7 +104,7 @@ async fn stage_for_writing(
     state: &Arc<FsState>,
     ino: u64,
     truncate: bool,
-) -> Result<StagedHandle, libc::c_int> {
+) -> Result<StagedHandle, Error> {
     let lock = state.write.opening.lock().entry(ino).or_default().clone();
     let result = {
         let _one_at_a_time = lock.lock().await;
@@ -489,38 +122,34 @@ async fn stage_for_writing_locked(
     state: &Arc<FsState>,
     ino: u64,
     truncate: bool,
-) -> Result<StagedHandle, libc::c_int> {
+) -> Result<StagedHandle, Error> {
     if let Some(entry) = state.write.entry_of(ino) {
         let queue = state.write.queue.clone();
-        match tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate))
-            .await
-            .map_err(|_| libc::EIO)?
-        {
+        match tokio::task::spawn_blocking(move || queue.open_pending(entry, truncate)).await? {
             Ok(staged) => return Ok(staged),
             // Finalized just now: the node is the remote file (read below).
             Err(WriteBackError::UnknownEntry(_)) => {}
-            Err(error) => return Err(error.errno()),
+            Err(error) => return Err(error.into()),
         }
     }
-    let node = state.inodes.get(ino).ok_or(libc::ENOENT)?;
+    let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
     let file = match &node.kind {
         NodeKind::File(file) => file.clone(),
-        NodeKind::Folder { .. } => return Err(libc::EISDIR),
+        NodeKind::Folder { .. } => return Err(Error::IsADirectory),
         // A local node without a pending file: unlinked meanwhile.
-        NodeKind::Local(_) => return Err(libc::ENOENT),
+        NodeKind::Local(_) => return Err(Error::NotFound),
     };
     if !truncate && !state.config.consume_downloads && state.remote.read_consumes_download(&file.id)
     {
         // Copying it into staging would spend one of its limited downloads.
         warn!(name = %node.name, "refusing to modify a file whose downloads are limited (mount with --consume-downloads to allow it)");
-        return Err(libc::EACCES);
+        return Err(Error::DownloadsLimited);
     }
     let folder = folder_of(state, node.parent)?;
     let staged = state
         .write
         .queue
-        .open_remote(&folder, &node.name, file.id.clone(), truncate)
-        .map_err(|e| e.errno())?;
+        .open_remote(&folder, &node.name, file.id.clone(), truncate)?;
     if !truncate {
         if let Err(errno) = copy_into_staging(state, &file, &staged).await {
             if let Err(error) = staged.discard() {
@@ -544,29 +173,22 @@ async fn copy_into_staging(
     state: &Arc<FsState>,
     file: &FileEntry,
     staged: &StagedHandle,
-) -> Result<(), libc::c_int> {
+) -> Result<(), Error> {
     let source = FileSource::for_entry(file);
     let block_size = state.blocks.block_size();
     let mut offset = 0;
     while offset < file.size {
         let len = FILL_CHUNK.min(file.size - offset);
         let last_block = (offset + len - 1) / block_size;
-        let data = state
-            .blocks
-            .read(&source, offset, len, last_block)
-            .await
-            .map_err(|e| e.errno())?;
+        let data = state.blocks.read(&source, offset, len, last_block).await?;
         if data.is_empty() {
-            return Err(libc::EIO);
+            // The service sent nothing where the file has bytes (EIO).
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
-        staged.fill_at(&data, offset).map_err(|e| io_errno(&e))?;
+        staged.fill_at(&data, offset)?;
         offset += data.len() as u64;
     }
     Ok(())
-}
-
-fn io_errno(error: &std::io::Error) -> libc::c_int {
-    error.raw_os_error().unwrap_or(libc::EIO)
 }
 
 fn register_handle(state: &FsState, ino: u64, staged: StagedHandle, append: bool) -> u64 {
@@ -585,50 +207,43 @@ fn write_handle(state: &FsState, fh: u64) -> Option<Arc<WriteHandle>> {
     state.write.handles.lock().get(&fh).cloned()
 }
 
-pub(crate) fn setattr(state: &Arc<FsState>, ino: u64, change: AttrChange, reply: ReplyAttr) {
-    let Some(node) = state.inodes.get(ino) else {
-        return reply.error(libc::ENOENT);
-    };
+/// `setattr`: checked at once; the returned change runs on the runtime.
+pub(crate) fn setattr(
+    state: &Arc<FsState>,
+    ino: u64,
+    change: AttrChange,
+) -> Result<impl Future<Output = Result<Node, Error>> + Send + 'static, Error> {
+    let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
     if let Some(size) = change.size {
         if node.is_dir() {
-            return reply.error(libc::EISDIR);
+            return Err(Error::IsADirectory);
         }
         if too_large(state, size) {
-            return reply.error(libc::EFBIG);
+            return Err(Error::FileTooLarge);
         }
     }
     let state = state.clone();
-    state.runtime.clone().spawn(async move {
+    Ok(async move {
         if let Some(size) = change.size {
-            if let Err(errno) = truncate(&state, ino, change.fh, size).await {
-                return reply.error(errno);
-            }
+            truncate(&state, ino, change.fh, size).await?;
         }
         if let Some(mtime) = change.mtime {
             // Kept for pending files only; see the module comment.
             if let Some(entry) = state.write.entry_of(ino) {
-                if let Err(error) = state.write.queue.set_mtime(entry, time_of(mtime)) {
+                if let Err(error) = state.write.queue.set_mtime(entry, mtime) {
                     debug!(ino, %error, "mtime of a pending file not kept");
                 }
             }
         }
-        match state.inodes.get(ino) {
-            Some(node) => reply.attr(&ttl(&state), &state.attr(&node)),
-            None => reply.error(libc::ENOENT),
-        }
-    });
+        state.inodes.get(ino).ok_or(Error::NotFound)
+    })
 }
 
-async fn truncate(
-    state: &Arc<FsState>,
-    ino: u64,
-    fh: Option<u64>,
-    size: u64,
-) -> Result<(), libc::c_int> {
+async fn truncate(state: &Arc<FsState>, ino: u64, fh: Option<u64>, size: u64) -> Result<(), Error> {
     if let Some(handle) = fh.and_then(|fh| write_handle(state, fh)) {
         let staged = handle.staged.lock();
-        let staged = staged.as_ref().ok_or(libc::EBADF)?;
-        return staged.set_len(size).map_err(|e| io_errno(&e));
+        let staged = staged.as_ref().ok_or(Error::BadHandle)?;
+        return staged.set_len(size).map_err(Error::from);
     }
     if let Some(NodeKind::File(file)) = state.inodes.get(ino).map(|n| n.kind) {
         if file.size == size {
@@ -637,27 +252,31 @@ async fn truncate(
     }
     let staged = stage_for_writing(state, ino, size == 0).await?;
     tokio::task::spawn_blocking(move || {
-        staged.set_len(size).map_err(|e| io_errno(&e))?;
-        staged.release().map_err(|e| e.errno())
+        staged.set_len(size)?;
+        staged.release().map_err(Error::from)
     })
-    .await
-    .map_err(|_| libc::EIO)?
+    .await?
 }
 
-pub(crate) fn mknod(state: &Arc<FsState>, parent: u64, name: &OsStr, mode: u32, reply: ReplyEntry) {
+/// `mknod` of a regular file: an empty pending file. The returned work
+/// touches the disk: run it off the async workers.
+pub(crate) fn mknod(
+    state: &Arc<FsState>,
+    parent: u64,
+    name: &OsStr,
+    mode: u32,
+) -> Result<impl FnOnce() -> Result<Node, Error> + Send + 'static, Error> {
     if mode & libc::S_IFMT != libc::S_IFREG {
         // Devices, FIFOs and sockets cannot be stored by a file host.
-        return reply.error(libc::EPERM);
+        return Err(Error::NotPermitted);
     }
-    let name = checked!(reply, storable_name(state, name));
+    let name = storable_name(state, name)?;
     let state = state.clone();
-    state.runtime.clone().spawn_blocking(move || {
-        let made = new_pending_file(&state, parent, &name).and_then(|(node, staged)| {
-            staged.release().map_err(|e| e.errno())?;
-            Ok(node)
-        });
-        answer_new_entry(&state, made, reply);
-    });
+    Ok(move || {
+        let (node, staged) = new_pending_file(&state, parent, &name)?;
+        staged.release()?;
+        Ok(node)
+    })
 }
 
 /// A new, empty pending file `name` in folder `parent`, open for writing.
@@ -665,16 +284,12 @@ fn new_pending_file(
     state: &FsState,
     parent: u64,
     name: &str,
-) -> Result<(Node, StagedHandle), libc::c_int> {
+) -> Result<(Node, StagedHandle), Error> {
     let folder = folder_of(state, parent)?;
     if state.inodes.child(parent, name).is_some() {
-        return Err(libc::EEXIST);
+        return Err(Error::AlreadyExists);
     }
-    let staged = state
-        .write
-        .queue
-        .create(&folder, name, None)
-        .map_err(|e| e.errno())?;
+    let staged = state.write.queue.create(&folder, name, None)?;
     let local = LocalFile {
         size: 0,
         modified: SystemTime::now(),
@@ -688,98 +303,99 @@ fn new_pending_file(
             if let Err(undo) = staged.discard() {
                 warn!(%undo, "cannot discard a pending file");
             }
-            Err(error.errno())
+            Err(error.into())
         }
     }
 }
 
-pub(crate) fn mkdir(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-    let name = checked!(reply, storable_name(state, name));
-    let folder = checked!(reply, folder_of(state, parent));
+pub(crate) fn mkdir(
+    state: &Arc<FsState>,
+    parent: u64,
+    name: &OsStr,
+) -> Result<impl Future<Output = Result<Node, Error>> + Send + 'static, Error> {
+    let name = storable_name(state, name)?;
+    let folder = folder_of(state, parent)?;
     if !state.remote.capabilities().folders {
-        return reply.error(libc::EPERM);
+        return Err(Error::NotPermitted);
     }
     if state.inodes.child(parent, &name).is_some() {
-        return reply.error(libc::EEXIST);
+        return Err(Error::AlreadyExists);
     }
     let state = state.clone();
-    state.runtime.clone().spawn(async move {
-        let made = match state.remote.create_folder(&folder, &name).await {
-            Ok(created) => state
-                .inodes
-                .insert_folder(parent, &name, &created)
-                .map_err(|e| e.errno()),
+    Ok(async move {
+        match state.remote.create_folder(&folder, &name).await {
+            Ok(created) => Ok(state.inodes.insert_folder(parent, &name, &created)?),
             Err(error) => {
                 debug!(%name, %error, "mkdir failed");
-                Err(remote_errno(&error))
+                Err(error.into())
             }
-        };
-        answer_new_entry(&state, made, reply);
-    });
+        }
+    })
 }
 
-pub(crate) fn unlink(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-    let (name, node) = checked!(reply, existing_child(state, parent, name));
-    spawn_answer_empty(state, reply, move |state| async move {
+pub(crate) fn unlink(
+    state: &Arc<FsState>,
+    parent: u64,
+    name: &OsStr,
+) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+    let (name, node) = existing_child(state, parent, name)?;
+    let state = state.clone();
+    Ok(async move {
         remove_file_node(&state, &node).await?;
         state.inodes.remove_child(parent, &name);
         Ok(())
-    });
+    })
 }
 
 /// Removes what a file node stands for: cancels its pending upload (and
 /// the remote version it replaced), or removes the remote file.
-async fn remove_file_node(state: &Arc<FsState>, node: &Node) -> Result<(), libc::c_int> {
+async fn remove_file_node(state: &Arc<FsState>, node: &Node) -> Result<(), Error> {
     if let Some(entry) = state.write.entry_of(node.ino) {
         let queue = state.write.queue.clone();
-        tokio::task::spawn_blocking(move || queue.unlink(entry))
-            .await
-            .map_err(|_| libc::EIO)?
-            .map_err(|e| e.errno())?;
+        tokio::task::spawn_blocking(move || queue.unlink(entry)).await??;
         state.write.links.lock().remove_ino(node.ino);
         return Ok(());
     }
     match &node.kind {
         NodeKind::File(file) => match state.remote.remove_file(&file.id).await {
             Ok(()) | Err(RemoteError::NotFound(_)) => Ok(()),
-            Err(error) => Err(remote_errno(&error)),
+            Err(error) => Err(error.into()),
         },
-        NodeKind::Folder { .. } => Err(libc::EISDIR),
+        NodeKind::Folder { .. } => Err(Error::IsADirectory),
         NodeKind::Local(_) => Ok(()),
     }
 }
 
-pub(crate) fn rmdir(state: &Arc<FsState>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-    let (name, node) = checked!(reply, existing_child(state, parent, name));
-    let Some(folder) = node.folder_id().cloned() else {
-        return reply.error(libc::ENOTDIR);
-    };
-    spawn_answer_empty(state, reply, move |state| async move {
+pub(crate) fn rmdir(
+    state: &Arc<FsState>,
+    parent: u64,
+    name: &OsStr,
+) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
+    let (name, node) = existing_child(state, parent, name)?;
+    let folder = node.folder_id().cloned().ok_or(Error::NotADirectory)?;
+    let state = state.clone();
+    Ok(async move {
         remove_empty_folder(&state, node.ino, &folder).await?;
         state.inodes.remove_child(parent, &name);
         Ok(())
-    });
+    })
 }
 
 async fn remove_empty_folder(
     state: &Arc<FsState>,
     ino: u64,
     folder: &FolderId,
-) -> Result<(), libc::c_int> {
+) -> Result<(), Error> {
     // Look at the folder as it is now, not as a cached listing remembers it.
     state.meta.invalidate(folder);
-    state.ensure_listing(ino).await.map_err(|e| e.errno())?;
-    let has_children = !state
-        .inodes
-        .children(ino)
-        .map_err(|e| e.errno())?
-        .is_empty();
+    state.ensure_listing(ino).await?;
+    let has_children = !state.inodes.children(ino)?.is_empty();
     if has_children || !state.write.queue.pending_in(folder).is_empty() {
-        return Err(libc::ENOTEMPTY);
+        return Err(Error::NotEmpty);
     }
     match state.remote.remove_folder(folder).await {
         Ok(()) | Err(RemoteError::NotFound(_)) => Ok(()),
-        Err(error) => Err(remote_errno(&error)),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -790,47 +406,52 @@ pub(crate) fn rename(
     new_parent: u64,
     new_name: &OsStr,
     flags: u32,
-    reply: ReplyEmpty,
-) {
+) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
     if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
-        return reply.error(libc::EINVAL);
+        return Err(Error::InvalidArgument);
     }
-    let Some(name) = name.to_str().map(str::to_owned) else {
-        return reply.error(libc::ENOENT);
-    };
-    let new_name = checked!(reply, storable_name(state, new_name));
-    let Some(source) = state.inodes.child(parent, &name) else {
-        return reply.error(libc::ENOENT);
-    };
+    let name = name.to_str().map(str::to_owned).ok_or(Error::NotFound)?;
+    let new_name = storable_name(state, new_name)?;
+    let source = state.inodes.child(parent, &name).ok_or(Error::NotFound)?;
     let target = state.inodes.child(new_parent, &new_name);
+    let mut same_node = false;
     if let Some(target) = &target {
         if target.ino == source.ino {
-            return reply.ok();
-        }
-        if flags & RENAME_NOREPLACE != 0 {
-            return reply.error(libc::EEXIST);
-        }
-        match (source.is_dir(), target.is_dir()) {
-            (true, false) => return reply.error(libc::ENOTDIR),
-            (false, true) => return reply.error(libc::EISDIR),
-            _ => {}
+            same_node = true;
+        } else if flags & RENAME_NOREPLACE != 0 {
+            return Err(Error::AlreadyExists);
+        } else {
+            match (source.is_dir(), target.is_dir()) {
+                (true, false) => return Err(Error::NotADirectory),
+                (false, true) => return Err(Error::IsADirectory),
+                _ => {}
+            }
         }
     }
-    let new_folder = checked!(reply, folder_of(state, new_parent));
-    let moved = Move {
-        parent,
-        name,
-        new_parent,
-        new_folder,
-        new_name,
+    let new_folder = if same_node {
+        None
+    } else {
+        Some(folder_of(state, new_parent)?)
     };
-    spawn_answer_empty(state, reply, move |state| async move {
+    let state = state.clone();
+    Ok(async move {
+        // Renaming a file onto itself changes nothing.
+        let Some(new_folder) = new_folder else {
+            return Ok(());
+        };
+        let moved = Move {
+            parent,
+            name,
+            new_parent,
+            new_folder,
+            new_name,
+        };
         if source.is_dir() {
             rename_folder(&state, &source, target.as_ref(), &moved).await
         } else {
             rename_file(&state, &source, target.as_ref(), &moved).await
         }
-    });
+    })
 }
 
 struct Move {
@@ -846,12 +467,12 @@ async fn rename_file(
     source: &Node,
     target: Option<&Node>,
     moved: &Move,
-) -> Result<(), libc::c_int> {
+) -> Result<(), Error> {
     // The nodes as they are now, not as the kernel loop saw them: an upload
     // may have finished since, turning a pending file into the remote one
     // (whose stale local snapshot would make the rename fail with ENOENT,
     // or leave the replaced remote file behind as a duplicate).
-    let source = &state.inodes.get(source.ino).ok_or(libc::ENOENT)?;
+    let source = &state.inodes.get(source.ino).ok_or(Error::NotFound)?;
     let target = target.and_then(|t| state.inodes.get(t.ino));
     let target = target.as_ref();
     let target_entry = target.and_then(|t| state.write.entry_of(t.ino));
@@ -862,14 +483,13 @@ async fn rename_file(
     if !pending_renamed {
         // Re-read: the pending file may have been finalized just before
         // the queue was asked to move it.
-        let source = state.inodes.get(source.ino).ok_or(libc::ENOENT)?;
+        let source = state.inodes.get(source.ino).ok_or(Error::NotFound)?;
         let target = target.and_then(|t| state.inodes.get(t.ino));
         rename_remote_file(state, &source, target.as_ref(), moved).await?;
     }
     state
         .inodes
-        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
-        .map_err(|e| e.errno())?;
+        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)?;
     Ok(())
 }
 
@@ -881,7 +501,7 @@ async fn rename_pending(
     target: Option<&Node>,
     target_entry: Option<EntryId>,
     moved: &Move,
-) -> Result<bool, libc::c_int> {
+) -> Result<bool, Error> {
     // A pending file: the queue uploads it to the new place (or moves
     // what it already uploaded) and removes what it replaces.
     let replaced = match (target, target_entry) {
@@ -897,13 +517,11 @@ async fn rename_pending(
     };
     let queue = state.write.queue.clone();
     let (folder, name) = (moved.new_folder.clone(), moved.new_name.clone());
-    match tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced))
-        .await
-        .map_err(|_| libc::EIO)?
+    match tokio::task::spawn_blocking(move || queue.rename(entry, &folder, &name, replaced)).await?
     {
         Ok(()) => {}
         Err(WriteBackError::UnknownEntry(_)) => return Ok(false),
-        Err(error) => return Err(error.errno()),
+        Err(error) => return Err(error.into()),
     }
     if let Some(target) = target {
         state.write.links.lock().remove_ino(target.ino);
@@ -917,9 +535,9 @@ async fn rename_remote_file(
     source: &Node,
     target: Option<&Node>,
     moved: &Move,
-) -> Result<(), libc::c_int> {
+) -> Result<(), Error> {
     let NodeKind::File(file) = &source.kind else {
-        return Err(libc::ENOENT);
+        return Err(Error::NotFound);
     };
     let caps = state.remote.capabilities();
     let same_folder = moved.parent == moved.new_parent;
@@ -929,9 +547,9 @@ async fn rename_remote_file(
         // be a new upload under a new link, and deleting the original
         // would kill the link already handed out. Refuse instead.
         return Err(if caps.downloads_consume {
-            libc::EPERM
+            Error::NotPermitted
         } else {
-            libc::EXDEV
+            Error::CrossDevice
         });
     }
     // Without duplicate names the target must go first; with them it
@@ -950,8 +568,7 @@ async fn rename_remote_file(
             .remote
             .move_file(&file.id, &moved.new_folder, new_name)
             .await
-    }
-    .map_err(|e| remote_errno(&e))?;
+    }?;
     if !remove_target_first {
         if let Some(target) = target {
             remove_file_node(state, target).await?;
@@ -968,60 +585,49 @@ async fn rename_folder(
     source: &Node,
     target: Option<&Node>,
     moved: &Move,
-) -> Result<(), libc::c_int> {
-    let folder = source.folder_id().cloned().ok_or(libc::ENOTDIR)?;
+) -> Result<(), Error> {
+    let folder = source.folder_id().cloned().ok_or(Error::NotADirectory)?;
     let caps = state.remote.capabilities();
     let same_folder = moved.parent == moved.new_parent;
     if (same_folder && !caps.rename_folder) || (!same_folder && !caps.move_folder) {
-        return Err(libc::EXDEV);
+        return Err(Error::CrossDevice);
     }
     if let Some(target) = target {
         // POSIX: a folder may replace an empty folder.
-        let target_folder = target.folder_id().cloned().ok_or(libc::ENOTDIR)?;
+        let target_folder = target.folder_id().cloned().ok_or(Error::NotADirectory)?;
         remove_empty_folder(state, target.ino, &target_folder).await?;
     }
     if !same_folder {
-        state
-            .remote
-            .move_folder(&folder, &moved.new_folder)
-            .await
-            .map_err(|e| remote_errno(&e))?;
+        state.remote.move_folder(&folder, &moved.new_folder).await?;
     }
     if moved.name != moved.new_name {
-        state
-            .remote
-            .rename_folder(&folder, &moved.new_name)
-            .await
-            .map_err(|e| remote_errno(&e))?;
+        state.remote.rename_folder(&folder, &moved.new_name).await?;
     }
     state
         .inodes
-        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)
-        .map_err(|e| e.errno())?;
+        .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)?;
     Ok(())
 }
 
-/// `open` with write access or `O_TRUNC`.
-pub(crate) fn open_for_writing(state: &Arc<FsState>, ino: u64, flags: i32, reply: ReplyOpen) {
+/// `open` with write access or `O_TRUNC`: the returned work stages the
+/// file and gives the new handle.
+pub(crate) fn open_for_writing(
+    state: &Arc<FsState>,
+    ino: u64,
+    flags: i32,
+) -> impl Future<Output = Result<u64, Error>> + Send + 'static {
     let truncate = flags & libc::O_TRUNC != 0;
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
-    state.runtime.clone().spawn(async move {
-        match stage_for_writing(&state, ino, truncate).await {
-            // Kernel page cache dropped: the file's bytes now come from staging.
-            Ok(staged) => reply.opened(register_handle(&state, ino, staged, append), 0),
-            Err(errno) => reply.error(errno),
-        }
-    });
+    async move {
+        let staged = stage_for_writing(&state, ino, truncate).await?;
+        Ok(register_handle(&state, ino, staged, append))
+    }
 }
 
-/// `open` (read-only) of a file that exists only locally: opens its pending file for reading. Hands the reply back when
-/// the pending file is gone: its upload finished after the caller looked at
-/// the node, which by then shows the remote file (the queue swaps the node
-/// over before it forgets the entry).
-pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) -> Option<ReplyOpen> {
+pub(crate) fn open_local(state: &Arc<FsState>, ino: u64) -> Result<Option<u64>, Error> {
     let Some(entry) = state.write.entry_of(ino) else {
-        return Some(reply);
+        return Ok(None);
     };
     match state.write.queue.open_read(entry) {
         Ok(file) => {
@@ -1031,48 +637,33 @@ pub(crate) fn open_local(state: &Arc<FsState>, ino: u64, reply: ReplyOpen) -> Op
                 .readers
                 .lock()
                 .insert(fh, Arc::new(ReadHandle { entry, file }));
-            reply.opened(fh, 0);
-            None
+            Ok(Some(fh))
         }
-        Err(WriteBackError::UnknownEntry(_)) => Some(reply),
-        Err(WriteBackError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => {
-            Some(reply)
-        }
-        Err(error) => {
-            reply.error(error.errno());
-            None
-        }
+        Err(WriteBackError::UnknownEntry(_)) => Ok(None),
+        Err(WriteBackError::Io(error)) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }
 
-/// `read` on a handle the read path did not open: a pending file's bytes,
-/// from its staging file.
 pub(crate) fn read_unknown_handle(
     state: &Arc<FsState>,
     fh: u64,
     offset: i64,
     size: u32,
-    reply: ReplyData,
-) {
-    let Ok(offset) = u64::try_from(offset) else {
-        return reply.error(libc::EINVAL);
-    };
+) -> Result<Vec<u8>, Error> {
+    let offset = u64::try_from(offset).map_err(|_| Error::InvalidArgument)?;
     let mut buf = vec![0u8; size as usize];
-    let result = if let Some(handle) = write_handle(state, fh) {
+    let read = if let Some(handle) = write_handle(state, fh) {
         let staged = handle.staged.lock();
-        match staged.as_ref() {
-            Some(staged) => staged.read_at(&mut buf, offset),
-            None => return reply.error(libc::EBADF),
-        }
+        let staged = staged.as_ref().ok_or(Error::BadHandle)?;
+        staged.read_at(&mut buf, offset)?
     } else if let Some(reader) = state.write.readers.lock().get(&fh).cloned() {
-        read_full_at(&reader.file, &mut buf, offset)
+        read_full_at(&reader.file, &mut buf, offset)?
     } else {
-        return reply.error(libc::EBADF);
+        return Err(Error::BadHandle);
     };
-    match result {
-        Ok(n) => reply.data(&buf[..n]),
-        Err(error) => reply.error(io_errno(&error)),
-    }
+    buf.truncate(read);
+    Ok(buf)
 }
 
 fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -1088,135 +679,123 @@ fn read_full_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::R
     Ok(done)
 }
 
-pub(crate) fn write(state: &Arc<FsState>, fh: u64, offset: i64, data: &[u8], reply: ReplyWrite) {
-    let Some(handle) = write_handle(state, fh) else {
-        return reply.error(libc::EBADF);
-    };
-    let Ok(offset) = u64::try_from(offset) else {
-        return reply.error(libc::EINVAL);
-    };
+/// `write`: a local write to the staging file (page cache), no network;
+/// answers the bytes written.
+pub(crate) fn write(state: &Arc<FsState>, fh: u64, offset: i64, data: &[u8]) -> Result<u32, Error> {
+    let handle = write_handle(state, fh).ok_or(Error::BadHandle)?;
+    let offset = u64::try_from(offset).map_err(|_| Error::InvalidArgument)?;
     let staged = handle.staged.lock();
-    let Some(staged) = staged.as_ref() else {
-        return reply.error(libc::EBADF);
-    };
-    let offset = if handle.append {
-        match staged.len() {
-            Ok(len) => len,
-            Err(error) => return reply.error(io_errno(&error)),
-        }
-    } else {
-        offset
-    };
+    let staged = staged.as_ref().ok_or(Error::BadHandle)?;
+    let offset = if handle.append { staged.len()? } else { offset };
     if too_large(state, offset.saturating_add(data.len() as u64)) {
-        return reply.error(libc::EFBIG);
+        return Err(Error::FileTooLarge);
     }
-    // A local write to the staging file (page cache): no network here.
-    match staged.write_at(data, offset) {
-        Ok(()) => reply.written(data.len() as u32),
-        Err(error) => reply.error(io_errno(&error)),
-    }
+    staged.write_at(data, offset)?;
+    Ok(data.len() as u32)
 }
 
 /// `flush` (every `close(2)`): the written bytes are made durable locally
-/// and journaled before `close` returns.
-pub(crate) fn flush(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
+/// and journaled before `close` returns. The returned work touches the
+/// disk: run it off the async workers.
+pub(crate) fn flush(
+    state: &Arc<FsState>,
+    fh: u64,
+) -> Result<Option<impl FnOnce() -> Result<(), Error> + Send + 'static>, Error> {
     let Some(handle) = write_handle(state, fh) else {
         return if state.write.readers.lock().contains_key(&fh) {
-            reply.ok()
+            Ok(None)
         } else {
-            reply.error(libc::EBADF)
+            Err(Error::BadHandle)
         };
     };
     let queue = state.write.queue.clone();
     // Without holding the handle: writes through it are never kept waiting.
-    state
-        .runtime
-        .spawn_blocking(move || match queue.commit(handle.entry) {
-            // Saved locally either way; a refusal the service already gave
-            // for this file is reported, since fsync is not always called.
-            Ok(()) => match queue.last_refusal(handle.entry) {
-                Some(refusal) => reply.error(refusal.errno()),
-                None => reply.ok(),
-            },
-            Err(WriteBackError::UnknownEntry(_)) => reply.ok(),
-            Err(error) => reply.error(error.errno()),
-        });
+    Ok(Some(move || match queue.commit(handle.entry) {
+        // Saved locally either way; a refusal the service already gave
+        // for this file is reported, since fsync is not always called.
+        Ok(()) => match queue.last_refusal(handle.entry) {
+            Some(refusal) => Err(refusal.into()),
+            None => Ok(()),
+        },
+        Err(WriteBackError::UnknownEntry(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }))
 }
 
-/// `release` of a write handle: the last one queues the upload.
-pub(crate) fn release(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
+/// `release` of a write handle: the last one queues the upload. The
+/// returned work touches the disk: run it off the async workers.
+pub(crate) fn release(
+    state: &Arc<FsState>,
+    fh: u64,
+) -> Option<impl FnOnce() -> Result<(), Error> + Send + 'static> {
     if state.write.readers.lock().remove(&fh).is_some() {
-        return reply.ok();
+        return None;
     }
-    let Some(handle) = state.write.handles.lock().remove(&fh) else {
-        return reply.ok();
-    };
-    state.runtime.spawn_blocking(move || {
+    let handle = state.write.handles.lock().remove(&fh)?;
+    Some(move || {
         let staged = handle.staged.lock().take();
         match staged.map(StagedHandle::release) {
-            Some(Ok(())) | None => reply.ok(),
+            Some(Ok(())) | None => Ok(()),
             Some(Err(error)) => {
                 warn!(ino = handle.ino, entry = %handle.entry, %error, "release failed");
-                reply.error(error.errno())
+                Err(error.into())
             }
         }
-    });
+    })
 }
 
 /// `fsync`: returns once the service has confirmed the file's current
 /// content (EIO, ENOSPC, EFBIG or EINVAL when the upload failed; the file
 /// stays queued).
-pub(crate) fn fsync(state: &Arc<FsState>, fh: u64, reply: ReplyEmpty) {
+pub(crate) fn fsync(
+    state: &Arc<FsState>,
+    fh: u64,
+) -> Result<impl Future<Output = Result<(), Error>> + Send + 'static, Error> {
     let entry = match write_handle(state, fh) {
         Some(handle) => handle.entry,
         None => match state.write.readers.lock().get(&fh) {
             Some(reader) => reader.entry,
-            None => return reply.error(libc::EBADF),
+            None => return Err(Error::BadHandle),
         },
     };
     let queue = state.write.queue.clone();
-    state.runtime.spawn(async move {
+    Ok(async move {
         // The local part (syncing the staging file) off the async workers.
         let committer = queue.clone();
         let committed = tokio::task::spawn_blocking(move || committer.commit(entry)).await;
         if let Ok(Err(error)) = committed {
-            return reply.error(error.errno());
+            return Err(error.into());
         }
         match queue.wait_durable(entry).await {
-            Ok(()) => reply.ok(),
+            Ok(()) => Ok(()),
             Err(error) => {
                 warn!(%entry, %error, "fsync: upload not confirmed");
-                reply.error(error.errno())
+                Err(error.into())
             }
         }
-    });
+    })
 }
 
+/// `create`: a new pending file and a write handle on it. The returned
+/// work touches the disk: run it off the async workers.
 pub(crate) fn create(
     state: &Arc<FsState>,
     parent: u64,
     name: &OsStr,
     mode: u32,
     flags: i32,
-    reply: ReplyCreate,
-) {
+) -> Result<impl FnOnce() -> Result<(Node, u64), Error> + Send + 'static, Error> {
     if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
-        return reply.error(libc::EPERM);
+        return Err(Error::NotPermitted);
     }
-    let name = checked!(reply, storable_name(state, name));
+    let name = storable_name(state, name)?;
     let append = flags & libc::O_APPEND != 0;
     let state = state.clone();
-    state
-        .runtime
-        .clone()
-        .spawn_blocking(move || match new_pending_file(&state, parent, &name) {
-            Ok((node, staged)) => {
-                let fh = register_handle(&state, node.ino, staged, append);
-                state.inodes.remember_lookup(node.ino);
-                reply.created(&ttl(&state), &state.attr(&node), 0, fh, 0);
-            }
-            Err(errno) => reply.error(errno),
-        });
+    Ok(move || {
+        let (node, staged) = new_pending_file(&state, parent, &name)?;
+        let fh = register_handle(&state, node.ino, staged, append);
+        Ok((node, fh))
+    })
 }
 
 pub(crate) fn fallocate(
@@ -1225,34 +804,25 @@ pub(crate) fn fallocate(
     offset: i64,
     length: i64,
     mode: i32,
-    reply: ReplyEmpty,
-) {
+) -> Result<(), Error> {
     if mode != 0 {
         // Punching holes and the like mean nothing for an upload.
-        return reply.error(libc::EOPNOTSUPP);
+        return Err(Error::OperationNotSupported);
     }
     let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
-        return reply.error(libc::EINVAL);
+        return Err(Error::InvalidArgument);
     };
-    let Some(handle) = write_handle(state, fh) else {
-        return reply.error(libc::EBADF);
-    };
+    let handle = write_handle(state, fh).ok_or(Error::BadHandle)?;
     let end = offset.saturating_add(length);
     if too_large(state, end) {
-        return reply.error(libc::EFBIG);
+        return Err(Error::FileTooLarge);
     }
     let staged = handle.staged.lock();
-    let Some(staged) = staged.as_ref() else {
-        return reply.error(libc::EBADF);
-    };
-    let result = staged.len().and_then(|len| {
-        if end > len {
-            staged.set_len(end)
-        } else {
-            Ok(())
-        }
-    });
-    answer_empty(reply, result.map_err(|e| io_errno(&e)));
+    let staged = staged.as_ref().ok_or(Error::BadHandle)?;
+    if end > staged.len()? {
+        staged.set_len(end)?;
+    }
+    Ok(())
 }
 
 /// At unmount: waits (bounded) for the queue and says what is left.

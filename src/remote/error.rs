@@ -1,4 +1,4 @@
-//! The remote layer's error type and its one mapping to errno.
+//! The remote layer's error type.
 
 use std::time::Duration;
 
@@ -47,24 +47,5 @@ impl RemoteError {
             self,
             RemoteError::RateLimited { .. } | RemoteError::Transient(_)
         )
-    }
-
-    /// The errno the filesystem answers with for this error. This is the
-    /// only place remote failures become errnos.
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            RemoteError::NotFound(_) => libc::ENOENT,
-            RemoteError::AlreadyExists(_) => libc::EEXIST,
-            RemoteError::PermissionDenied(_) => libc::EACCES,
-            RemoteError::QuotaExceeded(_) => libc::ENOSPC,
-            RemoteError::TooLarge(_) => libc::EFBIG,
-            RemoteError::InvalidName(_) => libc::EINVAL,
-            RemoteError::NotEmpty(_) => libc::ENOTEMPTY,
-            RemoteError::Unsupported(_) => libc::ENOTSUP,
-            RemoteError::EmptyFile(_)
-            | RemoteError::RateLimited { .. }
-            | RemoteError::Transient(_)
-            | RemoteError::Fatal(_) => libc::EIO,
-        }
     }
 }

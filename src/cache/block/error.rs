@@ -12,13 +12,4 @@ pub enum CacheError {
     Abandoned { file: String, index: u64 },
 }
 
-impl CacheError {
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            CacheError::Remote(err) => err.errno(),
-            CacheError::Abandoned { .. } => libc::EIO,
-        }
-    }
-}
-
 pub type CacheResult<T> = Result<T, CacheError>;

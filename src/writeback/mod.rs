@@ -89,6 +89,7 @@
 
 mod journal;
 mod queue;
+mod recovery;
 mod staging;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -171,23 +172,6 @@ pub enum WriteBackError {
     Remote(#[from] RemoteError),
 }
 
-impl WriteBackError {
-    /// The errno a file operation answers with. A failed upload is EIO (fsync's
-    /// contract) except for the refusals the user can act on.
-    pub fn errno(&self) -> libc::c_int {
-        match self {
-            WriteBackError::Remote(
-                err @ (RemoteError::QuotaExceeded(_)
-                | RemoteError::TooLarge(_)
-                | RemoteError::InvalidName(_)),
-            ) => err.errno(),
-            WriteBackError::Io(err) => err.raw_os_error().unwrap_or(libc::EIO),
-            WriteBackError::UnknownEntry(_) => libc::ENOENT,
-            _ => libc::EIO,
-        }
-    }
-}
-
 /// A pending file as the mount shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingFile {
@@ -248,8 +232,11 @@ pub enum Replaced {
     Pending(EntryId),
 }
 
-/// Something the mount's caches need to know.
+/// Something the mount's caches need to know. (Folder changes need no
+/// event: the mount updates its inode table itself for each change it
+/// makes, and a listing it cached is never applied again, only refetched.)
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum WriteEvent {
     /// The entry is done: its content is the remote file `file` in `parent`.
     Finalized {
@@ -257,8 +244,6 @@ pub enum WriteEvent {
         parent: FolderId,
         file: FileEntry,
     },
-    /// Files of this remote folder were created, moved or removed.
-    FolderChanged(FolderId),
 }
 
 pub type Listener = Arc<dyn Fn(&WriteEvent) + Send + Sync>;
@@ -333,69 +318,7 @@ impl WriteBack {
             }
             Some(_) => {}
         }
-        let mut journal = journal;
-        let mut recovery = Recovery::default();
-        let mut rows = BTreeMap::new();
-        let now = now_ms();
-        for mut record in journal.load_all()? {
-            let content_needed = match &record.progress {
-                Progress::Uploaded { generation, .. } => {
-                    *generation != record.generation || record.state == EntryState::Open
-                }
-                _ => record.state != EntryState::Cancelled,
-            };
-            if content_needed && !staging.exists(record.id) {
-                tracing::error!(
-                    entry = %record.id, name = %record.name,
-                    "staging file of a pending upload is missing; dropping the entry and leaving the remote untouched"
-                );
-                journal.delete(record.id)?;
-                recovery.lost.push(PendingFile::from_record(&record));
-                continue;
-            }
-            let never_released_copy = record.state == EntryState::Open
-                && record.generation == 0
-                && record
-                    .obsolete
-                    .iter()
-                    .any(|(_, r)| *r == ObsoleteReason::Base);
-            if never_released_copy {
-                // A remote file opened for writing and never closed: its
-                // staging copy may be half-filled, and nothing written to it
-                // was ever promised durable. The remote version stays.
-                tracing::warn!(
-                    entry = %record.id, name = %record.name,
-                    "discarding unreleased writes to an existing file (the process stopped while it was open)"
-                );
-                journal.delete(record.id)?;
-                recovery.lost.push(PendingFile::from_record(&record));
-                continue;
-            }
-            if record.state == EntryState::Open {
-                // The writer died with a new file open: keep what reached the
-                // staging file, as a new generation (it may differ from any
-                // upload recorded earlier).
-                record.state = EntryState::Queued;
-                record.size = staging.len(record.id)?;
-                record.generation += 1;
-                record.not_before_ms = now;
-                journal.save(&record)?;
-            }
-            if record.state == EntryState::Held && record.obsolete.is_empty() {
-                recovery.placeholders += 1;
-            } else {
-                recovery.resumed.push(PendingFile::from_record(&record));
-            }
-            rows.insert(record.id, record);
-        }
-        let known: HashSet<EntryId> = rows.keys().copied().collect();
-        recovery.orphans_removed = staging.remove_orphans(&known)?;
-        if !recovery.resumed.is_empty() {
-            tracing::info!(
-                count = recovery.resumed.len(),
-                "resuming pending uploads from the write-back journal"
-            );
-        }
+        let (journal, rows, recovery) = recovery::recover(journal, &staging)?;
         let (progress_tx, _) = watch::channel(0);
         let inner = Inner {
             remote,
@@ -434,7 +357,7 @@ impl WriteBack {
         }
     }
 
-    /// Registers the callback told about finished entries and changed folders.
+    /// Registers the callback told about finished entries.
     /// `Finalized` is delivered while the queue's lock is held (so the mount
     /// can swap its node over atomically): the callback must not call back
     /// into the queue.
@@ -764,6 +687,16 @@ impl WriteBack {
             worker.abort();
         }
     }
+
+    /// Stops the upload worker and returns once it is gone (and with it
+    /// its hold on the staging dir, when this was the last handle).
+    pub async fn stop_and_wait(&self) {
+        let worker = self.inner.worker.lock().take();
+        if let Some(worker) = worker {
+            worker.abort();
+            let _ = worker.await;
+        }
+    }
 }
 
 impl EntryRecord {
@@ -1003,6 +936,63 @@ impl Inner {
                 .collect(),
         }
     }
+
+    fn release(&self, id: EntryId, file: &File) -> Result<(), WriteBackError> {
+        let last = {
+            let mut state = self.state.lock();
+            let count = state.writers.entry(id).or_default();
+            *count = count.saturating_sub(1);
+            let last = *count == 0;
+            if last {
+                state.writers.remove(&id);
+            }
+            last
+        };
+        if !last {
+            return Ok(());
+        }
+        // The staged bytes reach the disk before the journal says they are queued.
+        file.sync_data()?;
+        self.staging.sync_dir()?;
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        if state.writers.get(&id).is_some_and(|&count| count > 0) {
+            // Reopened for writing during the syncs: that handle's release
+            // queues the file, with whatever it changes.
+            return Ok(());
+        }
+        // Measured under the lock: a handle opened during the syncs may have
+        // resized the file, and a size taken before would overwrite its.
+        let size = file.metadata()?.len();
+        let Some(row) = state.rows.get(&id) else {
+            return Ok(());
+        };
+        if row.state == EntryState::Cancelled {
+            return Ok(());
+        }
+        if state.clean_copies.remove(&id) && row.generation == 0 && row.progress == Progress::Idle {
+            // Opened for writing but never changed: nothing to upload.
+            state.journal.delete(id)?;
+            state.forget(id);
+            self.staging.remove(id)?;
+            return Ok(());
+        }
+        let mut updated = row.clone();
+        if state.dirty.remove(&id) {
+            updated.generation += 1;
+            updated.attempts = 0;
+            updated.retry_at_ms = 0;
+        }
+        updated.size = size;
+        updated.state = EntryState::Queued;
+        updated.not_before_ms = now_ms().saturating_add(duration_ms(self.options.delay));
+        state.journal.save(&updated)?;
+        state.rows.insert(id, updated);
+        drop(guard);
+        self.wake.notify_one();
+        self.bump_progress();
+        Ok(())
+    }
 }
 
 struct UrgentGuard<'a> {
@@ -1142,65 +1132,6 @@ impl Drop for StagedHandle {
                 tracing::error!(entry = %self.id, "releasing a staged file failed: {err}");
             }
         }
-    }
-}
-
-impl Inner {
-    fn release(&self, id: EntryId, file: &File) -> Result<(), WriteBackError> {
-        let last = {
-            let mut state = self.state.lock();
-            let count = state.writers.entry(id).or_default();
-            *count = count.saturating_sub(1);
-            let last = *count == 0;
-            if last {
-                state.writers.remove(&id);
-            }
-            last
-        };
-        if !last {
-            return Ok(());
-        }
-        // The staged bytes reach the disk before the journal says they are queued.
-        file.sync_data()?;
-        self.staging.sync_dir()?;
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        if state.writers.get(&id).is_some_and(|&count| count > 0) {
-            // Reopened for writing during the syncs: that handle's release
-            // queues the file, with whatever it changes.
-            return Ok(());
-        }
-        // Measured under the lock: a handle opened during the syncs may have
-        // resized the file, and a size taken before would overwrite its.
-        let size = file.metadata()?.len();
-        let Some(row) = state.rows.get(&id) else {
-            return Ok(());
-        };
-        if row.state == EntryState::Cancelled {
-            return Ok(());
-        }
-        if state.clean_copies.remove(&id) && row.generation == 0 && row.progress == Progress::Idle {
-            // Opened for writing but never changed: nothing to upload.
-            state.journal.delete(id)?;
-            state.forget(id);
-            self.staging.remove(id)?;
-            return Ok(());
-        }
-        let mut updated = row.clone();
-        if state.dirty.remove(&id) {
-            updated.generation += 1;
-            updated.attempts = 0;
-            updated.retry_at_ms = 0;
-        }
-        updated.size = size;
-        updated.state = EntryState::Queued;
-        updated.not_before_ms = now_ms().saturating_add(duration_ms(self.options.delay));
-        state.journal.save(&updated)?;
-        state.rows.insert(id, updated);
-        drop(guard);
-        self.wake.notify_one();
-        self.bump_progress();
-        Ok(())
     }
 }
 

@@ -358,8 +358,6 @@ impl Inner {
                 })
             }
         };
-        self.emit(WriteEvent::FolderChanged(from_parent.clone()));
-        self.emit(WriteEvent::FolderChanged(row.parent.clone()));
         match moved {
             Some(moved) => {
                 let new_id = moved.id.clone();
@@ -395,7 +393,6 @@ impl Inner {
             }
         }
         self.modify(row.id, |r| r.obsolete.retain(|(f, _)| f != &file))?;
-        self.emit(WriteEvent::FolderChanged(row.parent.clone()));
         Ok(())
     }
 
@@ -436,7 +433,6 @@ impl Inner {
                     r.retry_at_ms = 0;
                     r.last_error = None;
                 })?;
-                self.emit(WriteEvent::FolderChanged(parent));
                 Ok(())
             }
             Err(error) => {

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{commands, demo, emulator, fs};
+pub mod commands;
+pub mod demo;
+pub mod mount;
+
+use crate::emulator;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,7 +31,7 @@ pub enum Command {
     /// Run the local emulator of the services' HTTP APIs.
     Serve(Box<emulator::ServeArgs>),
     /// Mount REMOTE:[path] on MOUNTPOINT (foreground until unmounted).
-    Mount(fs::MountArgs),
+    Mount(mount::MountArgs),
     /// Start an emulator with sample data and mount it: zero setup.
     Demo(demo::DemoArgs),
     /// List a remote folder.
@@ -62,7 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve(args) => emulator::run_serve(*args),
-        Command::Mount(args) => fs::run_mount(config, args),
+        Command::Mount(args) => mount::run_mount(config, args),
         Command::Demo(args) => demo::run_demo(args),
         Command::Ls(args) => commands::run_ls(config, args),
         Command::Put(args) => commands::run_put(config, args),

@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tracing::info;
 
+use super::mount::{self, MountOptions};
 use crate::config::Config;
 use crate::emulator::{self, ServeArgs};
-use crate::fs::{self, MountOptions};
 use crate::remote::{FolderId, Remote, UploadSource};
 
 /// The name the demo's config gives its remote.
@@ -61,7 +61,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut fs_config = args.options.fs_config()?;
     // The demo's pending uploads get a journal of their own.
     fs_config.write.remote_name = Some("demo".to_string());
-    let runtime = fs::build_runtime()?;
+    let runtime = mount::build_runtime()?;
 
     let emulator_dir = data_dir.join("emulator");
     let keys_file = ensure_demo_keys(&emulator_dir)?;
@@ -100,7 +100,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let mountpoint = args.mountpoint.display().to_string();
     let shown_data = data_dir.display().to_string();
     let service = args.service.clone();
-    let result = fs::serve(
+    let result = mount::serve(
         &runtime,
         remote,
         root,

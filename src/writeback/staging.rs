@@ -56,7 +56,7 @@ impl StagingDir {
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(if err.kind() == io::ErrorKind::WouldBlock {
                 StagingOpenError::Locked(dir)
             } else {
                 io_err(err)

@@ -1,0 +1,273 @@
+//! The state every operation shares: caches, the inode table, the open
+//! handles and the write path's part, plus the attributes of a node.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tracing::warn;
+
+use super::error::Error;
+use super::inode::{InodeTable, Node, NodeKind};
+use super::pending::{WriteConfig, WriteState};
+use super::read::{OpenFile, ReadAheadConfig};
+use crate::cache::block::{BlockCache, BlockCacheConfig};
+use crate::cache::meta::MetaCache;
+use crate::cache::{ContentKey, FileSource};
+use crate::remote::{FileEntry, Remote};
+
+/// What a node is, as `stat` tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    Directory,
+    RegularFile,
+}
+
+/// The attributes of a node as `stat` shows them. Times are one: the
+/// services keep a single date per file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub kind: NodeType,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub blksize: u32,
+}
+
+/// Settings of a mounted filesystem.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    pub cache: BlockCacheConfig,
+    pub read_ahead: ReadAheadConfig,
+    pub dir_cache_time: Duration,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits removed from 0666 (files) and 0777 (folders).
+    pub umask: u16,
+    pub write: WriteConfig,
+    /// `--read-only`: every change answers EROFS.
+    pub read_only: bool,
+    /// Whether files whose reading spends a limited download (file.io) may
+    /// be opened for reading (`--consume-downloads`).
+    pub consume_downloads: bool,
+}
+
+/// State shared by the kernel loop and the tasks it spawns.
+pub(crate) struct FsState {
+    pub remote: Arc<dyn Remote>,
+    pub meta: MetaCache,
+    pub blocks: BlockCache,
+    pub inodes: InodeTable,
+    pub config: FsConfig,
+    pub runtime: Handle,
+    pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    pub(crate) dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
+    pub(crate) next_handle: AtomicU64,
+    /// The content each inode had when last opened, to tell the kernel it
+    /// may keep its page cache when the content is unchanged.
+    pub(crate) opened_content: Mutex<HashMap<u64, ContentKey>>,
+    /// What the kernel's copy of each folder's listing holds.
+    pub(crate) kernel_listings: Mutex<HashMap<u64, KernelListing>>,
+    pub(crate) mounted_at: SystemTime,
+    pub write: WriteState,
+}
+
+/// An open folder handle.
+pub(crate) struct OpenDir {
+    pub(crate) dir: u64,
+    pub(crate) snapshot: DirSnapshot,
+}
+
+/// A folder's entries as they were at opendir, served to the readdir calls
+/// that follow so their offsets stay meaningful.
+pub(crate) struct DirSnapshot {
+    pub(crate) entries: Vec<DirEntry>,
+    /// How long the kernel may trust the entries' attributes.
+    pub(crate) ttl: Duration,
+}
+
+impl DirSnapshot {
+    /// Identifies the entries as the kernel caches them (names, inodes and
+    /// kinds; attributes have their own time-to-live).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for entry in &self.entries {
+            entry.ino.hash(&mut hasher);
+            entry.name.hash(&mut hasher);
+            (entry.kind as u8).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// The entries from the kernel's readdir `offset` on, each with the
+    /// offset that resumes after it.
+    pub(crate) fn entries_from(&self, offset: i64) -> impl Iterator<Item = (i64, &DirEntry)> {
+        let start = usize::try_from(offset).unwrap_or(0);
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .map(|(i, entry)| ((i + 1) as i64, entry))
+    }
+}
+
+/// The listing a folder's open handles serve, so the kernel may keep the
+/// listing it cached (FOPEN_CACHE_DIR) only while ours is still the same.
+/// A warm `ls` then costs no readdir at all.
+#[derive(Default)]
+pub(crate) struct KernelListing {
+    /// `None` once handles with different listings were open at the same
+    /// time: the kernel may have cached either, so the next opendir makes
+    /// it start over.
+    pub(crate) fingerprint: Option<u64>,
+    pub(crate) open_handles: usize,
+}
+
+/// One entry of a folder snapshot.
+pub(crate) struct DirEntry {
+    pub(crate) ino: u64,
+    pub(crate) kind: NodeType,
+    pub(crate) name: String,
+    pub(crate) attr: Attr,
+}
+
+impl FsState {
+    pub fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attributes of a node as the kernel sees them.
+    pub fn attr(&self, node: &Node) -> Attr {
+        let (kind, size, mtime, base_perm, nlink) = match &node.kind {
+            NodeKind::Folder { created, .. } => (
+                NodeType::Directory,
+                0,
+                created.map_or(self.mounted_at, SystemTime::from),
+                0o777,
+                2,
+            ),
+            NodeKind::File(entry) => (
+                NodeType::RegularFile,
+                entry.size,
+                SystemTime::from(entry.modified),
+                0o666,
+                1,
+            ),
+            NodeKind::Local(local) => match self.write.local_attr(node.ino) {
+                Some((size, modified)) => (NodeType::RegularFile, size, modified, 0o666, 1),
+                None => {
+                    // The pending file is gone: its upload finished (the
+                    // node has just become the remote file, whose size the
+                    // kernel must see, not the 0 the node was created
+                    // with), or it was unlinked.
+                    if let Some(now) = self.inodes.get(node.ino) {
+                        if !matches!(now.kind, NodeKind::Local(_)) {
+                            return self.attr(&now);
+                        }
+                    }
+                    (NodeType::RegularFile, local.size, local.modified, 0o666, 1)
+                }
+            },
+        };
+        Attr {
+            ino: node.ino,
+            size,
+            mtime,
+            kind,
+            perm: base_perm & !self.config.umask & 0o7777,
+            nlink,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            blksize: self.blocks.block_size().min(1 << 20) as u32,
+        }
+    }
+
+    /// A snapshot of a folder for one opendir..releasedir.
+    pub(crate) fn snapshot(&self, dir: u64, ttl: Duration) -> Result<DirSnapshot, Error> {
+        let node = self.inodes.get(dir).ok_or(Error::NoSuchInode(dir))?;
+        let parent = self.inodes.get(node.parent).unwrap_or_else(|| node.clone());
+        let mut entries = Vec::new();
+        for (name, n) in [(".", &node), ("..", &parent)] {
+            entries.push(DirEntry {
+                ino: n.ino,
+                kind: NodeType::Directory,
+                name: name.to_string(),
+                attr: self.attr(n),
+            });
+        }
+        for child in self.inodes.children(dir)? {
+            let attr = self.attr(&child);
+            entries.push(DirEntry {
+                ino: child.ino,
+                kind: attr.kind,
+                name: child.name,
+                attr,
+            });
+        }
+        Ok(DirSnapshot { entries, ttl })
+    }
+
+    pub(crate) fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
+        self.dirs.lock().get(&fh).cloned()
+    }
+
+    pub(crate) fn close_snapshot(&self, fh: u64) {
+        let Some(open) = self.dirs.lock().remove(&fh) else {
+            return;
+        };
+        let mut listings = self.kernel_listings.lock();
+        if let Some(listing) = listings.get_mut(&open.dir) {
+            listing.open_handles = listing.open_handles.saturating_sub(1);
+        }
+    }
+
+    /// `EACCES` when opening `ino` would read a file whose every read spends
+    /// one of its limited downloads (file.io) and the user has not allowed that
+    /// with `--consume-downloads`. Truncating opens read nothing and pass.
+    pub(crate) fn refuse_to_spend_download(&self, ino: u64, flags: i32) -> Option<Error> {
+        if self.config.consume_downloads || flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        let node = self.inodes.get(ino)?;
+        let NodeKind::File(entry) = &node.kind else {
+            return None;
+        };
+        if !self.remote.read_consumes_download(&entry.id) {
+            return None;
+        }
+        warn!(
+            file = %entry.name,
+            "refusing to open {:?}: it was not uploaded from this machine, and reading it would \
+             spend one of its {} downloads (possibly deleting it); mount with --consume-downloads \
+             to allow that",
+            entry.name,
+            self.remote.service()
+        );
+        Some(Error::DownloadsLimited)
+    }
+
+    /// Opens a remote file for reading: the new handle, and whether the
+    /// content is the one the file had when last opened (the kernel may
+    /// then keep its page cache). No call to the service: the size and
+    /// version come from the listing.
+    pub(crate) fn open_remote_handle(&self, ino: u64, entry: &FileEntry) -> (u64, bool) {
+        let source = FileSource::for_entry(entry);
+        let unchanged = self
+            .opened_content
+            .lock()
+            .insert(ino, source.key.clone())
+            .is_some_and(|previous| previous == source.key);
+        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
+        let fh = self.new_handle();
+        self.files.lock().insert(fh, file);
+        (fh, unchanged)
+    }
+}
