@@ -104,6 +104,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         &runtime,
         remote,
         root,
+        &format!("{DEMO_REMOTE}:"),
         &args.mountpoint,
         fs_config,
         &args.options,

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod commands;
 pub mod demo;
 pub mod mount;
+pub mod rc;
 
 use crate::emulator;
 
@@ -50,6 +51,10 @@ pub enum Command {
     Link(commands::LinkArgs),
     /// Show the account's space used and total.
     About(commands::AboutArgs),
+    /// Call an operation of a mount's control API (mounted with --rc).
+    Rc(rc::RcArgs),
+    /// Summarize what a mount is doing (mounted with --rc).
+    Status(rc::StatusArgs),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: info for this crate).
@@ -76,5 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mv(args) => commands::run_mv(config, args),
         Command::Link(args) => commands::run_link(config, args),
         Command::About(args) => commands::run_about(config, args),
+        Command::Rc(args) => rc::run_rc_command(args),
+        Command::Status(args) => rc::run_status_command(args),
     }
 }

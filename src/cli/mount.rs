@@ -12,7 +12,12 @@ use tracing::{debug, info, warn};
 
 use crate::cache::block::BlockCacheConfig;
 use crate::config::{Config, RemotePath};
-use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_AHEAD};
+use crate::control::{ControlPaths, Counters, RcOptions, RcServer, RecentErrors};
+use crate::fs::{
+    FilehostFs, FsConfig, MountControl, MountIdentity, ReadAheadConfig, WriteConfig,
+    KERNEL_READ_AHEAD,
+};
+use crate::remote::counting::CountingRemote;
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
 
@@ -105,6 +110,8 @@ pub struct MountOptions {
     /// overrides `auto_delete`.
     #[arg(long, value_name = "BOOL")]
     pub auto_delete: Option<bool>,
+    #[command(flatten)]
+    pub rc: RcOptions,
 }
 
 fn parse_expires(text: &str) -> Result<String, String> {
@@ -259,6 +266,7 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
         &runtime,
         remote,
         root,
+        &args.remote,
         &args.mountpoint,
         fs_config,
         &args.options,
@@ -304,12 +312,15 @@ async fn open_mount_root(
 
 /// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
 /// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
-/// (Ctrl-C, SIGTERM, SIGHUP), which unmounts cleanly. `on_ready` runs once
-/// the mount is in place.
+/// (Ctrl-C, SIGTERM, SIGHUP) or its control API's `mount/unmount`, which
+/// unmount cleanly. `spec` is the `REMOTE:[path]` mounted. `on_ready` runs
+/// once the mount is in place.
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
     remote: Arc<dyn Remote>,
     root: FolderId,
+    spec: &str,
     mountpoint: &Path,
     fs_config: FsConfig,
     options: &MountOptions,
@@ -317,7 +328,14 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
     release_freed_blocks_to_the_system(options.block_size);
-    let filesystem = FilehostFs::new(remote, root, fs_config)
+    let counters = Arc::new(Counters::new());
+    let errors = Arc::new(RecentErrors::default());
+    let remote = Arc::new(CountingRemote::new(
+        remote,
+        counters.clone(),
+        errors.clone(),
+    ));
+    let filesystem = FilehostFs::new(remote.clone(), root, fs_config)
         .context("cannot set up the caches and the write-back journal")?;
     let blocks = filesystem.state.blocks.clone();
     let fs_state = filesystem.state.clone();
@@ -325,6 +343,42 @@ pub fn serve(
     // Resolved before mounting: afterwards, looking at the path would ask
     // the mount itself, which does not serve requests yet.
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or(mountpoint.to_path_buf());
+    // The control API starts before the mount so that a bad option or a
+    // busy socket fails the command before anything is mounted.
+    let (unmount_request, unmount_requested) = tokio::sync::oneshot::channel::<()>();
+    let paths = ControlPaths::from_env();
+    let control = if let Some(listen) = options.rc.resolve(&canonical, &paths)? {
+        let target = RemotePath::parse(spec).ok();
+        let identity = MountIdentity {
+            remote: target
+                .as_ref()
+                .map_or(spec.to_string(), |t| t.remote.clone()),
+            remote_path: target.map(|t| t.path).unwrap_or_default(),
+            mountpoint: canonical.display().to_string(),
+        };
+        let surface = MountControl::new(
+            &filesystem.core,
+            remote,
+            counters,
+            errors,
+            identity,
+            Box::new(move || {
+                let _ = unmount_request.send(());
+            }),
+        );
+        let server = runtime
+            .block_on(RcServer::start(
+                Arc::new(surface),
+                listen,
+                &canonical,
+                &paths,
+            ))
+            .context("cannot start the control API")?;
+        info!(endpoint = ?server.endpoint(), "control API listening");
+        Some(server)
+    } else {
+        None
+    };
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -339,7 +393,10 @@ pub fn serve(
     let mut unmounter = session.unmount_callable();
     let shown = mountpoint.display().to_string();
     let signals = runtime.spawn(async move {
-        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = wait_for_stop_signal() => {}
+            Ok(()) = unmount_requested => {}
+        }
         info!(mountpoint = %shown, "stop requested; unmounting");
         if let Err(error) = unmounter.unmount() {
             warn!(%error, "unmount failed");
@@ -349,6 +406,9 @@ pub fn serve(
     let result = session.run();
     signals.abort();
     drop(session);
+    if let Some(server) = control {
+        runtime.block_on(server.stop());
+    }
     runtime.block_on(crate::fs::finish_uploads(
         &fs_state.write,
         wait_for_stop_signal(),

@@ -3,6 +3,7 @@
 //! them to the kernel.
 
 pub mod adapter;
+mod control;
 mod core;
 pub mod error;
 pub mod inode;
@@ -15,6 +16,7 @@ mod xattr;
 
 pub use self::core::{Core, SpaceStats};
 pub use adapter::{FilehostFs, KERNEL_READ_AHEAD};
+pub use control::{MountControl, MountIdentity};
 pub use error::Error;
 pub use pending::WriteConfig;
 pub use read::ReadAheadConfig;

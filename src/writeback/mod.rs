@@ -91,6 +91,7 @@ mod journal;
 mod queue;
 mod recovery;
 mod staging;
+mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -110,6 +111,7 @@ use tokio::task::JoinHandle;
 use journal::{now_ms, EntryRecord, Journal, NewEntry, Progress};
 pub use journal::{EntryState, ObsoleteReason};
 use staging::{StagingDir, StagingOpenError};
+pub use view::{FinishedUpload, QueuedUpload, UploadStage};
 
 use crate::remote::{FileEntry, FileId, FolderId, Remote, RemoteError, RemoteResult};
 
@@ -286,6 +288,8 @@ struct State {
     /// Set while unmounting: the write-back delay no longer applies, and
     /// entries that failed after this sequence number are not waited for.
     draining_since: Option<u64>,
+    /// The latest finished uploads, newest last, for watchers of the queue.
+    finished: std::collections::VecDeque<FinishedUpload>,
 }
 
 #[derive(Clone, Debug)]
@@ -335,6 +339,7 @@ impl WriteBack {
                 failure_seq: 0,
                 uploaded_files: HashMap::new(),
                 draining_since: None,
+                finished: std::collections::VecDeque::new(),
             }),
             wake: Notify::new(),
             progress_tx,

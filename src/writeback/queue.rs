@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use super::journal::{now_ms, EntryRecord, EntryState, ObsoleteReason, Progress};
-use super::{duration_ms, EntryId, Failure, Inner, WriteBackError, WriteEvent};
+use super::{duration_ms, view, EntryId, Failure, Inner, WriteBackError, WriteEvent};
 use crate::remote::{FileEntry, FileId, FolderId, RemoteError, UploadSource};
 
 /// Without a content checksum, an unrecorded upload is recognised by name,
@@ -492,6 +492,7 @@ impl Inner {
             expires: None,
         });
         tracing::info!(entry = %id, name = %file.name, id = %file.id, "upload complete");
+        view::remember_finished(&mut state.finished, id, &parent, &file);
         // The hand-over happens while the entry still exists and under the
         // lock: whoever asks the queue about this entry sees either the
         // pending file or (after the lock) a mount that already shows the

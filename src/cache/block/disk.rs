@@ -134,6 +134,28 @@ impl DiskTier {
         }
     }
 
+    /// Drops a block from disk; returns its length when it was held.
+    pub(super) fn remove(&self, block_key: &BlockKey) -> Option<u64> {
+        let len = {
+            let mut index = self.index.lock();
+            let len = index.lru.pop(block_key)?;
+            index.bytes -= len;
+            len
+        };
+        remove_files(&[self.path_of(block_key)]);
+        Some(len)
+    }
+
+    /// The contents with at least one block on disk.
+    pub(super) fn contents(&self) -> Vec<crate::cache::ContentKey> {
+        let index = self.index.lock();
+        index
+            .lru
+            .iter()
+            .map(|(key, _)| key.content.clone())
+            .collect()
+    }
+
     /// The block's bytes, or `None` when the file is gone or damaged.
     pub(super) async fn load(&self, block_key: BlockKey, expected_len: usize) -> Option<Bytes> {
         let path = self.path_of(&block_key);
