@@ -175,10 +175,14 @@ fn the_queue_shows_a_failure_then_success_after_queue_retry() {
     emu.set_faults(json!({"error_rate": 0.0}));
     let (status, answer) = post_unix(&socket, "vfs/queue-retry", &format!(r#"{{"id": {id}}}"#));
     assert_eq!(status, 200, "{answer}");
-    wait_for("the upload to finish", || {
+    let done = wait_for("the upload to finish", || {
         let (_, queue) = post_unix(&socket, "vfs/queue", "{}");
-        (queue_item(&queue, "report.txt")?["state"] == "done").then_some(())
+        let item = queue_item(&queue, "report.txt")?.clone();
+        (item["state"] == "done").then_some(item)
     });
+    assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
+    assert_eq!(done["progress_bytes"], 17, "{done}");
+    assert_eq!(done["last_error"], Value::Null, "{done}");
     assert!(
         Utc::now() < next_try.1,
         "done only after the scheduled next try: the retry did nothing"

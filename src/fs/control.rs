@@ -283,7 +283,7 @@ impl ControlSurface for MountControl {
                 path: self.item_path(done.id, &done.parent, &done.name),
                 size: done.size,
                 state: QueueState::Done,
-                attempts: 1,
+                attempts: done.attempts,
                 last_error: None,
                 next_try: None,
                 progress_bytes: done.size,
@@ -298,7 +298,7 @@ impl ControlSurface for MountControl {
             attempts: upload.attempts + u32::from(upload.stage == UploadStage::Uploading),
             last_error: upload.last_error.clone(),
             next_try: upload.next_try.map(to_utc),
-            progress_bytes: 0,
+            progress_bytes: upload.sent_bytes,
         }));
         items.sort_by_key(|item| item.id);
         // Forget the paths of items no longer shown.

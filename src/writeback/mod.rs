@@ -290,6 +290,10 @@ struct State {
     draining_since: Option<u64>,
     /// The latest finished uploads, newest last, for watchers of the queue.
     finished: std::collections::VecDeque<FinishedUpload>,
+    /// Bytes sent so far by each upload running now.
+    sending: HashMap<EntryId, Arc<std::sync::atomic::AtomicU64>>,
+    /// Attempts the latest upload of an entry took, until it is finalized.
+    succeeded_after: HashMap<EntryId, u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -340,6 +344,8 @@ impl WriteBack {
                 uploaded_files: HashMap::new(),
                 draining_since: None,
                 finished: std::collections::VecDeque::new(),
+                sending: HashMap::new(),
+                succeeded_after: HashMap::new(),
             }),
             wake: Notify::new(),
             progress_tx,
@@ -732,6 +738,8 @@ impl State {
         self.urgent.remove(&id);
         self.failures.remove(&id);
         self.uploaded_files.remove(&id);
+        self.sending.remove(&id);
+        self.succeeded_after.remove(&id);
     }
 }
 

@@ -3,6 +3,7 @@
 //! and a way to try one again now instead of at its next try.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::journal::{now_ms, EntryRecord, EntryState, Progress};
@@ -45,6 +46,8 @@ pub struct QueuedUpload {
     pub last_error: Option<String>,
     /// When the next attempt is due, if it is not now.
     pub next_try: Option<SystemTime>,
+    /// Bytes of the running attempt sent so far.
+    pub sent_bytes: u64,
 }
 
 /// An upload that completed.
@@ -55,6 +58,8 @@ pub struct FinishedUpload {
     pub name: String,
     pub size: u64,
     pub at: SystemTime,
+    /// Attempts it took, the successful one included.
+    pub attempts: u32,
 }
 
 /// Called by the worker as it finalizes an entry.
@@ -63,6 +68,7 @@ pub(super) fn remember_finished(
     id: EntryId,
     parent: &FolderId,
     file: &FileEntry,
+    attempts: u32,
 ) {
     if finished.len() == FINISHED_KEPT {
         finished.pop_front();
@@ -73,6 +79,7 @@ pub(super) fn remember_finished(
         name: file.name.clone(),
         size: file.size,
         at: SystemTime::now(),
+        attempts,
     });
 }
 
@@ -123,6 +130,10 @@ impl WriteBack {
                     attempts: row.attempts,
                     last_error: row.last_error.clone(),
                     next_try: (due > now).then(|| time_of(due)),
+                    sent_bytes: state
+                        .sending
+                        .get(&row.id)
+                        .map_or(0, |sent| sent.load(Ordering::Relaxed)),
                 }
             })
             .collect()
