@@ -43,6 +43,16 @@ use crate::cache::FileSource;
 use crate::remote::{FileEntry, FolderId, RemoteError};
 use crate::writeback::{EntryId, Replaced, StagedHandle, WriteBackError};
 
+/// A line for the user on stderr at unmount. Stderr may be a closed pipe
+/// (`filehostfs mount ... | tee log`, `tee` stopped first): the line is
+/// then dropped, where `eprintln!` would panic in the middle of the stop.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `renameat2` flags (linux/fs.h).
 const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
@@ -844,7 +854,7 @@ pub(crate) async fn finish_uploads(
     }
     let outstanding = write.queue.outstanding();
     if outstanding > 0 {
-        eprintln!(
+        tell!(
             "filehostfs: waiting up to {}s for {outstanding} pending upload(s)...",
             write.unmount_wait.as_secs()
         );
@@ -852,7 +862,7 @@ pub(crate) async fn finish_uploads(
     let report = tokio::select! {
         report = write.queue.drain(write.unmount_wait) => report,
         () = stop => {
-            eprintln!("filehostfs: stop requested; not waiting for the uploads");
+            tell!("filehostfs: stop requested; not waiting for the uploads");
             write.queue.drain(Duration::ZERO).await
         }
     };
@@ -870,12 +880,12 @@ pub(crate) async fn finish_uploads(
     }
     if report.left.is_empty() {
         if outstanding > 0 {
-            eprintln!("filehostfs: all uploads complete");
+            tell!("filehostfs: all uploads complete");
         }
         info!("write-back queue drained");
         return;
     }
-    eprintln!(
+    tell!(
         "filehostfs: {} upload(s) left journaled in {}; the next mount with this cache dir completes them:",
         report.left.len(),
         write.queue.staging_dir().display()
@@ -886,6 +896,6 @@ pub(crate) async fn finish_uploads(
             .as_deref()
             .map(|e| format!(" (last error: {e})"))
             .unwrap_or_default();
-        eprintln!("  {} ({} bytes){reason}", pending.name, pending.size);
+        tell!("  {} ({} bytes){reason}", pending.name, pending.size);
     }
 }
