@@ -349,10 +349,7 @@ pub fn serve(
     let result = session.run();
     signals.abort();
     drop(session);
-    runtime.block_on(crate::fs::finish_uploads(
-        &fs_state.write,
-        wait_for_stop_signal(),
-    ));
+    runtime.block_on(crate::fs::finish_uploads(&fs_state, wait_for_stop_signal()));
     let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
     if runtime.block_on(settle).is_err() {
         warn!("gave up waiting for the disk cache writes");

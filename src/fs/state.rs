@@ -1,17 +1,16 @@
-//! The state every operation shares: caches, the inode table, the open
-//! handles and the write path's part, plus the attributes of a node.
+//! The state every operation shares: caches, the inode table, the handle
+//! table and the write path's part, plus the attributes of a node.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use tokio::runtime::Handle;
 use tracing::warn;
 
 use super::error::Error;
+use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, Node, NodeKind};
 use super::pending::{WriteConfig, WriteState};
 use super::read::{OpenFile, ReadAheadConfig};
@@ -67,10 +66,9 @@ pub(crate) struct FsState {
     pub blocks: BlockCache,
     pub inodes: InodeTable,
     pub config: FsConfig,
-    pub runtime: Handle,
-    pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    pub(crate) dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
-    pub(crate) next_handle: AtomicU64,
+    pub runtime: tokio::runtime::Handle,
+    /// Every open file and folder handle.
+    pub(crate) handles: HandleTable,
     /// The content each inode had when last opened, to tell the kernel it
     /// may keep its page cache when the content is unchanged.
     pub(crate) opened_content: Mutex<HashMap<u64, ContentKey>>,
@@ -140,10 +138,6 @@ pub(crate) struct DirEntry {
 }
 
 impl FsState {
-    pub fn new_handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Attributes of a node as the kernel sees them.
     pub fn attr(&self, node: &Node) -> Attr {
         let (kind, size, mtime, base_perm, nlink) = match &node.kind {
@@ -215,14 +209,27 @@ impl FsState {
         Ok(DirSnapshot { entries, ttl })
     }
 
-    pub(crate) fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
-        self.dirs.lock().get(&fh).cloned()
+    /// Opens a handle on a snapshot of folder `dir`: the handle, and
+    /// whether the kernel may keep the listing it cached for the folder.
+    pub(crate) fn open_snapshot(&self, dir: u64, snapshot: DirSnapshot) -> (u64, bool) {
+        let fingerprint = snapshot.fingerprint();
+        let fh = self
+            .handles
+            .insert(Handle::Directory(Arc::new(OpenDir { dir, snapshot })));
+        let mut listings = self.kernel_listings.lock();
+        let listing = listings.entry(dir).or_default();
+        let keep = listing.fingerprint == Some(fingerprint);
+        if listing.open_handles == 0 {
+            listing.fingerprint = Some(fingerprint);
+        } else if !keep {
+            listing.fingerprint = None;
+        }
+        listing.open_handles += 1;
+        (fh, keep)
     }
 
-    pub(crate) fn close_snapshot(&self, fh: u64) {
-        let Some(open) = self.dirs.lock().remove(&fh) else {
-            return;
-        };
+    /// A folder handle was released.
+    pub(crate) fn closed_dir(&self, open: &OpenDir) {
         let mut listings = self.kernel_listings.lock();
         if let Some(listing) = listings.get_mut(&open.dir) {
             listing.open_handles = listing.open_handles.saturating_sub(1);
@@ -266,8 +273,7 @@ impl FsState {
             .insert(ino, source.key.clone())
             .is_some_and(|previous| previous == source.key);
         let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
-        let fh = self.new_handle();
-        self.files.lock().insert(fh, file);
+        let fh = self.handles.insert(Handle::RemoteReader(file));
         (fh, unchanged)
     }
 }
