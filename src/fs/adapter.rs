@@ -22,10 +22,11 @@ use fuser::{
 };
 use tracing::{debug, info};
 
+use super::attr::{Attr, NodeType};
 use super::core::{Core, Entry, Opened, ReadStart};
 use super::error::{Errno, Error, Unsupported};
 use super::file_data::AttrChange;
-use super::state::{Attr, FsConfig, FsState, NodeType};
+use super::state::{FsConfig, FsState};
 use crate::remote::{FolderId, Remote};
 use crate::writeback::Recovery;
 

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::attr::Attr;
+use super::dir_snapshot::OpenDir;
 use super::error::{Error, Unsupported};
 use super::file_data::{self, AttrChange};
 use super::handles::{Handle, HandleTable};
@@ -23,7 +25,7 @@ use super::namespace;
 use super::overlay::on_write_event;
 use super::pending::WriteState;
 use super::read::{OpenFile, ReadPlan};
-use super::state::{Attr, FsConfig, FsState, OpenDir};
+use super::state::{FsConfig, FsState};
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;

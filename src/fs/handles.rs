@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::dir_snapshot::OpenDir;
 use super::read::OpenFile;
-use super::state::OpenDir;
 use crate::writeback::{EntryId, StagedHandle};
 
 /// What an open handle is.
