@@ -7,6 +7,16 @@ use tracing::{debug, info, warn};
 
 use super::state::FsState;
 
+/// A line for the user on stderr at unmount. Stderr may be a closed pipe
+/// (`filehostfs mount ... | tee log`, `tee` stopped first): the line is
+/// then dropped, where `eprintln!` would panic in the middle of the stop.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// At unmount: waits (bounded) for the queue and says what is left.
 /// `stop` ends the wait early (a second Ctrl-C): what is pending then stays
 /// journaled, as after a timeout.
@@ -23,7 +33,7 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
     }
     let outstanding = write.queue.outstanding();
     if outstanding > 0 {
-        eprintln!(
+        tell!(
             "filehostfs: waiting up to {}s for {outstanding} pending upload(s)...",
             write.unmount_wait.as_secs()
         );
@@ -31,7 +41,7 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
     let report = tokio::select! {
         report = write.queue.drain(write.unmount_wait) => report,
         () = stop => {
-            eprintln!("filehostfs: stop requested; not waiting for the uploads");
+            tell!("filehostfs: stop requested; not waiting for the uploads");
             write.queue.drain(Duration::ZERO).await
         }
     };
@@ -49,12 +59,12 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
     }
     if report.left.is_empty() {
         if outstanding > 0 {
-            eprintln!("filehostfs: all uploads complete");
+            tell!("filehostfs: all uploads complete");
         }
         info!("write-back queue drained");
         return;
     }
-    eprintln!(
+    tell!(
         "filehostfs: {} upload(s) left journaled in {}; the next mount with this cache dir completes them:",
         report.left.len(),
         write.queue.staging_dir().display()
@@ -65,6 +75,6 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
             .as_deref()
             .map(|e| format!(" (last error: {e})"))
             .unwrap_or_default();
-        eprintln!("  {} ({} bytes){reason}", pending.name, pending.size);
+        tell!("  {} ({} bytes){reason}", pending.name, pending.size);
     }
 }
