@@ -157,11 +157,12 @@ fn config(staging: &std::path::Path) -> FsConfig {
             block_size: 64,
             max_memory: 1 << 20,
             disk: None,
-            prefetch_concurrency: 2,
+            max_streams: 2,
         },
         read_ahead: ReadAheadConfig {
             max_blocks: 4,
             max_blocks_per_request: 2,
+            max_streams_per_file: 2,
         },
         // Every lookup lists again: another client's change shows at once.
         dir_cache_time: Duration::ZERO,
