@@ -399,3 +399,30 @@ fn a_restarted_mount_answers_from_the_saved_listings_and_revalidates() {
     );
     mount.unmount();
 }
+
+#[test]
+fn a_second_stop_request_detaches_a_busy_mount() {
+    let emu = Emulator::start();
+    Seeder::new(&emu).upload("", "a.txt", b"hello");
+    let mut mount = Mount::start(&emu, "", &[]);
+    // A file held open keeps the mount busy: a plain unmount is refused.
+    let held = std::fs::File::open(mount.path().join("a.txt")).unwrap();
+    mount.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(running(mount.pid()), "log:\n{}", mount.log());
+    mount.signal(libc::SIGTERM);
+    wait_until("the busy mount to be detached", || {
+        !is_mounted(mount.path())
+    });
+    // The open file still reads; closing it lets the process end.
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut text).unwrap();
+    assert_eq!(text, "hello");
+    drop(held);
+    let status = mount
+        .wait_for_exit()
+        .expect("the mount process did not end");
+    let log = mount.log();
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains("detaching the busy mount"), "{log}");
+}

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::listing_store::ListingStore;
-use crate::remote::{FolderId, Listing, Remote, RemoteResult, SpaceInfo};
+use crate::remote::{FileId, FolderId, Listing, Remote, RemoteResult, SpaceInfo};
 
 /// 1fichier answers `user/info` at most once per 5 minutes per account.
 pub const MIN_ABOUT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -265,6 +265,52 @@ impl MetaCache {
             self.inner.consulted.lock().insert(folder.clone());
             forget_saved(&self.inner, folder.clone());
         }
+    }
+
+    /// `folder` was changed through the mount: its saved listing no longer
+    /// describes it, so a restart must list it (this run keeps its own view,
+    /// which the inode table updates).
+    pub fn changed(&self, folder: &FolderId) {
+        if self.inner.store.get().is_none() {
+            return;
+        }
+        self.inner.consulted.lock().insert(folder.clone());
+        forget_saved(&self.inner, folder.clone());
+    }
+
+    /// The folders whose listing in memory shows file `file` (where a
+    /// change to it shows); none asked for when no listing is saved.
+    pub fn folders_showing_file(&self, file: &FileId) -> Vec<FolderId> {
+        if !self.persists() {
+            return Vec::new();
+        }
+        self.inner
+            .listings
+            .lock()
+            .iter()
+            .filter(|(_, fetched)| fetched.listing.files.iter().any(|f| &f.id == file))
+            .map(|(folder, _)| folder.clone())
+            .collect()
+    }
+
+    /// The folders whose listing in memory shows sub-folder `child`; none
+    /// asked for when no listing is saved.
+    pub fn folders_showing_folder(&self, child: &FolderId) -> Vec<FolderId> {
+        if !self.persists() {
+            return Vec::new();
+        }
+        self.inner
+            .listings
+            .lock()
+            .iter()
+            .filter(|(_, fetched)| fetched.listing.folders.iter().any(|f| &f.id == child))
+            .map(|(folder, _)| folder.clone())
+            .collect()
+    }
+
+    /// Whether listings are saved for the next run.
+    pub fn persists(&self) -> bool {
+        self.inner.store.get().is_some()
     }
 
     /// Forgets every listing, fetch in flight and saved listing (SIGHUP):

@@ -26,6 +26,7 @@ use super::write::{self, AttrChange};
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;
+use crate::cache::tracked_remote::TrackedRemote;
 use crate::remote::{FolderId, Remote};
 use crate::writeback::Recovery;
 
@@ -56,6 +57,8 @@ impl Core {
     ) -> Result<(Core, Recovery), Error> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
+        // Changes made from here on outdate saved listings (warm restarts).
+        let remote = TrackedRemote::wrap(remote, &meta);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
         let state = Arc::new(FsState {
             remote,
