@@ -75,9 +75,14 @@ pub struct MountOptions {
     /// Largest read-ahead request.
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     pub read_ahead_request: u64,
-    /// Read-ahead requests in flight at once, across the mount.
-    #[arg(long, default_value_t = 4)]
-    pub read_ahead_concurrency: usize,
+    /// Most read-ahead connections open at once across the mount; the set
+    /// grows up to this while more connections bring more throughput (a
+    /// remote's `max_streams` lowers it).
+    #[arg(long, default_value_t = 8, alias = "read-ahead-concurrency", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_streams: usize,
+    /// Most read-ahead connections one open file uses at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_streams_per_file: usize,
     /// Owner of every file (default: the user mounting).
     #[arg(long)]
     pub uid: Option<u32>,
@@ -160,11 +165,12 @@ impl MountOptions {
                 block_size: self.block_size,
                 max_memory: self.cache_max_memory,
                 disk: self.cache_dir.clone().map(|dir| (dir, self.cache_max_size)),
-                prefetch_concurrency: self.read_ahead_concurrency.max(1),
+                max_streams: self.max_streams,
             },
             read_ahead: ReadAheadConfig {
                 max_blocks: read_ahead / self.block_size,
                 max_blocks_per_request: (self.read_ahead_request / self.block_size).max(1),
+                max_streams_per_file: self.max_streams_per_file,
             },
             dir_cache_time: self.dir_cache_time,
             // SAFETY: getuid/getgid cannot fail and touch no memory.
@@ -265,12 +271,15 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let source = runtime.block_on(open_mount_root(
+    let (source, remote_max_streams) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
         &args.options.upload_overrides(),
         !args.no_saved_listings,
     ))?;
+    if let Some(limit) = remote_max_streams {
+        fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
+    }
     let notify = args.notify_ready;
     serve(
         &runtime,
@@ -307,18 +316,20 @@ pub struct MountSource {
 }
 
 /// Opens the remote named in `spec` (`REMOTE:[path]`), finds the folder
-/// to mount, and opens the listings saved for warm restarts (`saved`).
+/// to mount, opens the listings saved for warm restarts (`saved`), and
+/// tells the remote's `max_streams` limit, if it sets one.
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
     upload: &crate::remote::fileio::UploadOptions,
     saved: bool,
-) -> anyhow::Result<MountSource> {
+) -> anyhow::Result<(MountSource, Option<usize>)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
     config.override_upload_options(&target.remote, upload)?;
     let remote = config.open_remote(&target.remote)?;
     let listings = open_listing_store(&config, &target.remote, saved);
+    let max_streams = config.remote(&target.remote)?.max_streams;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
         Ok(Resolved::File { .. }) => {
@@ -326,11 +337,12 @@ async fn open_mount_root(
         }
         Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
     };
-    Ok(MountSource {
+    let source = MountSource {
         remote,
         root,
         listings,
-    })
+    };
+    Ok((source, max_streams))
 }
 
 /// The listings saved in the remote's state dir, which a restarted mount
@@ -442,7 +454,7 @@ pub fn serve(
     let seen = requests.count();
     let progress = runtime.spawn(report_drain_progress(fs_state.write.queue.clone()));
     runtime.block_on(crate::fs::finish_uploads(
-        &fs_state.write,
+        &fs_state,
         requests.more_than(seen),
     ));
     progress.abort();
