@@ -6,6 +6,7 @@
 #
 #   scripts/bench-scan.sh                 # 60 videos in 6 folders
 #   FILES=120 FOLDERS=12 scripts/bench-scan.sh
+#   PROFILE=dev scripts/bench-scan.sh     # the debug build
 #
 # The library mixes MP4s indexed at the start (faststart), MP4s indexed at
 # the end and MKVs (cues at the end), 2-second clips of ~1.1 MiB. Three scans:
@@ -32,9 +33,15 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-echo "bench-scan: building (release)"
-cargo build --release --quiet --bin filehostfs
-BIN=$PWD/target/release/filehostfs
+# PROFILE=dev uses the debug build (the scan waits on the service's pace,
+# not on the CPU, so its figures barely differ).
+PROFILE=${PROFILE:-release}
+echo "bench-scan: building ($PROFILE)"
+cargo build --profile "$PROFILE" --quiet --bin filehostfs
+case "$PROFILE" in
+  dev) BIN=$PWD/target/debug/filehostfs ;;
+  *) BIN=$PWD/target/$PROFILE/filehostfs ;;
+esac
 
 WORK=$(mktemp -d /tmp/filehostfs-bench-scan.XXXXXX)
 MNT=$WORK/mnt

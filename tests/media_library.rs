@@ -165,6 +165,44 @@ fn a_file_changed_between_two_mounts_is_probed_again() {
 }
 
 #[test]
+fn a_film_streamed_through_a_small_disk_cache_leaves_the_library_probe_blocks() {
+    let emu = Emulator::start();
+    let work = tempfile::tempdir().unwrap();
+    let files = seed_library(&emu, work.path());
+    let film = common::mount::test_bytes(128 << 20, 11);
+    Seeder::new(&emu).upload("films", "film.bin", &film);
+    let cache = tempfile::tempdir().unwrap();
+    // 80 MiB of disk (16 reserved for probe blocks, enough for the six
+    // two-block clips and the film's head and tail) for a 128 MiB film:
+    // plain LRU would keep only the film.
+    let args = [
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--cache-max-size",
+        "80M",
+    ];
+
+    let mount = Mount::start(&emu, "", &args);
+    for file in &files {
+        probe(&mount.path().join(file));
+    }
+    assert_eq!(
+        mount.sha256("films/film.bin"),
+        common::mount::sha256_hex(&film)
+    );
+    mount.unmount();
+    assert!(disk_usage(cache.path()) <= 80 << 20);
+
+    emu.reset_stats();
+    let mount = Mount::start(&emu, "", &args);
+    for file in &files {
+        probe(&mount.path().join(file));
+    }
+    assert_eq!(download_requests(&emu), 0, "{}", emu.stats());
+    mount.unmount();
+}
+
+#[test]
 fn the_default_disk_cache_is_in_the_users_cache_dir_and_bounded() {
     let emu = Emulator::start();
     let seed = Seeder::new(&emu);
