@@ -209,7 +209,7 @@ fn the_default_disk_cache_is_in_the_users_cache_dir_and_bounded() {
     let film = common::mount::test_bytes(24 << 20, 7);
     seed.upload("films", "film.bin", &film);
     let xdg = tempfile::tempdir().unwrap();
-    let env = [("XDG_CACHE_HOME", xdg.path())];
+    let env = [("XDG_CACHE_HOME", xdg.path().as_os_str())];
     let bound: u64 = 6 << 20;
     let args = ["--cache-max-size", "6M", "--block-size", "256K"];
 
@@ -238,7 +238,7 @@ fn the_default_disk_cache_is_in_the_users_cache_dir_and_bounded() {
 
     // ... and --no-disk-cache writes nothing there.
     let empty = tempfile::tempdir().unwrap();
-    let env = [("XDG_CACHE_HOME", empty.path())];
+    let env = [("XDG_CACHE_HOME", empty.path().as_os_str())];
     let mut no_disk = args.to_vec();
     no_disk.push("--no-disk-cache");
     let mount = Mount::start_with_env(&emu, "", &no_disk, &env);

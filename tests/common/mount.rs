@@ -157,7 +157,7 @@ impl Mount {
         emu: &Emulator,
         remote_path: &str,
         args: &[&str],
-        env: &[(&str, &Path)],
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("filehostfs-mount-")
@@ -174,7 +174,7 @@ impl Mount {
             mountpoint.clone().into(),
         ];
         command_line.extend(args.iter().map(Into::into));
-        Mount::launch_with_env(dir, mountpoint, command_line, MountTimes::default(), env)
+        Mount::launch_env(dir, mountpoint, command_line, MountTimes::default(), env)
     }
 
     /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
@@ -214,16 +214,16 @@ impl Mount {
         command_line: Vec<std::ffi::OsString>,
         times: MountTimes,
     ) -> Mount {
-        Mount::launch_with_env(dir, mountpoint, command_line, times, &[])
+        Mount::launch_env(dir, mountpoint, command_line, times, &[])
     }
 
     /// [`Mount::launch_with`] with extra environment variables.
-    pub fn launch_with_env(
+    pub fn launch_env(
         dir: tempfile::TempDir,
         mountpoint: PathBuf,
         command_line: Vec<std::ffi::OsString>,
         times: MountTimes,
-        env: &[(&str, &Path)],
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> Mount {
         let log_path = dir.path().join(format!(
             "mount-{}.log",
