@@ -6,6 +6,7 @@
 pub mod block;
 pub mod listing_store;
 pub mod meta;
+pub mod tracked_remote;
 
 use std::path::PathBuf;
 use std::sync::Arc;

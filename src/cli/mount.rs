@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
 use crate::cache::block::BlockCacheConfig;
+use crate::cache::listing_store::ListingStore;
 use crate::config::{Config, RemotePath};
 use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_AHEAD};
 use crate::remote::resolve::{resolve_path, Resolved};
@@ -36,6 +37,11 @@ pub struct MountArgs {
     /// Where a background (--daemon) mount writes its log.
     #[arg(long, value_name = "FILE", requires = "daemon")]
     pub log_file: Option<PathBuf>,
+    /// Start with empty listing caches instead of answering from the
+    /// listings the last run saved in the remote's state dir (which are
+    /// then forgotten, and none are saved).
+    #[arg(long)]
+    pub no_saved_listings: bool,
     /// Print a systemd unit (Type=notify) running this same mount in the
     /// foreground, and exit without mounting.
     #[arg(long, conflicts_with = "daemon")]
@@ -280,10 +286,11 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let (remote, root, remote_max_streams) = runtime.block_on(open_mount_root(
+    let (source, remote_max_streams) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
         &args.options.upload_overrides(),
+        !args.no_saved_listings,
     ))?;
     if let Some(limit) = remote_max_streams {
         fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
@@ -291,8 +298,7 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let notify = args.notify_ready;
     serve(
         &runtime,
-        remote,
-        root,
+        source,
         &args.mountpoint,
         fs_config,
         &args.options,
@@ -326,17 +332,29 @@ fn default_disk_cache_dir(
         .context("cannot find the user's cache directory; pass --cache-dir or --no-disk-cache")
 }
 
-/// Opens the remote named in `spec` (`REMOTE:[path]`) and finds the folder
-/// to mount.
+/// What a mount serves.
+pub struct MountSource {
+    pub remote: Arc<dyn Remote>,
+    /// The folder shown at the mount's root.
+    pub root: FolderId,
+    /// Where listings are saved for the next start, if anywhere.
+    pub listings: Option<Arc<ListingStore>>,
+}
+
+/// Opens the remote named in `spec` (`REMOTE:[path]`), finds the folder
+/// to mount, opens the listings saved for warm restarts (`saved`), and
+/// tells the remote's `max_streams` limit, if it sets one.
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
     upload: &crate::remote::fileio::UploadOptions,
-) -> anyhow::Result<(Arc<dyn Remote>, FolderId, Option<usize>)> {
+    saved: bool,
+) -> anyhow::Result<(MountSource, Option<usize>)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
     config.override_upload_options(&target.remote, upload)?;
     let remote = config.open_remote(&target.remote)?;
+    let listings = open_listing_store(&config, &target.remote, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
@@ -345,10 +363,41 @@ async fn open_mount_root(
         }
         Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
     };
-    Ok((remote, root, max_streams))
+    let source = MountSource {
+        remote,
+        root,
+        listings,
+    };
+    Ok((source, max_streams))
 }
 
-/// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
+/// The listings saved in the remote's state dir, which a restarted mount
+/// answers from at once. Turned off (`--no-saved-listings`), they are
+/// forgotten so a later run cannot serve them either. Without a usable
+/// state dir the mount goes on, listing every folder again next time.
+fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<ListingStore>> {
+    let opened = config
+        .remote(remote)
+        .and_then(|remote| remote.state_dir())
+        .and_then(|dir| Ok(ListingStore::open(&dir.listings_db())?));
+    match opened {
+        Ok(store) if saved => Some(Arc::new(store)),
+        Ok(store) => {
+            if let Err(error) = store.clear() {
+                warn!(%error, "cannot forget the saved listings");
+            }
+            None
+        }
+        Err(error) => {
+            if saved {
+                warn!(error = %format!("{error:#}"), "listings are not saved for the next start");
+            }
+            None
+        }
+    }
+}
+
+/// Mounts `source` on `mountpoint` and serves it until the mount
 /// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
 /// (Ctrl-C, SIGTERM), which unmounts cleanly; a second request detaches a
 /// busy mount, or stops waiting for uploads (they stay journaled for the
@@ -356,8 +405,7 @@ async fn open_mount_root(
 /// mount is in place.
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
-    remote: Arc<dyn Remote>,
-    root: FolderId,
+    source: MountSource,
     mountpoint: &Path,
     fs_config: FsConfig,
     options: &MountOptions,
@@ -365,8 +413,16 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
     release_freed_blocks_to_the_system(options.block_size);
+    let MountSource {
+        remote,
+        root,
+        listings,
+    } = source;
     let filesystem = FilehostFs::new(remote, root, fs_config)
         .context("cannot set up the caches and the write-back journal")?;
+    if let Some(store) = listings {
+        filesystem.state.meta.persist_in(store);
+    }
     let blocks = filesystem.state.blocks.clone();
     let fs_state = filesystem.state.clone();
     report_recovery(&filesystem);

@@ -27,15 +27,18 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The name the test config gives the emulator's first 1fichier account.
 pub const REMOTE_NAME: &str = "emu";
 
-/// Writes a config file naming the emulator's first account `emu`.
+/// Writes a config file naming the emulator's first account `emu`, whose
+/// state dir (saved listings) is `dir/state`: each mount of a test starts
+/// without what another mount saved, unless it shares the config.
 pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
     let path = dir.join("config.toml");
     // The emulator runs without flood control in tests, so the client's
     // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
     let text = format!(
-        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\n",
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nstate_dir = \"{}\"\n",
         emu.fichier_url(),
-        emu.key()
+        emu.key(),
+        dir.join("state").display()
     );
     std::fs::write(&path, text).unwrap();
     // A config holding a key must be private.
