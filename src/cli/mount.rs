@@ -398,7 +398,7 @@ pub fn serve(
     let seen = requests.count();
     let progress = runtime.spawn(report_drain_progress(fs_state.write.queue.clone()));
     runtime.block_on(crate::fs::finish_uploads(
-        &fs_state.write,
+        &fs_state,
         requests.more_than(seen),
     ));
     progress.abort();
