@@ -65,12 +65,18 @@ pub struct MountOptions {
     /// Memory the block cache may hold.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub cache_max_memory: u64,
-    /// Also keep fetched blocks on disk here; they survive remounts.
+    /// Keep fetched blocks on disk here (and pending uploads); they survive
+    /// remounts. Default for the blocks: the user's cache directory, one
+    /// folder per account.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Disk the on-disk cache may use (least recently used blocks go first).
+    /// Disk the on-disk cache may use (least recently used blocks go first,
+    /// files' heads and tails last).
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_max_size: u64,
+    /// Keep fetched blocks in memory only.
+    #[arg(long)]
+    pub no_disk_cache: bool,
     /// How long folder listings and attributes are trusted (e.g. 5m, 30s, 0).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub dir_cache_time: Duration,
@@ -171,7 +177,11 @@ impl MountOptions {
             cache: BlockCacheConfig {
                 block_size: self.block_size,
                 max_memory: self.cache_max_memory,
-                disk: self.cache_dir.clone().map(|dir| (dir, self.cache_max_size)),
+                disk: self
+                    .cache_dir
+                    .clone()
+                    .filter(|_| !self.no_disk_cache)
+                    .map(|dir| (dir, self.cache_max_size)),
                 max_streams: self.max_streams,
             },
             read_ahead: ReadAheadConfig {
@@ -274,7 +284,12 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
         return run_in_background(&args);
     }
     let mut fs_config = args.options.fs_config()?;
-    fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
+    let remote_name = RemotePath::parse(&args.remote)?.remote;
+    if fs_config.cache.disk.is_none() && !args.options.no_disk_cache {
+        let dir = default_disk_cache_dir(config_path.as_deref(), &remote_name)?;
+        fs_config.cache.disk = Some((dir, args.options.cache_max_size));
+    }
+    fs_config.write.remote_name = Some(remote_name);
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
@@ -312,6 +327,17 @@ pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Where a mount without `--cache-dir` keeps its disk cache: the account's
+/// folder under the user's cache directory, so every restart finds it.
+fn default_disk_cache_dir(
+    config_path: Option<&Path>,
+    remote_name: &str,
+) -> anyhow::Result<PathBuf> {
+    let identity = Config::load(config_path)?.remote(remote_name)?.identity()?;
+    crate::cache::default_disk_dir(&identity)
+        .context("cannot find the user's cache directory; pass --cache-dir or --no-disk-cache")
 }
 
 /// What a mount serves.

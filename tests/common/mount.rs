@@ -154,6 +154,32 @@ impl Mount {
         Mount::launch(dir, mountpoint, command_line)
     }
 
+    /// [`Mount::start`] with extra environment variables for the mount
+    /// process (e.g. `XDG_CACHE_HOME`, to see where default paths lead).
+    pub fn start_with_env(
+        emu: &Emulator,
+        remote_path: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let config = write_config(emu, dir.path());
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            format!("{REMOTE_NAME}:{remote_path}").into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch_env(dir, mountpoint, command_line, MountTimes::default(), env)
+    }
+
     /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
     /// remotes of any service.
     pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
