@@ -15,6 +15,7 @@ use crate::config::{Config, RemotePath};
 use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_AHEAD};
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
+use crate::state_dir::StateDir;
 
 const MIB: u64 = 1 << 20;
 
@@ -94,6 +95,11 @@ pub struct MountOptions {
     /// delete it); without this option opening them fails with EACCES.
     #[arg(long)]
     pub consume_downloads: bool,
+    /// Where this remote's durable state lives (mtimes, modes and extended
+    /// attributes set through the mount); overrides the remote's
+    /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
     /// or a date); overrides the remote's `expires`.
     #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
@@ -167,6 +173,7 @@ impl MountOptions {
             },
             read_only: self.read_only,
             consume_downloads: self.consume_downloads,
+            metadata_db: None,
         })
     }
 
@@ -249,11 +256,12 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let (remote, root) = runtime.block_on(open_mount_root(
+    let (remote, root, state_dir) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
-        &args.options.upload_overrides(),
+        &args.options,
     ))?;
+    fs_config.metadata_db = Some(state_dir.metadata_db());
     let notify = args.notify_ready;
     serve(
         &runtime,
@@ -286,11 +294,16 @@ pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
-    upload: &crate::remote::fileio::UploadOptions,
-) -> anyhow::Result<(Arc<dyn Remote>, FolderId)> {
+    options: &MountOptions,
+) -> anyhow::Result<(Arc<dyn Remote>, FolderId, StateDir)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
-    config.override_upload_options(&target.remote, upload)?;
+    config.override_upload_options(&target.remote, &options.upload_overrides())?;
+    let state_dir = match &options.state_dir {
+        Some(dir) => StateDir::open_at(dir.clone())
+            .with_context(|| format!("--state-dir {}", dir.display()))?,
+        None => config.remote(&target.remote)?.state_dir()?,
+    };
     let remote = config.open_remote(&target.remote)?;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
@@ -299,7 +312,7 @@ async fn open_mount_root(
         }
         Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
     };
-    Ok((remote, root))
+    Ok((remote, root, state_dir))
 }
 
 /// Mounts `root` of `remote` on `mountpoint` and serves it until the mount

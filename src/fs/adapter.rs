@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::core::Core;
 use super::error::{Errno, Error, Unsupported};
 use super::inode::{Node, NodeKind, ROOT_INO};
+use super::metadata_overlay;
 use super::state::{Attr, DirSnapshot, FsConfig, FsState, NodeType, OpenDir};
 use super::write;
 use super::xattr::XATTR_PREFIX;
@@ -368,11 +369,11 @@ impl Filesystem for FilehostFs {
 
     fn setattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -384,12 +385,20 @@ impl Filesystem for FilehostFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // Mode, owner and atime are accepted and ignored (see `write`).
+        // atime is accepted and ignored (see `write`).
         let mtime = mtime.map(|time| match time {
             TimeOrNow::SpecificTime(time) => time,
             TimeOrNow::Now => SystemTime::now(),
         });
-        let change = write::AttrChange { size, mtime, fh };
+        let change = write::AttrChange {
+            size,
+            mtime,
+            mode,
+            uid,
+            gid,
+            caller_uid: Some(req.uid()),
+            fh,
+        };
         self.change(reply, |state, reply| {
             let answer = {
                 let state = state.clone();
@@ -734,14 +743,21 @@ impl Filesystem for FilehostFs {
     fn setxattr(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.refuse(reply, Unsupported::SetXattr);
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return self.refuse(reply, Unsupported::SetXattr);
+        };
+        let value = value.to_vec();
+        self.change(reply, |state, reply| {
+            let set = metadata_overlay::set_xattr(state.clone(), ino, name, value, flags);
+            spawn_answer(state, reply, Ok(set), answer_ok)
+        });
     }
 
     fn getxattr(
@@ -809,8 +825,14 @@ impl Filesystem for FilehostFs {
         reply_xattr(&list, size, reply);
     }
 
-    fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        self.refuse(reply, Unsupported::RemoveXattr);
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(libc::ENODATA);
+        };
+        self.change(reply, |state, reply| {
+            let removed = metadata_overlay::remove_xattr(state.clone(), ino, name);
+            spawn_answer(state, reply, Ok(removed), answer_ok)
+        });
     }
 
     fn create(

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use super::error::{Error, Unsupported};
+use super::error::Error;
 use super::inode::{InodeTable, NodeKind, ROOT_INO};
+use super::metadata_overlay::{self, MetadataOverlay};
 use super::overlay::on_write_event;
 use super::pending::WriteState;
 use super::state::{Attr, FsConfig, FsState};
@@ -57,6 +58,7 @@ impl Core {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
+        let metadata = MetadataOverlay::open(config.metadata_db.as_deref())?;
         let state = Arc::new(FsState {
             remote,
             meta,
@@ -71,7 +73,9 @@ impl Core {
             kernel_listings: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
             write,
+            metadata,
         });
+        metadata_overlay::drop_orphans(&state);
         let events = Arc::downgrade(&state);
         state.write.queue.set_listener(Arc::new(move |event| {
             if let Some(state) = events.upgrade() {
@@ -144,8 +148,8 @@ impl Core {
         Ok(state.attr(&node))
     }
 
-    /// Changes size and mtime (mode, owner and atime are accepted and
-    /// ignored: the services store none of them).
+    /// Changes size, mtime, mode and owner (kept in the metadata store:
+    /// the services keep none of them); atime is accepted and ignored.
     pub async fn setattr(&self, ino: u64, change: AttrChange) -> Result<Attr, Error> {
         self.writable()?;
         let node = write::setattr(&self.state, ino, change)?.await?;
@@ -372,15 +376,31 @@ impl Core {
         Ok(names)
     }
 
-    /// Extended attributes are read-only facts.
-    pub fn setxattr(&self) -> Result<(), Error> {
+    /// Sets a `user.*` extended attribute (`flags`: `XATTR_CREATE`,
+    /// `XATTR_REPLACE`); ours (`user.filehostfs.*`) are read-only facts.
+    pub async fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Error> {
         self.writable()?;
-        Err(Error::Unsupported(Unsupported::SetXattr))
+        let name = name.to_str().ok_or(Error::OperationNotSupported)?;
+        metadata_overlay::set_xattr(
+            self.state.clone(),
+            ino,
+            name.to_string(),
+            value.to_vec(),
+            flags,
+        )
+        .await
     }
 
-    pub fn removexattr(&self) -> Result<(), Error> {
+    pub async fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Error> {
         self.writable()?;
-        Err(Error::Unsupported(Unsupported::RemoveXattr))
+        let name = name.to_str().ok_or(Error::NoAttribute)?;
+        metadata_overlay::remove_xattr(self.state.clone(), ino, name.to_string()).await
     }
 
     /// How long the kernel may trust attributes and entries it was given.

@@ -11,11 +11,10 @@
 //! entries) go to the service at once.
 //!
 //! Choices where POSIX and the services disagree:
-//! - chmod, chown and atime changes are accepted and ignored (the services
-//!   store no owner or mode; refusing them would make `cp -p` and `rsync -a`
-//!   fail). A new mtime is kept for a pending file until it is uploaded;
-//!   after that the service's date is shown. mtime changes of files already
-//!   on the service are accepted and ignored for the same reason.
+//! - mtime, mode and owner are kept by the mount's metadata store (the
+//!   services store none of them; see `metadata_overlay`); atime changes
+//!   are accepted and ignored (the mount is `noatime`). Only root may give
+//!   a file to another owner (POSIX `chown`): others get `EPERM`.
 //! - symlink, hard links, device nodes and FIFOs: `EPERM` (the services store
 //!   none of them); extended attributes cannot be set (`ENOTSUP`);
 //!   `RENAME_EXCHANGE` is refused (`EINVAL`); a move across folders on a
@@ -87,12 +86,19 @@ fn existing_child(state: &FsState, parent: u64, name: &OsStr) -> Result<(String,
     Ok((name, node))
 }
 
-/// What the write path keeps of a `setattr` call (mode, owner and atime
-/// are accepted and ignored; see the module comment).
-#[derive(Clone, Copy, Debug)]
+/// What the write path keeps of a `setattr` call (atime is accepted and
+/// ignored; see the module comment).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct AttrChange {
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    /// Permission bits (file type bits are ignored).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The user asking, when known: a change of owner by anyone but root
+    /// is refused (`EPERM`). `None`: a trusted caller (tests, tools).
+    pub caller_uid: Option<u32>,
     /// The handle a truncation goes through, if the caller has one open.
     pub fh: Option<u64>,
 }
@@ -158,6 +164,12 @@ async fn stage_for_writing_locked(
             return Err(errno);
         }
     }
+    let carried = (state.clone(), file.clone(), staged.id());
+    tokio::task::spawn_blocking(move || {
+        let (state, file, entry) = carried;
+        super::metadata_overlay::carry_to_pending(&state, &file, entry)
+    })
+    .await?;
     state.write.links.lock().insert(ino, staged.id());
     let local = LocalFile {
         size: if truncate { 0 } else { file.size },
@@ -222,19 +234,13 @@ pub(crate) fn setattr(
             return Err(Error::FileTooLarge);
         }
     }
+    let kept = super::metadata_overlay::attr_change(state, &node, &change)?;
     let state = state.clone();
     Ok(async move {
         if let Some(size) = change.size {
             truncate(&state, ino, change.fh, size).await?;
         }
-        if let Some(mtime) = change.mtime {
-            // Kept for pending files only; see the module comment.
-            if let Some(entry) = state.write.entry_of(ino) {
-                if let Err(error) = state.write.queue.set_mtime(entry, mtime) {
-                    debug!(ino, %error, "mtime of a pending file not kept");
-                }
-            }
-        }
+        super::metadata_overlay::keep(&state, ino, kept).await?;
         state.inodes.get(ino).ok_or(Error::NotFound)
     })
 }
