@@ -19,7 +19,8 @@ use tokio::runtime::Handle;
 
 use super::error::Error;
 use super::inode::{InodeTable, NodeKind, ROOT_INO};
-use super::metadata_overlay::{self, MetadataOverlay};
+use super::kept_metadata::MetadataOverlay;
+use super::metadata_overlay;
 use super::overlay::on_write_event;
 use super::pending::WriteState;
 use super::state::{Attr, FsConfig, FsState};

@@ -1,114 +1,22 @@
 //! What the services cannot keep (mtime, mode, owner, `user.*` extended
 //! attributes), laid over what they report: the mount's side of
-//! [`crate::metadata`].
-//!
-//! `stat` is answered on the kernel loop, so it never reads the database:
-//! every record is loaded into memory when the mount starts, and each
-//! change is written to the store (fsync'd, on a blocking thread) before
-//! it is applied in memory and before the caller's call returns. A record
+//! [`crate::metadata`] (its records in memory: `kept_metadata`). Each
+//! change is on disk before the caller's call returns. A record
 //! shows only while its guard names the content the listing shows now; a
 //! file replaced by another client falls back to the service's date and
 //! the mount's default mode and owner.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use parking_lot::RwLock;
 use tracing::warn;
 
 use super::error::Error;
 use super::inode::{Node, NodeKind};
 use super::state::{Attr, FsState};
-use crate::metadata::{
-    ContentGuard, Metadata, MetadataChange, MetadataError, MetadataStore, Record, RecordKey,
-};
+use crate::metadata::{ContentGuard, MetadataChange, RecordKey};
 use crate::remote::FileEntry;
 use crate::writeback::EntryId;
-
-/// The metadata store of a mount and its in-memory copy.
-pub(crate) struct MetadataOverlay {
-    store: Arc<MetadataStore>,
-    records: RwLock<HashMap<RecordKey, Record>>,
-    /// The remote file each copy opened for writing started from: while
-    /// the copy is unchanged, a change made through it (GNU `touch` opens
-    /// the file, then sets its times) also applies to that file, which
-    /// stays when the copy is dropped unchanged.
-    copied_from: parking_lot::Mutex<HashMap<EntryId, FileEntry>>,
-}
-
-impl MetadataOverlay {
-    /// Opens the store at `path` (none: an in-memory store that lives as
-    /// long as the mount) and loads every record.
-    pub(crate) fn open(path: Option<&Path>) -> Result<MetadataOverlay, MetadataError> {
-        let store = MetadataStore::open(path.unwrap_or(Path::new(":memory:")))?;
-        let records = store.all()?.into_iter().collect();
-        Ok(MetadataOverlay {
-            store: Arc::new(store),
-            records: RwLock::new(records),
-            copied_from: parking_lot::Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// What is kept for `key`, if it was set for the content `guard` names.
-    pub(crate) fn get(&self, key: &RecordKey, guard: &ContentGuard) -> Option<Metadata> {
-        let records = self.records.read();
-        let record = records.get(key)?;
-        (&record.guard == guard).then(|| record.metadata.clone())
-    }
-
-    /// Applies `change` durably, then in memory. Blocks on the disk.
-    pub(crate) fn change(
-        &self,
-        key: &RecordKey,
-        guard: &ContentGuard,
-        change: &MetadataChange,
-    ) -> Result<(), MetadataError> {
-        let record = self.store.update(key, guard, change, SystemTime::now())?;
-        self.records.write().insert(key.clone(), record);
-        Ok(())
-    }
-
-    /// Moves the record of `from` to `to` (an upload gave a pending file
-    /// its remote id). Blocks on the disk.
-    fn rekey(
-        &self,
-        from: &RecordKey,
-        to: &RecordKey,
-        guard: &ContentGuard,
-    ) -> Result<(), MetadataError> {
-        if self.store.rekey(from, to, guard)? {
-            let mut records = self.records.write();
-            if let Some(mut record) = records.remove(from) {
-                record.guard = guard.clone();
-                records.insert(to.clone(), record);
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops the record of `key` (its file or folder is gone). Blocks.
-    pub(crate) fn forget(&self, key: &RecordKey) {
-        if let Err(error) = self.store.forget(key) {
-            warn!(%key, %error, "cannot drop a metadata record");
-        }
-        self.records.write().remove(key);
-    }
-
-    /// The pending entries that have a record (recovery drops those whose
-    /// entry is gone).
-    fn pending_entries(&self) -> Vec<u64> {
-        self.records
-            .read()
-            .keys()
-            .filter_map(|key| match key {
-                RecordKey::Pending(entry) => Some(*entry),
-                _ => None,
-            })
-            .collect()
-    }
-}
 
 /// The record key of a pending write-back entry.
 pub(crate) fn pending_key(entry: EntryId) -> RecordKey {
@@ -371,24 +279,34 @@ fn refuse_ours(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The metadata part of a `setattr`, checked at once: a change of owner
-/// by anyone but root is refused as POSIX `chown` does (`EPERM`); giving a
-/// file the owner it already has is allowed (what `cp -p` does).
+/// The metadata part of a `setattr` (`caller_uid`: who asks, `None` for
+/// a trusted caller), checked at once: a change of owner by anyone but
+/// root is refused as POSIX `chown` does (`EPERM`); giving a file the
+/// owner it already has is allowed (what `cp -p` does).
 pub(crate) fn attr_change(
     state: &FsState,
     node: &Node,
-    change: &super::write::AttrChange,
+    wanted: MetadataTimeAndOwner,
 ) -> Result<MetadataChange, Error> {
     let current = state.attr(node);
-    let not_root = change.caller_uid.is_some_and(|uid| uid != 0);
-    if not_root && change.uid.is_some_and(|uid| uid != current.uid) {
+    let not_root = wanted.caller_uid.is_some_and(|uid| uid != 0);
+    if not_root && wanted.uid.is_some_and(|uid| uid != current.uid) {
         return Err(Error::NotPermitted);
     }
     Ok(MetadataChange {
-        mtime_ns: change.mtime.map(nanos_of),
-        mode: change.mode.map(|mode| mode & 0o7777),
-        uid: change.uid,
-        gid: change.gid,
+        mtime_ns: wanted.mtime.map(nanos_of),
+        mode: wanted.mode.map(|mode| mode & 0o7777),
+        uid: wanted.uid,
+        gid: wanted.gid,
         ..MetadataChange::default()
     })
+}
+
+/// What a `setattr` asks of the metadata.
+pub(crate) struct MetadataTimeAndOwner {
+    pub mtime: Option<SystemTime>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub caller_uid: Option<u32>,
 }

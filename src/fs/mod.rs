@@ -6,6 +6,7 @@ pub mod adapter;
 mod core;
 pub mod error;
 pub mod inode;
+mod kept_metadata;
 mod metadata_overlay;
 mod overlay;
 mod pending;

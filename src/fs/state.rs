@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::error::Error;
 use super::inode::{InodeTable, Node, NodeKind};
-use super::metadata_overlay::MetadataOverlay;
+use super::kept_metadata::MetadataOverlay;
 use super::pending::{WriteConfig, WriteState};
 use super::read::{OpenFile, ReadAheadConfig};
 use crate::cache::block::{BlockCache, BlockCacheConfig};

@@ -234,7 +234,14 @@ pub(crate) fn setattr(
             return Err(Error::FileTooLarge);
         }
     }
-    let kept = super::metadata_overlay::attr_change(state, &node, &change)?;
+    let wanted = super::metadata_overlay::MetadataTimeAndOwner {
+        mtime: change.mtime,
+        mode: change.mode,
+        uid: change.uid,
+        gid: change.gid,
+        caller_uid: change.caller_uid,
+    };
+    let kept = super::metadata_overlay::attr_change(state, &node, wanted)?;
     let state = state.clone();
     Ok(async move {
         if let Some(size) = change.size {
