@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Zero-setup demo: installs fuse3 when missing, builds filehostfs, and mounts an
-# emulated account with sample data on MOUNTPOINT (default ~/filehostfs-demo)
-# in the foreground. Ctrl-C unmounts. Extra arguments go to `filehostfs demo`,
-# e.g. `scripts/demo.sh ~/demo --service fii.one`.
+# Zero-setup demo: installs what the demo and the README's commands use when
+# missing (fuse3; ffmpeg, which makes the sample video and gives ffprobe; attr
+# for getfattr), builds filehostfs, and mounts an emulated account with
+# sample data on MOUNTPOINT (default ~/filehostfs-demo) in the foreground.
+# Ctrl-C unmounts. Extra arguments go to `filehostfs demo`, e.g.
+# `scripts/demo.sh ~/demo --service fii.one`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v fusermount3 >/dev/null 2>&1; then
-  echo "demo.sh: installing fuse3"
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v getfattr >/dev/null 2>&1 || need+=(attr)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "demo.sh: installing ${need[*]}"
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends fuse3
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 mountpoint="${1:-$HOME/filehostfs-demo}"

@@ -24,7 +24,9 @@
 //! trusted for its HTTPS connections in addition to the bundled roots and
 //! the system's trust store, and `state_dir = "/path"`: where its durable
 //! state lives (default: `$XDG_STATE_HOME/filehostfs/<service>-<hash>`, see
-//! `crate::state_dir`).
+//! `crate::state_dir`), and `max_streams = N`: the most download
+//! connections a mount of it opens at once (say the account's limit here
+//! when the service has one; the mount's `--max-streams` bounds it too).
 //!
 //! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
 //! `$XDG_CONFIG_HOME/filehostfs/config.toml` (`~/.config/...`).
@@ -77,6 +79,7 @@ struct RawRemote {
     read_timeout: Option<f64>,
     plan: Option<String>,
     requests_per_hour: Option<u32>,
+    max_streams: Option<usize>,
     expires: Option<String>,
     max_downloads: Option<u32>,
     auto_delete: Option<bool>,
@@ -114,6 +117,8 @@ pub struct RemoteConfig {
     pub plan: Option<FiiOnePlan>,
     /// fii.one: API requests allowed per hour (default: the plan's budget).
     pub requests_per_hour: Option<u32>,
+    /// Most download connections a mount opens at once.
+    pub max_streams: Option<usize>,
     /// file.io: the options given to each upload.
     pub upload: UploadOptions,
     /// file.io: where copies of the files uploaded from here are kept.
@@ -239,6 +244,9 @@ impl Config {
             if raw.requests_per_hour == Some(0) {
                 bail!("{shown}: [{name}]: requests_per_hour must be at least 1");
             }
+            if raw.max_streams == Some(0) {
+                bail!("{shown}: [{name}]: max_streams must be at least 1");
+            }
             let only_for = |set: bool, field: &str, kind: &str| -> anyhow::Result<()> {
                 if set && raw.kind != kind {
                     bail!("{shown}: [{name}]: {field} only applies to type = \"{kind}\"");
@@ -261,6 +269,7 @@ impl Config {
             let remote = RemoteConfig {
                 plan,
                 requests_per_hour: raw.requests_per_hour,
+                max_streams: raw.max_streams,
                 upload: UploadOptions {
                     expires: raw.expires,
                     max_downloads: raw.max_downloads,

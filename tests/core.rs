@@ -20,11 +20,12 @@ fn config(staging: &Path, delay: Duration) -> FsConfig {
             block_size: 64 << 10,
             max_memory: 4 << 20,
             disk: None,
-            prefetch_concurrency: 2,
+            max_streams: 2,
         },
         read_ahead: ReadAheadConfig {
             max_blocks: 4,
             max_blocks_per_request: 2,
+            max_streams_per_file: 2,
         },
         dir_cache_time: Duration::ZERO,
         uid: 0,

@@ -154,6 +154,13 @@ impl MetaCache {
         self.inner.listings.lock().remove(folder);
     }
 
+    /// Forgets every listing and fetch in flight (SIGHUP): each folder is
+    /// listed anew on its next access.
+    pub fn invalidate_all(&self) {
+        self.inner.inflight.lock().clear();
+        self.inner.listings.lock().clear();
+    }
+
     /// Space used and total, cached for at least five minutes.
     pub async fn about(&self) -> RemoteResult<SpaceInfo> {
         let mut cached = self.inner.about.lock().await;
@@ -213,6 +220,10 @@ mod tests {
         cache.invalidate(&root);
         cache.listing(&root).await.unwrap();
         assert_eq!(remote.list_requests(), 3);
+        cache.invalidate_all();
+        assert!(cache.fresh(&root).is_none());
+        cache.listing(&root).await.unwrap();
+        assert_eq!(remote.list_requests(), 4);
     }
 
     #[tokio::test]

@@ -1,12 +1,17 @@
 //! Command-line interface: argument definitions and dispatch.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use clap::{Parser, Subcommand};
 
 pub mod commands;
 pub mod demo;
+pub mod fstab;
 pub mod mount;
+pub mod stop_signals;
+pub mod systemd;
 
 use crate::emulator;
 
@@ -52,13 +57,58 @@ pub enum Command {
     About(commands::AboutArgs),
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: info for this crate).
+/// The command line as `filehostfs` sees it (program name excluded): the
+/// process's own, or the one the mount(8) helper translated its arguments
+/// into. `--daemon` and `--print-systemd-unit` repeat it.
+static COMMAND_LINE: OnceLock<Vec<OsString>> = OnceLock::new();
+
+/// What [`parse`] made of the process's arguments.
+pub enum Invocation {
+    Run(Box<Cli>),
+    /// The mount helper's `-f` (fake): nothing to do.
+    Nothing,
+}
+
+/// Parses the process's arguments, as `filehostfs` or as the mount helper
+/// `mount.fuse.filehostfs` (see [`fstab`]); clap's usual exit on `--help`
+/// or a bad argument.
+pub fn parse() -> anyhow::Result<Invocation> {
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_else(|| "filehostfs".into());
+    let mut line: Vec<OsString> = args.collect();
+    if fstab::invoked_as_helper(&program) {
+        line = match fstab::translate(&line)? {
+            fstab::HelperRequest::Mount(line) => line,
+            fstab::HelperRequest::Fake => return Ok(Invocation::Nothing),
+        };
+    }
+    let cli = Cli::parse_from(std::iter::once(OsString::from("filehostfs")).chain(line.clone()));
+    let _ = COMMAND_LINE.set(line);
+    Ok(Invocation::Run(Box::new(cli)))
+}
+
+/// The command line this process runs (see [`COMMAND_LINE`]).
+pub fn command_line() -> Vec<OsString> {
+    COMMAND_LINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().skip(1).collect())
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: info for this crate),
+/// coloured only when stderr is a terminal (a log file or journald gets
+/// plain text). A failed write (stderr a closed pipe: `... | tee log` and
+/// `tee` died first) drops the line silently: the subscriber would
+/// otherwise report it with `eprintln!`, which panics on that same pipe.
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("filehostfs=info,warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .try_init();
 }
 

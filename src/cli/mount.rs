@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
 use crate::state_dir::StateDir;
+
+use super::{stop_signals, systemd};
 
 const MIB: u64 = 1 << 20;
 
@@ -34,6 +37,10 @@ pub struct MountArgs {
     /// Where a background (--daemon) mount writes its log.
     #[arg(long, value_name = "FILE", requires = "daemon")]
     pub log_file: Option<PathBuf>,
+    /// Print a systemd unit (Type=notify) running this same mount in the
+    /// foreground, and exit without mounting.
+    #[arg(long, conflicts_with = "daemon")]
+    pub print_systemd_unit: bool,
     /// Print "ready" on standard output once mounted (used by --daemon).
     #[arg(long, hide = true)]
     pub notify_ready: bool,
@@ -63,9 +70,14 @@ pub struct MountOptions {
     /// Largest read-ahead request.
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     pub read_ahead_request: u64,
-    /// Read-ahead requests in flight at once, across the mount.
-    #[arg(long, default_value_t = 4)]
-    pub read_ahead_concurrency: usize,
+    /// Most read-ahead connections open at once across the mount; the set
+    /// grows up to this while more connections bring more throughput (a
+    /// remote's `max_streams` lowers it).
+    #[arg(long, default_value_t = 8, alias = "read-ahead-concurrency", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_streams: usize,
+    /// Most read-ahead connections one open file uses at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_streams_per_file: usize,
     /// Owner of every file (default: the user mounting).
     #[arg(long)]
     pub uid: Option<u32>,
@@ -153,11 +165,12 @@ impl MountOptions {
                 block_size: self.block_size,
                 max_memory: self.cache_max_memory,
                 disk: self.cache_dir.clone().map(|dir| (dir, self.cache_max_size)),
-                prefetch_concurrency: self.read_ahead_concurrency.max(1),
+                max_streams: self.max_streams,
             },
             read_ahead: ReadAheadConfig {
                 max_blocks: read_ahead / self.block_size,
                 max_blocks_per_request: (self.read_ahead_request / self.block_size).max(1),
+                max_streams_per_file: self.max_streams_per_file,
             },
             dir_cache_time: self.dir_cache_time,
             // SAFETY: getuid/getgid cannot fail and touch no memory.
@@ -248,6 +261,9 @@ fn parse_umask(text: &str) -> Result<u16, String> {
 }
 
 pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
+    if args.print_systemd_unit {
+        return print_systemd_unit(&args);
+    }
     if args.daemon {
         return run_in_background(&args);
     }
@@ -256,12 +272,15 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let (remote, root, state_dir) = runtime.block_on(open_mount_root(
+    let (remote, root, remote_max_streams, state_dir) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
         &args.options,
     ))?;
     fs_config.metadata_db = Some(state_dir.metadata_db());
+    if let Some(limit) = remote_max_streams {
+        fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
+    }
     let notify = args.notify_ready;
     serve(
         &runtime,
@@ -295,7 +314,7 @@ async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
     options: &MountOptions,
-) -> anyhow::Result<(Arc<dyn Remote>, FolderId, StateDir)> {
+) -> anyhow::Result<(Arc<dyn Remote>, FolderId, Option<usize>, StateDir)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
     config.override_upload_options(&target.remote, &options.upload_overrides())?;
@@ -305,6 +324,7 @@ async fn open_mount_root(
         None => config.remote(&target.remote)?.state_dir()?,
     };
     let remote = config.open_remote(&target.remote)?;
+    let max_streams = config.remote(&target.remote)?.max_streams;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
         Ok(Resolved::File { .. }) => {
@@ -312,13 +332,15 @@ async fn open_mount_root(
         }
         Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
     };
-    Ok((remote, root, state_dir))
+    Ok((remote, root, max_streams, state_dir))
 }
 
 /// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
 /// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
-/// (Ctrl-C, SIGTERM, SIGHUP), which unmounts cleanly. `on_ready` runs once
-/// the mount is in place.
+/// (Ctrl-C, SIGTERM), which unmounts cleanly; a second request detaches a
+/// busy mount, or stops waiting for uploads (they stay journaled for the
+/// next mount). SIGHUP drops the listing caches. `on_ready` runs once the
+/// mount is in place.
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
     remote: Arc<dyn Remote>,
@@ -341,35 +363,63 @@ pub fn serve(
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
+    let session_over = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let mut unmounter = session.unmount_callable();
+        let session_over = session_over.clone();
+        let shown = canonical.clone();
+        let meta = fs_state.meta.clone();
+        stop_signals::listen(
+            move |count| {
+                if session_over.load(Ordering::SeqCst) {
+                    // The drain below watches the count itself.
+                    return;
+                }
+                if count == 1 {
+                    info!(mountpoint = %shown.display(), "stop requested; unmounting");
+                    systemd::stopping();
+                    if let Err(error) = unmounter.unmount() {
+                        warn!(%error, "unmount failed");
+                    }
+                } else {
+                    detach(&shown);
+                }
+            },
+            move || {
+                meta.invalidate_all();
+                info!("SIGHUP: listing caches dropped; folders are listed again on next access");
+            },
+        )
+        .context("cannot listen for signals")?
+    };
     // The kernel applies the read-ahead of the session's INIT reply over
     // what sysfs says, so the raise waits until the mount answers a first
-    // request, which it does only after INIT.
+    // request, which it does only after INIT. Readiness is told then too.
+    let answering = canonical.clone();
     std::thread::spawn(move || {
-        if std::fs::metadata(&canonical).is_ok() {
-            raise_kernel_read_ahead(&canonical);
-        }
-    });
-    let mut unmounter = session.unmount_callable();
-    let shown = mountpoint.display().to_string();
-    let signals = runtime.spawn(async move {
-        wait_for_stop_signal().await;
-        info!(mountpoint = %shown, "stop requested; unmounting");
-        if let Err(error) = unmounter.unmount() {
-            warn!(%error, "unmount failed");
+        if std::fs::metadata(&answering).is_ok() {
+            systemd::ready(&answering);
+            raise_kernel_read_ahead(&answering);
         }
     });
     on_ready();
     let result = session.run();
-    signals.abort();
+    session_over.store(true, Ordering::SeqCst);
     drop(session);
+    systemd::stopping();
+    let requests = listener.requests.clone();
+    let seen = requests.count();
+    let progress = runtime.spawn(report_drain_progress(fs_state.write.queue.clone()));
     runtime.block_on(crate::fs::finish_uploads(
-        &fs_state.write,
-        wait_for_stop_signal(),
+        &fs_state,
+        requests.more_than(seen),
     ));
+    progress.abort();
     let settle = tokio::time::timeout(Duration::from_secs(30), blocks.wait_for_disk_writes());
     if runtime.block_on(settle).is_err() {
         warn!("gave up waiting for the disk cache writes");
     }
+    drop(listener);
     info!(mountpoint = %mountpoint.display(), "unmounted");
     result.context("the FUSE session failed")
 }
@@ -449,7 +499,9 @@ fn mount_device(table: &str, mountpoint: &Path) -> Option<String> {
 fn report_recovery(filesystem: &FilehostFs) {
     let recovery = &filesystem.recovery;
     let dir = filesystem.state.write.queue.staging_dir();
-    eprintln!(
+    // Stderr may be a closed pipe: the mount must not care.
+    let _ = writeln!(
+        std::io::stderr(),
         "filehostfs: resumed {} pending upload(s) from {}",
         recovery.resumed.len(),
         dir.display()
@@ -468,43 +520,96 @@ fn report_recovery(filesystem: &FilehostFs) {
     }
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot listen for signals; stop the mount with fusermount3 -u");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-        _ = hangup.recv() => {}
+/// A second stop request while the mount is still busy (files open, a
+/// shell inside it): detach it now (`fusermount3 -uz`); the process ends
+/// once the last open file is closed. Uploads are then drained as usual.
+fn detach(mountpoint: &Path) {
+    warn!(mountpoint = %mountpoint.display(), "stop requested again; detaching the busy mount");
+    let detached = Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match detached {
+        Ok(status) if status.success() => {}
+        Ok(status) => warn!(%status, "fusermount3 -uz failed"),
+        Err(error) => warn!(%error, "cannot run fusermount3"),
     }
+}
+
+/// While uploads drain at stop, tells the service manager how many are
+/// left, once a second.
+async fn report_drain_progress(queue: crate::writeback::WriteBack) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let left = queue.outstanding();
+        if left > 0 {
+            systemd::status(&format!("stopping: waiting for {left} upload(s)"));
+        }
+    }
+}
+
+/// This process's `filehostfs` command line (program name excluded) minus the flags in
+/// `flags` and the options in `valued` with their values.
+fn forwarded_args(flags: &[&str], valued: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in super::command_line() {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if flags.iter().any(|flag| text == *flag) {
+            continue;
+        }
+        if valued.iter().any(|option| text == *option) {
+            skip_value = true;
+            continue;
+        }
+        if valued
+            .iter()
+            .any(|option| text.starts_with(&format!("{option}=")))
+        {
+            continue;
+        }
+        kept.push(arg);
+    }
+    kept
+}
+
+/// `--print-systemd-unit`: the unit of a foreground notify service running
+/// this command line; a user unit unless run as root.
+fn print_systemd_unit(args: &MountArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let command_line = forwarded_args(&["--print-systemd-unit", "--daemon"], &["--log-file"]);
+    let working_dir = std::env::current_dir().context("cannot read the current directory")?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let user = unsafe { libc::geteuid() } != 0;
+    let unit = systemd::unit(
+        &exe,
+        &command_line,
+        &working_dir,
+        &format!(
+            "filehostfs: {} on {}",
+            args.remote,
+            args.mountpoint.display()
+        ),
+        args.options.write_back_wait,
+        user,
+    );
+    std::io::stdout()
+        .write_all(unit.as_bytes())
+        .context("cannot write the unit")
 }
 
 /// `--daemon`: runs the same mount as a detached child process and returns
 /// once the child reports the mount ready (or fails).
 fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    // The same command line minus the options only the parent acts on.
-    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
-    let mut skip_value = false;
-    for arg in std::env::args_os().skip(1) {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        if arg == "--daemon" || arg.to_string_lossy().starts_with("--log-file=") {
-            continue;
-        }
-        if arg == "--log-file" {
-            skip_value = true;
-            continue;
-        }
-        child_args.push(arg);
-    }
+    let child_args = forwarded_args(&["--daemon"], &["--log-file"]);
     let stderr = match &args.log_file {
         Some(path) => Stdio::from(
             std::fs::OpenOptions::new()

@@ -1,37 +1,33 @@
-//! The `fuser::Filesystem` implementation over [`super::Core`]'s state: the
-//! only file that speaks FUSE, and where an [`super::Error`] becomes the
-//! errno the kernel gets.
+//! The `fuser::Filesystem` implementation over [`super::Core`]: the only
+//! file that speaks FUSE, and where an [`super::Error`] becomes the errno
+//! the kernel gets (logged once, at the error's level).
 //!
-//! The kernel loop thread only ever does memory work: a callback that can be
-//! answered from the inode table or the caches answers at once; one that
-//! needs the service clones what it needs, spawns onto the tokio runtime and
-//! replies from there. So a slow service never holds up requests about
-//! folders and blocks already cached.
-//!
-//! Every callback that changes something goes through `FilehostFs::change`,
-//! the one `--read-only` check, to [`super::write`].
+//! A thin bridge: each callback either answers inline from one of the
+//! core's memory-only fast paths (`*_now`, [`Core::start_read`]: fresh
+//! listings, cached blocks, the keep-cache decisions) or spawns the core's
+//! async method on the tokio runtime and replies from there. The kernel
+//! loop thread never waits on the network, so a slow service never holds up
+//! requests about folders and blocks already cached.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use bytes::Bytes;
 use fuser::consts;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::core::Core;
+use super::attr::{Attr, NodeType};
+use super::core::{Core, Entry, Opened, ReadStart};
 use super::error::{Errno, Error, Unsupported};
-use super::inode::{Node, NodeKind, ROOT_INO};
-use super::metadata_overlay;
-use super::state::{Attr, DirSnapshot, FsConfig, FsState, NodeType, OpenDir};
-use super::write;
-use super::xattr::XATTR_PREFIX;
-use crate::remote::{FileEntry, FolderId, Remote};
+use super::file_data::AttrChange;
+use super::state::{FsConfig, FsState};
+use crate::remote::{FolderId, Remote};
 use crate::writeback::Recovery;
 
 /// How far the kernel reads ahead of a sequential reader, which is also the
@@ -40,7 +36,7 @@ pub const KERNEL_READ_AHEAD: u32 = 1 << 20;
 
 /// The filesystem handed to fuser.
 pub struct FilehostFs {
-    /// The core's state, which the inline fast paths read directly.
+    /// The core's state, for the mount command's start and end.
     pub(crate) state: Arc<FsState>,
     pub(crate) core: Core,
     /// What the write-back journal held at start-up.
@@ -57,76 +53,56 @@ impl FilehostFs {
             recovery,
         })
     }
-}
 
-impl FsState {
-    fn reply_entry(&self, parent: u64, name: &str, ttl: Duration, reply: ReplyEntry) {
-        match self.inodes.child(parent, name) {
-            Some(node) => {
-                self.inodes.remember_lookup(node.ino);
-                reply.entry(&ttl, &self.file_attr(&node), 0);
+    /// Runs `work` on the runtime, never on the kernel loop, and answers
+    /// with its outcome.
+    fn spawn<T, R>(
+        &self,
+        op: &'static str,
+        reply: R,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+        answer: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        R: ReplyError + Send + 'static,
+    {
+        self.state.runtime.spawn(async move {
+            match work.await {
+                Ok(value) => answer(reply, value),
+                Err(error) => fail(op, reply, &error),
             }
-            None => reply.error(libc::ENOENT),
-        }
-    }
-
-    /// Opens a remote file for reading. No call to the service: the size and
-    /// version come from the listing.
-    fn open_remote(&self, ino: u64, entry: &FileEntry, reply: ReplyOpen) {
-        let (fh, unchanged) = self.open_remote_handle(ino, entry);
-        let flags = if unchanged {
-            consts::FOPEN_KEEP_CACHE
-        } else {
-            0
-        };
-        reply.opened(fh, flags);
-    }
-
-    /// Opens a handle on a snapshot of folder `dir` and answers the kernel
-    /// with the flags that let it reuse its cached listing when unchanged.
-    fn open_snapshot(&self, dir: u64, snapshot: DirSnapshot, reply: ReplyOpen) {
-        let fingerprint = snapshot.fingerprint();
-        let fh = self.new_handle();
-        self.dirs
-            .lock()
-            .insert(fh, Arc::new(OpenDir { dir, snapshot }));
-        let keep = {
-            let mut listings = self.kernel_listings.lock();
-            let listing = listings.entry(dir).or_default();
-            let keep = listing.fingerprint == Some(fingerprint);
-            if listing.open_handles == 0 {
-                listing.fingerprint = Some(fingerprint);
-            } else if !keep {
-                listing.fingerprint = None;
-            }
-            listing.open_handles += 1;
-            keep
-        };
-        let flags = if keep {
-            consts::FOPEN_CACHE_DIR | consts::FOPEN_KEEP_CACHE
-        } else {
-            consts::FOPEN_CACHE_DIR
-        };
-        reply.opened(fh, flags);
+        });
     }
 }
 
-fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() > size as usize {
-        reply.error(libc::ERANGE);
-    } else {
-        reply.data(value);
+/// Answers a failed operation with its errno: the one place an
+/// [`Error`] reaches the kernel, logged here once at its level.
+fn fail<R: ReplyError>(op: &'static str, reply: R, error: &Error) {
+    let errno = error.errno();
+    match error.level() {
+        tracing::Level::ERROR => tracing::error!(op, errno, %error, "operation failed"),
+        tracing::Level::WARN => tracing::warn!(op, errno, %error, "operation failed"),
+        tracing::Level::INFO => tracing::info!(op, errno, %error, "operation failed"),
+        tracing::Level::DEBUG => tracing::debug!(op, errno, %error, "operation failed"),
+        _ => tracing::trace!(op, errno, %error, "operation failed"),
     }
+    reply.reply_error(errno);
 }
 
-fn reply_bytes(data: &Bytes, reply: ReplyData) {
-    reply.data(data);
+/// Answers `reply` with `answer` or the error.
+fn respond<T, R: ReplyError>(
+    op: &'static str,
+    reply: R,
+    result: Result<T, Error>,
+    answer: impl FnOnce(R, T),
+) {
+    match result {
+        Ok(value) => answer(reply, value),
+        Err(error) => fail(op, reply, &error),
+    }
 }
 
 /// fuser's reply types each have their own `error`; this lets one helper
-/// refuse a change whatever the reply type.
+/// answer a failure whatever the reply type.
 pub(crate) trait ReplyError {
     fn reply_error(self, errno: libc::c_int);
 }
@@ -144,72 +120,56 @@ macro_rules! impl_reply_error {
 impl_reply_error!(
     ReplyAttr,
     ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
     ReplyEmpty,
     ReplyEntry,
     ReplyOpen,
-    ReplyWrite
+    ReplyWrite,
+    ReplyXattr
 );
 
-/// Runs a checked change on the runtime, never on the kernel loop, and
-/// answers with its outcome; a failed check is answered at once.
-fn spawn_answer<T, R, W>(
-    state: &FsState,
-    reply: R,
-    checked: Result<W, Error>,
-    answer: impl FnOnce(R, T) + Send + 'static,
-) where
-    T: Send + 'static,
-    R: ReplyError + Send + 'static,
-    W: std::future::Future<Output = Result<T, Error>> + Send + 'static,
-{
-    match checked {
-        Err(error) => reply.reply_error(error.errno()),
-        Ok(work) => {
-            state.runtime.spawn(async move {
-                match work.await {
-                    Ok(value) => answer(reply, value),
-                    Err(error) => reply.reply_error(error.errno()),
-                }
-            });
-        }
+fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(value);
     }
 }
 
-/// Like [`spawn_answer`] for changes that wait on the disk: they run on
-/// the runtime's blocking threads.
-fn spawn_blocking_answer<T, R, W>(
-    state: &FsState,
-    reply: R,
-    checked: Result<W, Error>,
-    answer: impl FnOnce(R, T) + Send + 'static,
-) where
-    T: Send + 'static,
-    R: ReplyError + Send + 'static,
-    W: FnOnce() -> Result<T, Error> + Send + 'static,
-{
-    match checked {
-        Err(error) => reply.reply_error(error.errno()),
-        Ok(work) => {
-            state.runtime.spawn_blocking(move || match work() {
-                Ok(value) => answer(reply, value),
-                Err(error) => reply.reply_error(error.errno()),
-            });
-        }
-    }
+fn reply_entry(reply: ReplyEntry, entry: Entry) {
+    reply.entry(&entry.ttl, &file_attr(&entry.attr), 0);
 }
 
-/// Answers with the node a change made, which the kernel holds a
-/// reference to from then on.
-fn answer_new_entry(state: &Arc<FsState>) -> impl FnOnce(ReplyEntry, Node) + Send + 'static {
-    let state = state.clone();
-    move |reply, node| {
-        state.inodes.remember_lookup(node.ino);
-        reply.entry(&state.config.dir_cache_time, &state.file_attr(&node), 0);
-    }
+fn reply_attr(reply: ReplyAttr, entry: Entry) {
+    reply.attr(&entry.ttl, &file_attr(&entry.attr));
 }
 
-fn answer_ok(reply: ReplyEmpty, (): ()) {
+fn reply_ok(reply: ReplyEmpty, (): ()) {
     reply.ok();
+}
+
+fn reply_opened(reply: ReplyOpen, opened: Opened) {
+    let flags = if opened.keep_cache {
+        consts::FOPEN_KEEP_CACHE
+    } else {
+        0
+    };
+    reply.opened(opened.fh, flags);
+}
+
+/// A folder handle lets the kernel cache the listing; it may keep the one
+/// it has when ours is unchanged.
+fn reply_opened_dir(reply: ReplyOpen, opened: Opened) {
+    let flags = if opened.keep_cache {
+        consts::FOPEN_CACHE_DIR | consts::FOPEN_KEEP_CACHE
+    } else {
+        consts::FOPEN_CACHE_DIR
+    };
+    reply.opened(opened.fh, flags);
 }
 
 fn file_type(kind: NodeType) -> FileType {
@@ -240,30 +200,9 @@ fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
-impl FsState {
-    fn file_attr(&self, node: &Node) -> FileAttr {
-        file_attr(&self.attr(node))
-    }
-}
-
-impl FilehostFs {
-    /// Hands a change to the write path. On a `--read-only` mount every
-    /// change answers EROFS, before any other check; uploads journaled by
-    /// an earlier mount still complete, as they never pass through here.
-    fn change<R: ReplyError>(&self, reply: R, apply: impl FnOnce(&Arc<FsState>, R)) {
-        if self.state.config.read_only {
-            return reply.reply_error(Error::ReadOnly.errno());
-        }
-        apply(&self.state, reply);
-    }
-
-    /// Refuses a change the write path never makes (EROFS first on a
-    /// read-only mount, like every change).
-    fn refuse<R: ReplyError>(&self, reply: R, change: Unsupported) {
-        self.change(reply, |_, reply| {
-            reply.reply_error(Error::Unsupported(change).errno())
-        });
-    }
+/// A kernel file offset (`off_t`) as the core takes it: EINVAL below 0.
+fn offset(offset: i64) -> Result<u64, Error> {
+    u64::try_from(offset).map_err(|_| Error::InvalidArgument)
 }
 
 impl Filesystem for FilehostFs {
@@ -292,7 +231,7 @@ impl Filesystem for FilehostFs {
     }
 
     fn destroy(&mut self) {
-        let stats = self.state.blocks.stats();
+        let stats = self.core.cache_stats();
         info!(
             memory_hits = stats.memory_hits,
             disk_hits = stats.disk_hits,
@@ -303,68 +242,31 @@ impl Filesystem for FilehostFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        // Remote names are UTF-8; anything else cannot exist there.
-        let Some(name) = name.to_str().map(str::to_owned) else {
-            return reply.error(libc::ENOENT);
-        };
-        let state = &self.state;
-        match state.inodes.get(parent) {
-            None => return reply.error(libc::ENOENT),
-            Some(node) if !node.is_dir() => return reply.error(libc::ENOTDIR),
-            Some(_) => {}
+        if let Some(answer) = self.core.lookup_now(parent, name) {
+            return respond("lookup", reply, answer, reply_entry);
         }
-        if let Some(ttl) = state.fresh_listing(parent) {
-            return state.reply_entry(parent, &name, ttl, reply);
-        }
-        let state = state.clone();
-        self.state.runtime.spawn(async move {
-            match state.ensure_listing(parent).await {
-                Ok(ttl) => state.reply_entry(parent, &name, ttl, reply),
-                Err(error) => {
-                    debug!(parent, %name, %error, "lookup failed");
-                    reply.error(error.errno())
-                }
-            }
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move { core.lookup_entry(parent, &name).await };
+        self.spawn("lookup", reply, work, reply_entry);
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
-        self.state.inodes.forget(ino, nlookup);
+        self.core.forget(ino, nlookup);
     }
 
     fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
         for node in nodes {
-            self.state.inodes.forget(node.nodeid, node.nlookup);
+            self.core.forget(node.nodeid, node.nlookup);
         }
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        let state = &self.state;
-        let Some(node) = state.inodes.get(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        if ino == ROOT_INO || matches!(node.kind, NodeKind::Local(_)) {
-            return reply.attr(&state.config.dir_cache_time, &state.file_attr(&node));
+        if let Some(answer) = self.core.getattr_now(ino) {
+            return respond("getattr", reply, answer, reply_attr);
         }
-        if let Some(ttl) = state.fresh_listing(node.parent) {
-            let node = state.inodes.get(ino).unwrap_or(node);
-            return reply.attr(&ttl, &state.file_attr(&node));
-        }
-        // The attributes come from the parent's listing, which has expired.
-        let state = state.clone();
-        self.state.runtime.spawn(async move {
-            match state.ensure_listing(node.parent).await {
-                Ok(ttl) => {
-                    let node = state.inodes.get(ino).unwrap_or(node);
-                    reply.attr(&ttl, &state.file_attr(&node));
-                }
-                Err(error) => {
-                    // Better slightly old attributes than a failed stat.
-                    debug!(ino, %error, "attribute refresh failed; answering the last known");
-                    reply.attr(&Duration::from_secs(1), &state.file_attr(&node));
-                }
-            }
-        });
+        let core = self.core.clone();
+        let work = async move { core.getattr_entry(ino).await };
+        self.spawn("getattr", reply, work, reply_attr);
     }
 
     fn setattr(
@@ -385,12 +287,12 @@ impl Filesystem for FilehostFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // atime is accepted and ignored (see `write`).
+        // atime is accepted and ignored (see `file_data`).
         let mtime = mtime.map(|time| match time {
             TimeOrNow::SpecificTime(time) => time,
             TimeOrNow::Now => SystemTime::now(),
         });
-        let change = write::AttrChange {
+        let change = AttrChange {
             size,
             mtime,
             mode,
@@ -399,15 +301,15 @@ impl Filesystem for FilehostFs {
             caller_uid: Some(req.uid()),
             fh,
         };
-        self.change(reply, |state, reply| {
-            let answer = {
-                let state = state.clone();
-                move |reply: ReplyAttr, node| {
-                    reply.attr(&state.config.dir_cache_time, &state.file_attr(&node))
-                }
-            };
-            spawn_answer(state, reply, write::setattr(state, ino, change), answer)
-        });
+        let core = self.core.clone();
+        let work = async move {
+            let attr = core.setattr(ino, change).await?;
+            Ok(Entry {
+                attr,
+                ttl: core.attr_ttl(),
+            })
+        };
+        self.spawn("setattr", reply, work, reply_attr);
     }
 
     fn mknod(
@@ -420,10 +322,12 @@ impl Filesystem for FilehostFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.change(reply, |state, reply| {
-            let made = write::mknod(state, parent, name, mode);
-            spawn_blocking_answer(state, reply, made, answer_new_entry(state))
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move {
+            let attr = core.mknod(parent, &name, mode).await?;
+            Ok(core.new_entry(attr))
+        };
+        self.spawn("mknod", reply, work, reply_entry);
     }
 
     fn mkdir(
@@ -435,22 +339,24 @@ impl Filesystem for FilehostFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.change(reply, |state, reply| {
-            let made = write::mkdir(state, parent, name);
-            spawn_answer(state, reply, made, answer_new_entry(state))
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move {
+            let attr = core.mkdir(parent, &name).await?;
+            Ok(core.new_entry(attr))
+        };
+        self.spawn("mkdir", reply, work, reply_entry);
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        self.change(reply, |state, reply| {
-            spawn_answer(state, reply, write::unlink(state, parent, name), answer_ok)
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move { core.unlink(parent, &name).await };
+        self.spawn("unlink", reply, work, reply_ok);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        self.change(reply, |state, reply| {
-            spawn_answer(state, reply, write::rmdir(state, parent, name), answer_ok)
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move { core.rmdir(parent, &name).await };
+        self.spawn("rmdir", reply, work, reply_ok);
     }
 
     fn symlink(
@@ -461,7 +367,7 @@ impl Filesystem for FilehostFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, Unsupported::Symlink);
+        fail("symlink", reply, &self.core.refusal(Unsupported::Symlink));
     }
 
     fn rename(
@@ -474,10 +380,10 @@ impl Filesystem for FilehostFs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        self.change(reply, |state, reply| {
-            let renamed = write::rename(state, parent, name, newparent, newname, flags);
-            spawn_answer(state, reply, renamed, answer_ok)
-        });
+        let core = self.core.clone();
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        let work = async move { core.rename(parent, &name, newparent, &newname, flags).await };
+        self.spawn("rename", reply, work, reply_ok);
     }
 
     fn link(
@@ -488,47 +394,22 @@ impl Filesystem for FilehostFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.refuse(reply, Unsupported::HardLink);
+        fail("link", reply, &self.core.refusal(Unsupported::HardLink));
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let state = &self.state;
-        if let Some(error) = state.refuse_to_spend_download(ino, flags) {
-            return reply.error(error.errno());
+        if let Some(answer) = self.core.open_now(ino, flags) {
+            return respond("open", reply, answer, reply_opened);
         }
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return self.change(reply, |state, reply| {
-                // Kernel page cache dropped: the file's bytes now come from staging.
-                let opened = Ok(write::open_for_writing(state, ino, flags));
-                spawn_answer(state, reply, opened, |reply: ReplyOpen, fh| {
-                    reply.opened(fh, 0)
-                })
-            });
-        }
-        let Some(node) = state.inodes.get(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        match &node.kind {
-            NodeKind::File(entry) => state.open_remote(ino, entry, reply),
-            NodeKind::Folder { .. } => reply.error(libc::EISDIR),
-            NodeKind::Local(_) => match write::open_local(state, ino) {
-                Ok(Some(fh)) => reply.opened(fh, 0),
-                // The pending file is gone: its upload finished after the
-                // node was looked at, and the node now shows the remote
-                // file (the queue swaps it over before forgetting the entry).
-                Ok(None) => match state.inodes.get(ino).map(|node| node.kind) {
-                    Some(NodeKind::File(entry)) => state.open_remote(ino, &entry, reply),
-                    _ => reply.error(Error::NotFound.errno()),
-                },
-                Err(error) => reply.error(error.errno()),
-            },
-        }
+        let core = self.core.clone();
+        let work = async move { core.open_file(ino, flags).await };
+        self.spawn("open", reply, work, reply_opened);
     }
 
     fn read(
         &mut self,
         _req: &Request<'_>,
-        ino: u64,
+        _ino: u64,
         fh: u64,
         offset: i64,
         size: u32,
@@ -536,30 +417,17 @@ impl Filesystem for FilehostFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let Some(file) = self.state.files.lock().get(&fh).cloned() else {
-            // A pending file's bytes, from its staging file.
-            return match write::read_unknown_handle(&self.state, fh, offset, size) {
-                Ok(data) => reply.data(&data),
-                Err(error) => reply.error(error.errno()),
-            };
-        };
-        let Ok(offset) = u64::try_from(offset) else {
-            return reply.error(libc::EINVAL);
-        };
-        let len = u64::from(size);
-        let plan = file.plan(offset, len);
-        if let Some(data) = file.read_cached(offset, len) {
-            return reply_bytes(&data, reply);
-        }
-        self.state.runtime.spawn(async move {
-            match file.read(offset, len, plan).await {
-                Ok(data) => reply_bytes(&data, reply),
-                Err(error) => {
-                    warn!(ino, offset, len, %error, "read failed");
-                    reply.error(error.errno())
-                }
+        let started =
+            self::offset(offset).and_then(|offset| self.core.start_read(fh, offset, size));
+        match started {
+            Ok(ReadStart::Ready(data)) => reply.data(&data),
+            Ok(ReadStart::Fetch(fetch)) => {
+                self.spawn("read", reply, fetch.finish(), |reply, data| {
+                    reply.data(&data)
+                })
             }
-        });
+            Err(error) => fail("read", reply, &error),
+        }
     }
 
     fn write(
@@ -574,10 +442,10 @@ impl Filesystem for FilehostFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        match write::write(&self.state, fh, offset, data) {
-            Ok(written) => reply.written(written),
-            Err(error) => reply.error(error.errno()),
-        }
+        let written = self::offset(offset).and_then(|offset| self.core.write(fh, offset, data));
+        respond("write", reply, written, |reply, written| {
+            reply.written(written)
+        });
     }
 
     fn flush(
@@ -588,14 +456,13 @@ impl Filesystem for FilehostFs {
         _lock_owner: u64,
         reply: ReplyEmpty,
     ) {
-        if self.state.files.lock().contains_key(&fh) {
-            return reply.ok();
-        }
-        match write::flush(&self.state, fh) {
-            Ok(None) => reply.ok(),
-            Ok(Some(work)) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
-            Err(error) => reply.error(error.errno()),
-        }
+        let core = self.core.clone();
+        self.spawn(
+            "flush",
+            reply,
+            async move { core.flush(fh).await },
+            reply_ok,
+        );
     }
 
     fn release(
@@ -608,13 +475,13 @@ impl Filesystem for FilehostFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if self.state.files.lock().remove(&fh).is_some() {
-            return reply.ok();
-        }
-        match write::release(&self.state, fh) {
-            None => reply.ok(),
-            Some(work) => spawn_blocking_answer(&self.state, reply, Ok(work), answer_ok),
-        }
+        let core = self.core.clone();
+        self.spawn(
+            "release",
+            reply,
+            async move { core.release(fh).await },
+            reply_ok,
+        );
     }
 
     fn fsync(
@@ -625,39 +492,22 @@ impl Filesystem for FilehostFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.state.files.lock().contains_key(&fh) {
-            return reply.ok();
-        }
-        spawn_answer(&self.state, reply, write::fsync(&self.state, fh), answer_ok);
+        let core = self.core.clone();
+        self.spawn(
+            "fsync",
+            reply,
+            async move { core.fsync(fh).await },
+            reply_ok,
+        );
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        let state = &self.state;
-        match state.inodes.get(ino) {
-            None => return reply.error(libc::ENOENT),
-            Some(node) if !node.is_dir() => return reply.error(libc::ENOTDIR),
-            Some(_) => {}
+        if let Some(answer) = self.core.opendir_now(ino) {
+            return respond("opendir", reply, answer, reply_opened_dir);
         }
-        if let Some(ttl) = state.fresh_listing(ino) {
-            return match state.snapshot(ino, ttl) {
-                Ok(snapshot) => state.open_snapshot(ino, snapshot, reply),
-                Err(error) => reply.error(error.errno()),
-            };
-        }
-        let state = state.clone();
-        self.state.runtime.spawn(async move {
-            let snapshot = match state.ensure_listing(ino).await {
-                Ok(ttl) => state.snapshot(ino, ttl),
-                Err(error) => Err(error),
-            };
-            match snapshot {
-                Ok(snapshot) => state.open_snapshot(ino, snapshot, reply),
-                Err(error) => {
-                    warn!(ino, %error, "cannot list folder");
-                    reply.error(error.errno())
-                }
-            }
-        });
+        let core = self.core.clone();
+        let work = async move { core.opendir(ino).await };
+        self.spawn("opendir", reply, work, reply_opened_dir);
     }
 
     fn readdir(
@@ -668,8 +518,9 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(open) = self.state.open_dir(fh) else {
-            return reply.error(libc::EBADF);
+        let open = match self.core.dir_handle(fh) {
+            Ok(open) => open,
+            Err(error) => return fail("readdir", reply, &error),
         };
         for (resume, entry) in open.snapshot.entries_from(offset) {
             if reply.add(entry.ino, resume, file_type(entry.kind), &entry.name) {
@@ -687,8 +538,9 @@ impl Filesystem for FilehostFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(open) = self.state.open_dir(fh) else {
-            return reply.error(libc::EBADF);
+        let open = match self.core.dir_handle(fh) {
+            Ok(open) => open,
+            Err(error) => return fail("readdirplus", reply, &error),
         };
         let snapshot = &open.snapshot;
         for (resume, entry) in snapshot.entries_from(offset) {
@@ -702,10 +554,10 @@ impl Filesystem for FilehostFs {
             ) {
                 break;
             }
-            // The kernel takes a reference on every entry but `.` and `..`
-            // (the first two).
+            // The kernel takes a reference on every entry it was given but
+            // `.` and `..` (the first two).
             if resume > 2 {
-                self.state.inodes.remember_lookup(entry.ino);
+                self.core.listed(entry.ino);
             }
         }
         reply.ok();
@@ -719,7 +571,7 @@ impl Filesystem for FilehostFs {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
-        self.state.close_snapshot(fh);
+        self.core.releasedir(fh);
         reply.ok();
     }
 
@@ -750,14 +602,10 @@ impl Filesystem for FilehostFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            return self.refuse(reply, Unsupported::SetXattr);
-        };
-        let value = value.to_vec();
-        self.change(reply, |state, reply| {
-            let set = metadata_overlay::set_xattr(state.clone(), ino, name, value, flags);
-            spawn_answer(state, reply, Ok(set), answer_ok)
-        });
+        let core = self.core.clone();
+        let (name, value) = (name.to_owned(), value.to_vec());
+        let work = async move { core.setxattr(ino, &name, &value, flags).await };
+        self.spawn("setxattr", reply, work, reply_ok);
     }
 
     fn getxattr(
@@ -768,71 +616,36 @@ impl Filesystem for FilehostFs {
         size: u32,
         reply: ReplyXattr,
     ) {
-        let state = &self.state;
-        let Some(node) = state.inodes.get(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        let Some(name) = name.to_str() else {
-            return reply.error(libc::ENODATA);
-        };
-        if !name.starts_with("user.") {
-            // Only the user namespace exists here. Saying so (rather than
-            // "no such attribute") lets tools like `ls -l` stop asking for
-            // SELinux labels and ACLs after the first file of the mount.
-            return reply.error(libc::ENOTSUP);
+        let answer = move |reply, value: Vec<u8>| reply_xattr(&value, size, reply);
+        if let Some(value) = self.core.getxattr_now(ino, name) {
+            return respond("getxattr", reply, value, answer);
         }
-        if let Some((_, value)) = state
-            .local_xattrs(&node)
-            .into_iter()
-            .find(|(n, _)| n == name)
-        {
-            return reply_xattr(&value, size, reply);
-        }
-        let NodeKind::File(entry) = &node.kind else {
-            return reply.error(libc::ENODATA);
-        };
-        if name != format!("{XATTR_PREFIX}link") {
-            return reply.error(libc::ENODATA);
-        }
-        let id = entry.id.clone();
-        let remote = state.remote.clone();
-        self.state.runtime.spawn(async move {
-            match remote.direct_link(&id).await {
-                Ok(link) => reply_xattr(link.url.as_bytes(), size, reply),
-                Err(error) => reply.error(error.errno()),
-            }
-        });
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move { core.getxattr(ino, &name).await };
+        self.spawn("getxattr", reply, work, answer);
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        let state = &self.state;
-        let Some(node) = state.inodes.get(ino) else {
-            return reply.error(libc::ENOENT);
-        };
-        let mut names: Vec<String> = state
-            .local_xattrs(&node)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        if matches!(node.kind, NodeKind::File(_)) {
-            names.push(format!("{XATTR_PREFIX}link"));
-        }
-        let mut list = Vec::new();
-        for name in names {
-            list.extend_from_slice(name.as_bytes());
-            list.push(0);
-        }
-        reply_xattr(&list, size, reply);
+        respond(
+            "listxattr",
+            reply,
+            self.core.listxattr(ino),
+            |reply, names| {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(name.as_bytes());
+                    list.push(0);
+                }
+                reply_xattr(&list, size, reply);
+            },
+        );
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            return reply.error(libc::ENODATA);
-        };
-        self.change(reply, |state, reply| {
-            let removed = metadata_overlay::remove_xattr(state.clone(), ino, name);
-            spawn_answer(state, reply, Ok(removed), answer_ok)
-        });
+        let core = self.core.clone();
+        let name = name.to_owned();
+        let work = async move { core.removexattr(ino, &name).await };
+        self.spawn("removexattr", reply, work, reply_ok);
     }
 
     fn create(
@@ -845,17 +658,13 @@ impl Filesystem for FilehostFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.change(reply, |state, reply| {
-            let made = write::create(state, parent, name, mode, flags);
-            let answer = {
-                let state = state.clone();
-                move |reply: ReplyCreate, (node, fh): (Node, u64)| {
-                    state.inodes.remember_lookup(node.ino);
-                    let attr = state.file_attr(&node);
-                    reply.created(&state.config.dir_cache_time, &attr, 0, fh, 0)
-                }
-            };
-            spawn_blocking_answer(state, reply, made, answer)
+        let (core, name) = (self.core.clone(), name.to_owned());
+        let work = async move {
+            let (attr, fh) = core.create(parent, &name, mode, flags).await?;
+            Ok((core.new_entry(attr), fh))
+        };
+        self.spawn("create", reply, work, |reply, (entry, fh)| {
+            reply.created(&entry.ttl, &file_attr(&entry.attr), 0, fh, 0)
         });
     }
 
@@ -869,12 +678,8 @@ impl Filesystem for FilehostFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.change(reply, |state, reply| {
-            match write::fallocate(state, fh, offset, length, mode) {
-                Ok(()) => reply.ok(),
-                Err(error) => reply.error(error.errno()),
-            }
-        });
+        let grown = self.core.fallocate(fh, offset, length, mode);
+        respond("fallocate", reply, grown, reply_ok);
     }
 
     fn copy_file_range(
@@ -890,6 +695,10 @@ impl Filesystem for FilehostFs {
         _flags: u32,
         reply: ReplyWrite,
     ) {
-        self.refuse(reply, Unsupported::CopyFileRange);
+        fail(
+            "copy_file_range",
+            reply,
+            &self.core.refusal(Unsupported::CopyFileRange),
+        );
     }
 }

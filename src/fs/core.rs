@@ -9,26 +9,29 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::runtime::Handle;
 
-use super::error::Error;
+use super::attr::Attr;
+use super::dir_snapshot::OpenDir;
+use super::error::{Error, Unsupported};
+use super::file_data::{self, AttrChange};
+use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, NodeKind, ROOT_INO};
 use super::kept_metadata::MetadataOverlay;
 use super::metadata_overlay;
+use super::namespace;
 use super::overlay::on_write_event;
 use super::pending::WriteState;
-use super::state::{Attr, FsConfig, FsState};
-use super::write::{self, AttrChange};
+use super::read::{OpenFile, ReadPlan};
+use super::state::{FsConfig, FsState};
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;
-use crate::remote::{FolderId, Remote};
+use crate::remote::{FileId, FolderId, Remote};
 use crate::writeback::Recovery;
 
 /// Space of the account, as `statfs` reports it (in `block_size` units).
@@ -39,6 +42,51 @@ pub struct SpaceStats {
     pub files: u64,
     pub block_size: u32,
     pub max_name: u32,
+}
+
+/// A node as a lookup or getattr answers it: its attributes and how long
+/// the kernel may trust them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// An open handle and whether the kernel may keep what it cached for the
+/// file (its pages) or folder (its listing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
+/// Where an extended attribute's value comes from.
+enum XattrSource {
+    Value(Vec<u8>),
+    /// The file's direct link, asked of the service.
+    Link(FileId),
+}
+
+/// How a read goes on after its memory-only part ([`Core::start_read`]).
+pub enum ReadStart {
+    /// The bytes, at hand.
+    Ready(Bytes),
+    /// Blocks to fetch from the service first.
+    Fetch(RemoteRead),
+}
+
+/// A read of a remote file that waits on the service.
+pub struct RemoteRead {
+    file: Arc<OpenFile>,
+    offset: u64,
+    len: u64,
+    plan: ReadPlan,
+}
+
+impl RemoteRead {
+    pub async fn finish(self) -> Result<Bytes, Error> {
+        Ok(self.file.read(self.offset, self.len, self.plan).await?)
+    }
 }
 
 /// The filesystem core. Cheap to clone: clones share one state.
@@ -66,10 +114,8 @@ impl Core {
             blocks,
             inodes: InodeTable::new(root),
             config,
-            runtime: Handle::current(),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
+            handles: HandleTable::new(),
             opened_content: Mutex::new(HashMap::new()),
             kernel_listings: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
@@ -102,7 +148,7 @@ impl Core {
     /// Unmount: releases the handles still open and waits (at most the
     /// configured `unmount_wait`, or until `stop`) for pending uploads.
     pub async fn finish(&self, stop: impl std::future::Future<Output = ()>) {
-        write::finish_uploads(&self.state.write, stop).await;
+        super::unmount::finish_uploads(&self.state, stop).await;
     }
 
     /// `--read-only` refuses every change before any other check.
@@ -116,17 +162,46 @@ impl Core {
     /// The node `name` in folder `parent`; the caller now holds a
     /// reference to it (released with [`Core::forget`]).
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, Error> {
+        Ok(self.lookup_entry(parent, name).await?.attr)
+    }
+
+    /// [`Core::lookup`] with the time the answer stays valid.
+    pub async fn lookup_entry(&self, parent: u64, name: &OsStr) -> Result<Entry, Error> {
+        let name = self.lookup_name(parent, name)?;
+        let ttl = self.state.ensure_listing(parent).await?;
+        self.child_entry(parent, name, ttl)
+    }
+
+    /// [`Core::lookup_entry`] from memory: `None` when the folder's
+    /// listing must be fetched first.
+    pub fn lookup_now(&self, parent: u64, name: &OsStr) -> Option<Result<Entry, Error>> {
+        let name = match self.lookup_name(parent, name) {
+            Ok(name) => name,
+            Err(error) => return Some(Err(error)),
+        };
+        let ttl = self.state.fresh_listing(parent)?;
+        Some(self.child_entry(parent, name, ttl))
+    }
+
+    /// The checks of a lookup that need no listing.
+    fn lookup_name<'n>(&self, parent: u64, name: &'n OsStr) -> Result<&'n str, Error> {
         // Remote names are UTF-8; anything else cannot exist there.
         let name = name.to_str().ok_or(Error::NotFound)?;
-        let state = &self.state;
-        let node = state.inodes.get(parent).ok_or(Error::NotFound)?;
+        let node = self.state.inodes.get(parent).ok_or(Error::NotFound)?;
         if !node.is_dir() {
             return Err(Error::NotADirectory);
         }
-        state.ensure_listing(parent).await?;
+        Ok(name)
+    }
+
+    fn child_entry(&self, parent: u64, name: &str, ttl: Duration) -> Result<Entry, Error> {
+        let state = &self.state;
         let node = state.inodes.child(parent, name).ok_or(Error::NotFound)?;
         state.inodes.remember_lookup(node.ino);
-        Ok(state.attr(&node))
+        Ok(Entry {
+            attr: state.attr(&node),
+            ttl,
+        })
     }
 
     /// Drops `count` references to `ino` taken by lookups.
@@ -137,33 +212,69 @@ impl Core {
     /// Attributes of `ino`, refreshed with its folder's listing when that
     /// has expired (the last known ones when the refresh fails).
     pub async fn getattr(&self, ino: u64) -> Result<Attr, Error> {
+        Ok(self.getattr_entry(ino).await?.attr)
+    }
+
+    /// [`Core::getattr`] with the time the answer stays valid.
+    pub async fn getattr_entry(&self, ino: u64) -> Result<Entry, Error> {
         let state = &self.state;
+        if let Some(answer) = self.getattr_now(ino) {
+            return answer;
+        }
+        // The attributes come from the parent's listing, which has expired.
         let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
+        match state.ensure_listing(node.parent).await {
+            Ok(ttl) => {
+                let node = state.inodes.get(ino).unwrap_or(node);
+                Ok(Entry {
+                    attr: state.attr(&node),
+                    ttl,
+                })
+            }
+            Err(error) => {
+                // Better slightly old attributes than a failed stat.
+                tracing::debug!(ino, %error, "attribute refresh failed; answering the last known");
+                Ok(Entry {
+                    attr: state.attr(&node),
+                    ttl: Duration::from_secs(1),
+                })
+            }
+        }
+    }
+
+    /// [`Core::getattr_entry`] from memory: `None` when the parent's
+    /// listing has expired.
+    pub fn getattr_now(&self, ino: u64) -> Option<Result<Entry, Error>> {
+        let state = &self.state;
+        let Some(node) = state.inodes.get(ino) else {
+            return Some(Err(Error::NotFound));
+        };
         if ino == ROOT_INO || matches!(node.kind, NodeKind::Local(_)) {
-            return Ok(state.attr(&node));
+            return Some(Ok(Entry {
+                attr: state.attr(&node),
+                ttl: self.attr_ttl(),
+            }));
         }
-        if let Err(error) = state.ensure_listing(node.parent).await {
-            tracing::debug!(ino, %error, "attribute refresh failed; answering the last known");
-        }
+        let ttl = state.fresh_listing(node.parent)?;
         let node = state.inodes.get(ino).unwrap_or(node);
-        Ok(state.attr(&node))
+        Some(Ok(Entry {
+            attr: state.attr(&node),
+            ttl,
+        }))
     }
 
     /// Changes size, mtime, mode and owner (kept in the metadata store:
     /// the services keep none of them); atime is accepted and ignored.
     pub async fn setattr(&self, ino: u64, change: AttrChange) -> Result<Attr, Error> {
         self.writable()?;
-        let node = write::setattr(&self.state, ino, change)?.await?;
+        let node = file_data::setattr(&self.state, ino, change)?.await?;
         Ok(self.state.attr(&node))
     }
 
     /// The entries of folder `ino` (without `.` and `..`).
     pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Attr)>, Error> {
         let state = &self.state;
-        let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
-        if !node.is_dir() {
-            return Err(Error::NotADirectory);
-        }
+        self.check_dir(ino)?;
         let ttl = state.ensure_listing(ino).await?;
         let snapshot = state.snapshot(ino, ttl)?;
         Ok(snapshot
@@ -174,81 +285,194 @@ impl Core {
             .collect())
     }
 
+    fn check_dir(&self, ino: u64) -> Result<(), Error> {
+        let node = self.state.inodes.get(ino).ok_or(Error::NotFound)?;
+        if !node.is_dir() {
+            return Err(Error::NotADirectory);
+        }
+        Ok(())
+    }
+
+    /// Opens folder `ino`: a handle on a snapshot of its entries, which
+    /// the readdirs through it serve ([`Core::dir_handle`]).
+    pub async fn opendir(&self, ino: u64) -> Result<Opened, Error> {
+        self.check_dir(ino)?;
+        let ttl = self.state.ensure_listing(ino).await?;
+        self.open_snapshot(ino, ttl)
+    }
+
+    /// [`Core::opendir`] from memory: `None` when the listing must be
+    /// fetched first.
+    pub fn opendir_now(&self, ino: u64) -> Option<Result<Opened, Error>> {
+        if let Err(error) = self.check_dir(ino) {
+            return Some(Err(error));
+        }
+        let ttl = self.state.fresh_listing(ino)?;
+        Some(self.open_snapshot(ino, ttl))
+    }
+
+    fn open_snapshot(&self, ino: u64, ttl: Duration) -> Result<Opened, Error> {
+        let snapshot = self.state.snapshot(ino, ttl)?;
+        let (fh, keep_cache) = self.state.open_snapshot(ino, snapshot);
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// The open folder behind handle `fh`.
+    pub(crate) fn dir_handle(&self, fh: u64) -> Result<Arc<OpenDir>, Error> {
+        self.state.handles.directory(fh).ok_or(Error::BadHandle)
+    }
+
+    /// The kernel took a reference on a node a readdirplus listed.
+    pub fn listed(&self, ino: u64) {
+        self.state.inodes.remember_lookup(ino);
+    }
+
+    /// `releasedir`.
+    pub fn releasedir(&self, fh: u64) {
+        if let Some(Handle::Directory(open)) = self.state.handles.remove(fh) {
+            self.state.closed_dir(&open);
+        }
+    }
+
     /// Opens `ino` with `open(2)` flags; the new handle.
     pub async fn open(&self, ino: u64, flags: i32) -> Result<u64, Error> {
+        Ok(self.open_file(ino, flags).await?.fh)
+    }
+
+    /// [`Core::open`], saying whether the kernel may keep the file's pages.
+    pub async fn open_file(&self, ino: u64, flags: i32) -> Result<Opened, Error> {
+        match self.open_now(ino, flags) {
+            Some(answer) => answer,
+            None => {
+                let fh = file_data::open_for_writing(&self.state, ino, flags).await?;
+                // The kernel's pages go: the file's bytes now come from staging.
+                Ok(Opened {
+                    fh,
+                    keep_cache: false,
+                })
+            }
+        }
+    }
+
+    /// [`Core::open_file`] from memory: `None` for an open for writing,
+    /// which stages the file first.
+    pub fn open_now(&self, ino: u64, flags: i32) -> Option<Result<Opened, Error>> {
         let state = &self.state;
         if let Some(error) = state.refuse_to_spend_download(ino, flags) {
-            return Err(error);
+            return Some(Err(error));
         }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            self.writable()?;
-            return write::open_for_writing(state, ino, flags).await;
+            return match self.writable() {
+                Ok(()) => None,
+                Err(error) => Some(Err(error)),
+            };
         }
-        let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
-        match &node.kind {
-            NodeKind::File(entry) => Ok(state.open_remote_handle(ino, entry).0),
+        let Some(node) = state.inodes.get(ino) else {
+            return Some(Err(Error::NotFound));
+        };
+        let remote = |entry| {
+            let (fh, keep_cache) = state.open_remote_handle(ino, entry);
+            Ok(Opened { fh, keep_cache })
+        };
+        Some(match &node.kind {
+            NodeKind::File(entry) => remote(entry),
             NodeKind::Folder { .. } => Err(Error::IsADirectory),
-            NodeKind::Local(_) => match write::open_local(state, ino)? {
-                Some(fh) => Ok(fh),
-                // Uploaded meanwhile: the node now shows the remote file.
-                None => match state.inodes.get(ino).map(|node| node.kind) {
-                    Some(NodeKind::File(entry)) => Ok(state.open_remote_handle(ino, &entry).0),
+            NodeKind::Local(_) => match file_data::open_local(state, ino) {
+                Ok(Some(fh)) => Ok(Opened {
+                    fh,
+                    keep_cache: false,
+                }),
+                // The pending file is gone: its upload finished after the
+                // node was looked at, and the node now shows the remote
+                // file (the queue swaps it over before forgetting the entry).
+                Ok(None) => match state.inodes.get(ino).map(|node| node.kind) {
+                    Some(NodeKind::File(entry)) => remote(&entry),
                     _ => Err(Error::NotFound),
                 },
+                Err(error) => Err(error),
             },
-        }
+        })
     }
 
     /// Up to `size` bytes of the open file `fh` from `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, Error> {
-        let file = self.state.files.lock().get(&fh).cloned();
-        let Some(file) = file else {
-            let offset = i64::try_from(offset).map_err(|_| Error::InvalidArgument)?;
-            return Ok(write::read_unknown_handle(&self.state, fh, offset, size)?.into());
-        };
-        let len = u64::from(size);
-        let plan = file.plan(offset, len);
-        if let Some(data) = file.read_cached(offset, len) {
-            return Ok(data);
+        match self.start_read(fh, offset, size)? {
+            ReadStart::Ready(data) => Ok(data),
+            ReadStart::Fetch(fetch) => fetch.finish().await,
         }
-        Ok(file.read(offset, len, plan).await?)
+    }
+
+    /// The memory-only part of a read: the bytes when they are at hand
+    /// (cached blocks, staging files on the local disk), or the fetch that
+    /// brings them.
+    pub fn start_read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadStart, Error> {
+        let handle = self.state.handles.get(fh).ok_or(Error::BadHandle)?;
+        match handle {
+            Handle::RemoteReader(file) => {
+                let len = u64::from(size);
+                let plan = file.plan(offset, len);
+                Ok(match file.read_cached(offset, len) {
+                    Some(data) => ReadStart::Ready(data),
+                    None => ReadStart::Fetch(RemoteRead {
+                        file,
+                        offset,
+                        len,
+                        plan,
+                    }),
+                })
+            }
+            // A pending file's bytes, from its staging file.
+            Handle::StagedWriter(writer) => Ok(ReadStart::Ready(
+                file_data::read_staged(&writer, offset, size)?.into(),
+            )),
+            Handle::PendingReader(reader) => Ok(ReadStart::Ready(
+                file_data::read_pending(&reader, offset, size)?.into(),
+            )),
+            Handle::Directory(_) => Err(Error::BadHandle),
+        }
     }
 
     /// Writes `data` at `offset` through write handle `fh` (at the end
     /// for `O_APPEND` handles); the bytes written.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Error> {
-        let offset = i64::try_from(offset).map_err(|_| Error::InvalidArgument)?;
-        write::write(&self.state, fh, offset, data)
+        file_data::write(&self.state, fh, offset, data)
     }
 
     /// `close(2)` of one descriptor: written bytes become durable locally.
     pub async fn flush(&self, fh: u64) -> Result<(), Error> {
-        if self.state.files.lock().contains_key(&fh) {
-            return Ok(());
-        }
-        match write::flush(&self.state, fh)? {
-            Some(work) => tokio::task::spawn_blocking(work).await?,
-            None => Ok(()),
+        match self.state.handles.get(fh).ok_or(Error::BadHandle)? {
+            Handle::StagedWriter(writer) => {
+                let work = file_data::flush(&self.state, writer);
+                tokio::task::spawn_blocking(work).await?
+            }
+            Handle::RemoteReader(_) | Handle::PendingReader(_) => Ok(()),
+            Handle::Directory(_) => Err(Error::BadHandle),
         }
     }
 
     /// The last close of a handle: a written file is queued for upload.
     pub async fn release(&self, fh: u64) -> Result<(), Error> {
-        if self.state.files.lock().remove(&fh).is_some() {
-            return Ok(());
-        }
-        match write::release(&self.state, fh) {
-            Some(work) => tokio::task::spawn_blocking(work).await?,
-            None => Ok(()),
+        match self.state.handles.remove(fh) {
+            Some(Handle::StagedWriter(writer)) => {
+                tokio::task::spawn_blocking(file_data::release(writer)).await?
+            }
+            Some(Handle::Directory(open)) => {
+                self.state.closed_dir(&open);
+                Ok(())
+            }
+            Some(Handle::RemoteReader(_) | Handle::PendingReader(_)) | None => Ok(()),
         }
     }
 
     /// Returns once the service holds the file's current content.
     pub async fn fsync(&self, fh: u64) -> Result<(), Error> {
-        if self.state.files.lock().contains_key(&fh) {
-            return Ok(());
-        }
-        write::fsync(&self.state, fh)?.await
+        let entry = match self.state.handles.get(fh).ok_or(Error::BadHandle)? {
+            Handle::StagedWriter(writer) => writer.entry,
+            Handle::PendingReader(reader) => reader.entry,
+            Handle::RemoteReader(_) => return Ok(()),
+            Handle::Directory(_) => return Err(Error::BadHandle),
+        };
+        file_data::fsync(&self.state, entry).await
     }
 
     /// A new empty file `name` in `parent`, open for writing: its
@@ -261,7 +485,7 @@ impl Core {
         flags: i32,
     ) -> Result<(Attr, u64), Error> {
         self.writable()?;
-        let work = write::create(&self.state, parent, name, mode, flags)?;
+        let work = file_data::create(&self.state, parent, name, mode, flags)?;
         let (node, fh) = tokio::task::spawn_blocking(work).await??;
         self.state.inodes.remember_lookup(node.ino);
         Ok((self.state.attr(&node), fh))
@@ -270,7 +494,7 @@ impl Core {
     /// `mknod` of a regular file (other kinds: `EPERM`).
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Attr, Error> {
         self.writable()?;
-        let work = write::mknod(&self.state, parent, name, mode)?;
+        let work = file_data::mknod(&self.state, parent, name, mode)?;
         let node = tokio::task::spawn_blocking(work).await??;
         self.state.inodes.remember_lookup(node.ino);
         Ok(self.state.attr(&node))
@@ -278,19 +502,19 @@ impl Core {
 
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr, Error> {
         self.writable()?;
-        let node = write::mkdir(&self.state, parent, name)?.await?;
+        let node = namespace::mkdir(&self.state, parent, name)?.await?;
         self.state.inodes.remember_lookup(node.ino);
         Ok(self.state.attr(&node))
     }
 
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Error> {
         self.writable()?;
-        write::unlink(&self.state, parent, name)?.await
+        namespace::unlink(&self.state, parent, name)?.await
     }
 
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Error> {
         self.writable()?;
-        write::rmdir(&self.state, parent, name)?.await
+        namespace::rmdir(&self.state, parent, name)?.await
     }
 
     /// `renameat2` (`flags`: `RENAME_NOREPLACE`; `RENAME_EXCHANGE` is
@@ -304,15 +528,15 @@ impl Core {
         flags: u32,
     ) -> Result<(), Error> {
         self.writable()?;
-        write::rename(&self.state, parent, name, new_parent, new_name, flags)?.await
+        namespace::rename(&self.state, parent, name, new_parent, new_name, flags)?.await
     }
 
     /// Grows the file behind write handle `fh` to at least `offset + length`.
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<(), Error> {
+    /// (`offset` and `length` as `fallocate(2)` takes them: negative ones
+    /// are EINVAL.)
+    pub fn fallocate(&self, fh: u64, offset: i64, length: i64, mode: i32) -> Result<(), Error> {
         self.writable()?;
-        let offset = i64::try_from(offset).map_err(|_| Error::InvalidArgument)?;
-        let length = i64::try_from(length).map_err(|_| Error::InvalidArgument)?;
-        write::fallocate(&self.state, fh, offset, length, mode)
+        file_data::fallocate(&self.state, fh, offset, length, mode)
     }
 
     /// The account's space.
@@ -339,11 +563,30 @@ impl Core {
 
     /// The value of extended attribute `name` of `ino`.
     pub async fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Error> {
+        match self.xattr_source(ino, name)? {
+            XattrSource::Value(value) => Ok(value),
+            XattrSource::Link(id) => Ok(self.state.remote.direct_link(&id).await?.url.into_bytes()),
+        }
+    }
+
+    /// [`Core::getxattr`] from memory: `None` when the value must be
+    /// asked of the service.
+    pub fn getxattr_now(&self, ino: u64, name: &OsStr) -> Option<Result<Vec<u8>, Error>> {
+        match self.xattr_source(ino, name) {
+            Ok(XattrSource::Value(value)) => Some(Ok(value)),
+            Ok(XattrSource::Link(_)) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    fn xattr_source(&self, ino: u64, name: &OsStr) -> Result<XattrSource, Error> {
         let state = &self.state;
         let node = state.inodes.get(ino).ok_or(Error::NotFound)?;
         let name = name.to_str().ok_or(Error::NoAttribute)?;
         if !name.starts_with("user.") {
-            // Only the user namespace exists here.
+            // Only the user namespace exists here. Saying so (rather than
+            // "no such attribute") lets tools like `ls -l` stop asking for
+            // SELinux labels and ACLs after the first file of the mount.
             return Err(Error::OperationNotSupported);
         }
         if let Some((_, value)) = state
@@ -351,7 +594,7 @@ impl Core {
             .into_iter()
             .find(|(n, _)| n == name)
         {
-            return Ok(value);
+            return Ok(XattrSource::Value(value));
         }
         let NodeKind::File(entry) = &node.kind else {
             return Err(Error::NoAttribute);
@@ -359,7 +602,7 @@ impl Core {
         if name != format!("{XATTR_PREFIX}link") {
             return Err(Error::NoAttribute);
         }
-        Ok(state.remote.direct_link(&entry.id).await?.url.into_bytes())
+        Ok(XattrSource::Link(entry.id.clone()))
     }
 
     /// The names of the extended attributes of `ino`.
@@ -402,6 +645,28 @@ impl Core {
         self.writable()?;
         let name = name.to_str().ok_or(Error::NoAttribute)?;
         metadata_overlay::remove_xattr(self.state.clone(), ino, name.to_string()).await
+    }
+
+    /// Why a change this filesystem never makes is refused (EROFS first on
+    /// a read-only mount, like every change).
+    pub fn refusal(&self, change: Unsupported) -> Error {
+        match self.writable() {
+            Err(error) => error,
+            Ok(()) => Error::Unsupported(change),
+        }
+    }
+
+    /// The block cache's counters (logged when the filesystem goes).
+    pub fn cache_stats(&self) -> crate::cache::block::BlockCacheStats {
+        self.state.blocks.stats()
+    }
+
+    /// A node a change just made, as the kernel is told of it.
+    pub fn new_entry(&self, attr: Attr) -> Entry {
+        Entry {
+            attr,
+            ttl: self.attr_ttl(),
+        }
     }
 
     /// How long the kernel may trust attributes and entries it was given.

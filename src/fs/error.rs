@@ -129,6 +129,7 @@ impl Errno for RemoteError {
             RemoteError::EmptyFile(_)
             | RemoteError::RateLimited { .. }
             | RemoteError::Transient(_)
+            | RemoteError::TooManyDownloads(_)
             | RemoteError::Fatal(_) => libc::EIO,
         }
     }

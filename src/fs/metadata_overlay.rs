@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use tracing::warn;
 
+use super::attr::Attr;
 use super::error::Error;
 use super::inode::{Node, NodeKind};
-use super::state::{Attr, FsState};
+use super::state::FsState;
 use crate::metadata::{ContentGuard, MetadataChange, RecordKey};
 use crate::remote::FileEntry;
 use crate::writeback::EntryId;

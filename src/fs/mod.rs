@@ -3,24 +3,30 @@
 //! them to the kernel.
 
 pub mod adapter;
+mod attr;
 mod core;
+mod dir_snapshot;
 pub mod error;
+mod file_data;
+mod handles;
 pub mod inode;
 mod kept_metadata;
 mod metadata_overlay;
+mod namespace;
 mod overlay;
 mod pending;
 pub mod read;
 mod state;
-pub mod write;
+mod unmount;
 mod xattr;
 
 pub use self::core::{Core, SpaceStats};
 pub use adapter::{FilehostFs, KERNEL_READ_AHEAD};
+pub use attr::{Attr, NodeType};
 pub use error::Error;
+pub use file_data::AttrChange;
 pub use pending::WriteConfig;
 pub use read::ReadAheadConfig;
-pub use state::{Attr, FsConfig, NodeType};
-pub(crate) use write::finish_uploads;
-pub use write::AttrChange;
+pub use state::FsConfig;
+pub(crate) use unmount::finish_uploads;
 pub use xattr::XATTR_PREFIX;

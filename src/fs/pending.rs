@@ -1,6 +1,5 @@
-//! The write path's state: which inode shows which pending file, the
-//! open write handles and read handles on pending files, and where the
-//! write-back queue keeps its staging files.
+//! The write path's state: which inode shows which pending file, and
+//! where the write-back queue keeps its staging files.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,9 +9,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 
 use crate::remote::Remote;
-use crate::writeback::{
-    EntryId, Recovery, StagedHandle, WriteBack, WriteBackError, WriteBackOptions,
-};
+use crate::writeback::{EntryId, Recovery, WriteBack, WriteBackError, WriteBackOptions};
 
 /// Write-path settings of a mount.
 #[derive(Clone, Debug)]
@@ -53,8 +50,6 @@ pub(crate) struct WriteState {
     /// The staging dir is ours (no `--cache-dir`): removed when left empty.
     pub(crate) default_dir: bool,
     pub(crate) links: Mutex<Links>,
-    pub(crate) handles: Mutex<HashMap<u64, Arc<WriteHandle>>>,
-    pub(crate) readers: Mutex<HashMap<u64, Arc<ReadHandle>>>,
     /// Serializes the opens for writing of each inode, so two opens never
     /// both copy one remote file into staging (other files are not held up).
     pub(crate) opening: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
@@ -88,21 +83,6 @@ impl Links {
     }
 }
 
-/// An open file handle with write access.
-pub(crate) struct WriteHandle {
-    pub(crate) ino: u64,
-    pub(crate) entry: EntryId,
-    pub(crate) append: bool,
-    /// `None` once released.
-    pub(crate) staged: Mutex<Option<StagedHandle>>,
-}
-
-/// A read-only handle on a pending file.
-pub(crate) struct ReadHandle {
-    pub(crate) entry: EntryId,
-    pub(crate) file: std::fs::File,
-}
-
 impl WriteState {
     /// Opens the write-back journal of the remote (resuming what a previous
     /// mount left) and starts its upload worker on the current runtime.
@@ -129,8 +109,6 @@ impl WriteState {
                 unmount_wait: config.unmount_wait,
                 default_dir: config.cache_dir.is_none(),
                 links: Mutex::new(Links::default()),
-                handles: Mutex::new(HashMap::new()),
-                readers: Mutex::new(HashMap::new()),
                 opening: Mutex::new(HashMap::new()),
             },
             recovery,

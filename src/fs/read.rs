@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +31,8 @@ pub struct ReadAheadConfig {
     pub max_blocks: u64,
     /// Largest run of blocks fetched by one read-ahead request.
     pub max_blocks_per_request: u64,
+    /// Most read-ahead connections one open file uses at once.
+    pub max_streams_per_file: usize,
 }
 
 /// When a jump lands this close to the end of the file, the rest of the
@@ -56,6 +59,8 @@ pub struct OpenFile {
     /// Changes at every jump and at close, making read-ahead requests still
     /// queued for the previous run stale.
     run_counter: Arc<AtomicU64>,
+    /// This file's share of the mount's read-ahead streams.
+    file_streams: Arc<Semaphore>,
 }
 
 impl Drop for OpenFile {
@@ -91,6 +96,7 @@ impl OpenFile {
             config,
             stream: Mutex::new(StreamState::default()),
             run_counter: Arc::new(AtomicU64::new(0)),
+            file_streams: Arc::new(Semaphore::new(config.max_streams_per_file.max(1))),
         })
     }
 
@@ -157,7 +163,7 @@ impl OpenFile {
                 from,
                 to,
                 self.config.max_blocks_per_request,
-                ReadAheadTicket::new(&self.run_counter),
+                ReadAheadTicket::new(&self.run_counter, &self.file_streams),
             );
         }
         ReadPlan {
@@ -200,7 +206,7 @@ mod tests {
                 block_size: BS,
                 max_memory: 1 << 30,
                 disk: None,
-                prefetch_concurrency: 4,
+                max_streams: 4,
             },
         )
         .unwrap();
@@ -211,6 +217,7 @@ mod tests {
             ReadAheadConfig {
                 max_blocks,
                 max_blocks_per_request: 4,
+                max_streams_per_file: 4,
             },
         );
         (remote, file)

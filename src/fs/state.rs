@@ -1,17 +1,18 @@
-//! The state every operation shares: caches, the inode table, the open
-//! handles and the write path's part, plus the attributes of a node.
+//! The state every operation shares: caches, the inode table, the handle
+//! table and the write path's part, and how a node's attributes derive
+//! from them.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use tokio::runtime::Handle;
 use tracing::warn;
 
+use super::attr::{Attr, NodeType};
+use super::dir_snapshot::{DirEntry, DirSnapshot, KernelListing, OpenDir};
 use super::error::Error;
+use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, Node, NodeKind};
 use super::kept_metadata::MetadataOverlay;
 use super::pending::{WriteConfig, WriteState};
@@ -20,28 +21,6 @@ use crate::cache::block::{BlockCache, BlockCacheConfig};
 use crate::cache::meta::MetaCache;
 use crate::cache::{ContentKey, FileSource};
 use crate::remote::{FileEntry, Remote};
-
-/// What a node is, as `stat` tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NodeType {
-    Directory,
-    RegularFile,
-}
-
-/// The attributes of a node as `stat` shows them. Times are one: the
-/// services keep a single date per file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub size: u64,
-    pub mtime: SystemTime,
-    pub kind: NodeType,
-    pub perm: u16,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub blksize: u32,
-}
 
 /// Settings of a mounted filesystem.
 #[derive(Clone, Debug)]
@@ -72,10 +51,9 @@ pub(crate) struct FsState {
     pub blocks: BlockCache,
     pub inodes: InodeTable,
     pub config: FsConfig,
-    pub runtime: Handle,
-    pub files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    pub(crate) dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
-    pub(crate) next_handle: AtomicU64,
+    pub runtime: tokio::runtime::Handle,
+    /// Every open file and folder handle.
+    pub(crate) handles: HandleTable,
     /// The content each inode had when last opened, to tell the kernel it
     /// may keep its page cache when the content is unchanged.
     pub(crate) opened_content: Mutex<HashMap<u64, ContentKey>>,
@@ -86,70 +64,7 @@ pub(crate) struct FsState {
     pub(crate) metadata: MetadataOverlay,
 }
 
-/// An open folder handle.
-pub(crate) struct OpenDir {
-    pub(crate) dir: u64,
-    pub(crate) snapshot: DirSnapshot,
-}
-
-/// A folder's entries as they were at opendir, served to the readdir calls
-/// that follow so their offsets stay meaningful.
-pub(crate) struct DirSnapshot {
-    pub(crate) entries: Vec<DirEntry>,
-    /// How long the kernel may trust the entries' attributes.
-    pub(crate) ttl: Duration,
-}
-
-impl DirSnapshot {
-    /// Identifies the entries as the kernel caches them (names, inodes and
-    /// kinds; attributes have their own time-to-live).
-    pub(crate) fn fingerprint(&self) -> u64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for entry in &self.entries {
-            entry.ino.hash(&mut hasher);
-            entry.name.hash(&mut hasher);
-            (entry.kind as u8).hash(&mut hasher);
-        }
-        hasher.finish()
-    }
-
-    /// The entries from the kernel's readdir `offset` on, each with the
-    /// offset that resumes after it.
-    pub(crate) fn entries_from(&self, offset: i64) -> impl Iterator<Item = (i64, &DirEntry)> {
-        let start = usize::try_from(offset).unwrap_or(0);
-        self.entries
-            .iter()
-            .enumerate()
-            .skip(start)
-            .map(|(i, entry)| ((i + 1) as i64, entry))
-    }
-}
-
-/// The listing a folder's open handles serve, so the kernel may keep the
-/// listing it cached (FOPEN_CACHE_DIR) only while ours is still the same.
-/// A warm `ls` then costs no readdir at all.
-#[derive(Default)]
-pub(crate) struct KernelListing {
-    /// `None` once handles with different listings were open at the same
-    /// time: the kernel may have cached either, so the next opendir makes
-    /// it start over.
-    pub(crate) fingerprint: Option<u64>,
-    pub(crate) open_handles: usize,
-}
-
-/// One entry of a folder snapshot.
-pub(crate) struct DirEntry {
-    pub(crate) ino: u64,
-    pub(crate) kind: NodeType,
-    pub(crate) name: String,
-    pub(crate) attr: Attr,
-}
-
 impl FsState {
-    pub fn new_handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Attributes of a node as the kernel sees them.
     pub fn attr(&self, node: &Node) -> Attr {
         let (kind, size, mtime, base_perm, nlink) = match &node.kind {
@@ -223,14 +138,27 @@ impl FsState {
         Ok(DirSnapshot { entries, ttl })
     }
 
-    pub(crate) fn open_dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
-        self.dirs.lock().get(&fh).cloned()
+    /// Opens a handle on a snapshot of folder `dir`: the handle, and
+    /// whether the kernel may keep the listing it cached for the folder.
+    pub(crate) fn open_snapshot(&self, dir: u64, snapshot: DirSnapshot) -> (u64, bool) {
+        let fingerprint = snapshot.fingerprint();
+        let fh = self
+            .handles
+            .insert(Handle::Directory(Arc::new(OpenDir { dir, snapshot })));
+        let mut listings = self.kernel_listings.lock();
+        let listing = listings.entry(dir).or_default();
+        let keep = listing.fingerprint == Some(fingerprint);
+        if listing.open_handles == 0 {
+            listing.fingerprint = Some(fingerprint);
+        } else if !keep {
+            listing.fingerprint = None;
+        }
+        listing.open_handles += 1;
+        (fh, keep)
     }
 
-    pub(crate) fn close_snapshot(&self, fh: u64) {
-        let Some(open) = self.dirs.lock().remove(&fh) else {
-            return;
-        };
+    /// A folder handle was released.
+    pub(crate) fn closed_dir(&self, open: &OpenDir) {
         let mut listings = self.kernel_listings.lock();
         if let Some(listing) = listings.get_mut(&open.dir) {
             listing.open_handles = listing.open_handles.saturating_sub(1);
@@ -274,8 +202,7 @@ impl FsState {
             .insert(ino, source.key.clone())
             .is_some_and(|previous| previous == source.key);
         let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
-        let fh = self.new_handle();
-        self.files.lock().insert(fh, file);
+        let fh = self.handles.insert(Handle::RemoteReader(file));
         (fh, unchanged)
     }
 }

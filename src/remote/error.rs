@@ -34,6 +34,10 @@ pub enum RemoteError {
     },
     #[error("temporary failure: {0}")]
     Transient(String),
+    /// A download connection refused because the account already has as
+    /// many open as the service allows; one ending frees room.
+    #[error("too many simultaneous downloads: {0}")]
+    TooManyDownloads(String),
     #[error("{0}")]
     Fatal(String),
 }
@@ -45,7 +49,9 @@ impl RemoteError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RemoteError::RateLimited { .. } | RemoteError::Transient(_)
+            RemoteError::RateLimited { .. }
+                | RemoteError::Transient(_)
+                | RemoteError::TooManyDownloads(_)
         )
     }
 }

@@ -515,6 +515,16 @@ impl RangedDownload {
             }
         };
         let status = response.status();
+        if status == StatusCode::FORBIDDEN {
+            let why = status_error(status, response.headers(), "direct link refused");
+            if refuses_one_more_download(response).await {
+                return Err(RemoteError::TooManyDownloads(format!(
+                    "download: HTTP {status}"
+                )));
+            }
+            self.refresh_link(why).await?;
+            return Ok(Opened::Retry);
+        }
         match status {
             StatusCode::PARTIAL_CONTENT => {
                 let (start, total) = parse_content_range(response.headers()).ok_or_else(|| {
@@ -539,6 +549,15 @@ impl RangedDownload {
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Opened::PastEnd),
+            StatusCode::TOO_MANY_REQUESTS if retry_after(response.headers()).is_none() => {
+                // Without a wait to honour, a download server's 429 is the
+                // account's connection limit (an S3-style `SlowDown`,
+                // file.io's `TOO_MANY_REQUESTS`): the caller, who knows
+                // how many it has open, decides.
+                return Err(RemoteError::TooManyDownloads(format!(
+                    "download: HTTP {status}"
+                )));
+            }
             StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
                 let why = status_error(status, response.headers(), "direct link refused");
                 self.refresh_link(why).await?;
@@ -565,6 +584,21 @@ impl RangedDownload {
         self.body = Some(Box::pin(response.bytes_stream()));
         Ok(Opened::Body)
     }
+}
+
+/// Whether a download server's 403 says the account has too many
+/// downloads open (rather than that the link expired): its short text
+/// answer says so.
+async fn refuses_one_more_download(mut response: reqwest::Response) -> bool {
+    let mut text = Vec::new();
+    while text.len() < 1024 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => text.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    text.contains("too many") && (text.contains("download") || text.contains("connection"))
 }
 
 /// `(first byte, total size if known)` from `Content-Range: bytes a-b/total`.

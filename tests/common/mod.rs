@@ -18,6 +18,7 @@ pub mod fichier_client;
 pub mod mount;
 pub mod multi;
 pub mod remote;
+pub mod tls;
 pub mod write_mount;
 
 use std::collections::HashMap;
@@ -242,9 +243,20 @@ impl Emulator {
         ))
     }
 
-    /// `http://127.0.0.1:PORT` (what handed-out URLs start with).
+    /// `http://127.0.0.1:PORT` (what handed-out URLs start with;
+    /// `https://` with `--tls-cert`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_cert() {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The certificate given with `--tls-cert`, if the emulator speaks TLS.
+    pub fn tls_cert(&self) -> Option<PathBuf> {
+        let args = &self.options.args;
+        let at = args.iter().position(|arg| arg == "--tls-cert")?;
+        args.get(at + 1).map(PathBuf::from)
     }
 
     /// The API base of a service, as the emulator printed it.
@@ -315,12 +327,17 @@ impl Emulator {
         let url = format!("{}{path}", self.base_url());
         let key = self.admin_key.clone();
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let trusted = self
+            .tls_cert()
+            .map(|path| reqwest::Certificate::from_pem(&std::fs::read(path).unwrap()).unwrap());
         std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder()
+            let mut client = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
-                .no_proxy()
-                .build()
-                .unwrap();
+                .no_proxy();
+            if let Some(certificate) = trusted {
+                client = client.add_root_certificate(certificate);
+            }
+            let client = client.build().unwrap();
             let mut request = client.request(method, url).bearer_auth(key);
             if let Some(body) = body {
                 request = request.json(&body);

@@ -188,6 +188,17 @@ impl Mount {
         command_line: Vec<std::ffi::OsString>,
         times: MountTimes,
     ) -> Mount {
+        Mount::launch_env(dir, mountpoint, command_line, times, &[])
+    }
+
+    /// [`Mount::launch_with`] with extra environment variables.
+    pub fn launch_env(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        command_line: Vec<std::ffi::OsString>,
+        times: MountTimes,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Mount {
         let log_path = dir.path().join(format!(
             "mount-{}.log",
             std::time::SystemTime::now()
@@ -206,6 +217,7 @@ impl Mount {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -12,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::claims::{BlockSender, InFlight, Tiers};
@@ -20,6 +19,7 @@ use super::disk::DiskTier;
 use super::error::CacheError;
 use super::key::BlockKey;
 use super::memory::{MemoryTier, SpareBuffers};
+use super::streams::{StreamPermit, Streams};
 use crate::cache::FileSource;
 use crate::remote::{Remote, RemoteError};
 
@@ -32,7 +32,8 @@ pub(super) struct Inner {
     pub(super) disk: Option<Arc<DiskTier>>,
     pub(super) inflight: InFlight,
     pub(super) spare_buffers: Mutex<SpareBuffers>,
-    pub(super) prefetch_permits: Arc<Semaphore>,
+    /// The mount's read-ahead connections.
+    pub(super) streams: Arc<Streams>,
     pub(super) memory_hits: AtomicU64,
     pub(super) disk_hits: AtomicU64,
     pub(super) remote_requests: AtomicU64,
@@ -97,25 +98,50 @@ impl Inner {
                 self.inflight.release(&BlockKey::of(&src, index));
                 let _ = sender.send(Ok(data));
             }
-            None => self.fetch_run(src, index, VecDeque::from([sender])).await,
+            None => {
+                self.fetch_run(src, index, VecDeque::from([sender]), None)
+                    .await
+            }
         }
     }
 
     /// Fetches blocks `first..first + senders.len()` with as few Range
     /// requests as the service allows, retrying from the first undelivered
-    /// block after failures.
+    /// block after failures. A read-ahead fetch runs on one of the mount's
+    /// read-ahead streams (`stream`); a reader's own fetch holds none.
     pub(super) async fn fetch_run(
         &self,
         src: FileSource,
         first: u64,
         mut senders: VecDeque<BlockSender>,
+        mut stream: Option<StreamPermit>,
     ) {
+        let read_ahead = stream.is_some();
         let mut next = first;
         let mut failures = 0u32;
+        let mut refusals = 0u32;
         while !senders.is_empty() {
             let before = next;
-            match self.stream_run(&src, &mut next, &mut senders).await {
+            match self
+                .stream_run(&src, &mut next, &mut senders, read_ahead)
+                .await
+            {
                 Ok(()) => {}
+                Err(RemoteError::TooManyDownloads(message)) if refusals < MAX_REFUSALS => {
+                    // One connection too many for the account: fewer
+                    // streams from now on, and this fetch waits for a
+                    // connection of ours to end instead of failing a read.
+                    refusals = if next > before { 1 } else { refusals + 1 };
+                    self.streams.refused(read_ahead);
+                    debug!(file = %src.id, block = next, %message, refusals, "download refused: fewer streams");
+                    if let Some(permit) = stream.take() {
+                        drop(permit);
+                        tokio::time::sleep(refusal_delay(refusals)).await;
+                        stream = Some(self.streams.acquire().await);
+                    } else {
+                        tokio::time::sleep(refusal_delay(refusals)).await;
+                    }
+                }
                 Err(error) => {
                     // Only failures in a row count: a flaky connection that
                     // still delivers blocks is worth staying with.
@@ -147,6 +173,7 @@ impl Inner {
                 }
             }
         }
+        drop(stream);
     }
 
     /// One Range request for the remaining blocks of a run; delivers every
@@ -156,8 +183,10 @@ impl Inner {
         src: &FileSource,
         next: &mut u64,
         senders: &mut VecDeque<BlockSender>,
+        read_ahead: bool,
     ) -> Result<(), RemoteError> {
         let start = *next * self.block_size;
+        let _connection = self.streams.connection().await;
         let end = ((*next + senders.len() as u64) * self.block_size).min(src.size);
         self.remote_requests.fetch_add(1, Ordering::Relaxed);
         let mut stream = self
@@ -170,6 +199,9 @@ impl Inner {
             let mut chunk = chunk?;
             self.remote_bytes
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if read_ahead {
+                self.streams.delivered(chunk.len() as u64);
+            }
             while !chunk.is_empty() {
                 if senders.is_empty() {
                     // More bytes than asked for: the extra is ignored.
@@ -199,6 +231,16 @@ impl Inner {
             )))
         }
     }
+}
+
+/// Refusals in a row (no byte received in between) a fetch absorbs before
+/// its read fails: with the waits below, about half a minute for one of the
+/// account's other downloads to end.
+const MAX_REFUSALS: u32 = 32;
+
+/// How long a refused fetch waits before it asks again.
+fn refusal_delay(refusals: u32) -> Duration {
+    Duration::from_millis(25 << refusals.min(5)).min(Duration::from_secs(1))
 }
 
 /// How long to wait before retrying a failed fetch, or `None` to give up.

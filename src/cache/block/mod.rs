@@ -18,6 +18,7 @@ mod fetch;
 mod key;
 mod memory;
 mod read_ahead;
+mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,6 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 
 use super::FileSource;
 use crate::remote::Remote;
@@ -40,9 +40,11 @@ use disk::DiskTier;
 use fetch::Inner;
 use key::BlockKey;
 use memory::{MemoryTier, SpareBuffers};
+use streams::Streams;
 
 pub use error::{CacheError, CacheResult};
 pub use read_ahead::ReadAheadTicket;
+pub use streams::StreamStats;
 
 /// Sizing of the block cache.
 #[derive(Clone, Debug)]
@@ -52,8 +54,9 @@ pub struct BlockCacheConfig {
     pub max_memory: u64,
     /// Disk tier directory and its size bound; `None` keeps blocks in memory only.
     pub disk: Option<(PathBuf, u64)>,
-    /// How many read-ahead requests may run at once across the whole mount.
-    pub prefetch_concurrency: usize,
+    /// Most read-ahead connections open at once across the whole mount
+    /// (the set grows up to this while it pays off).
+    pub max_streams: usize,
 }
 
 /// Counters, mostly for logs and tests.
@@ -103,7 +106,7 @@ impl BlockCache {
                 disk,
                 inflight: InFlight::default(),
                 spare_buffers: Mutex::new(SpareBuffers::new(config.block_size)),
-                prefetch_permits: Arc::new(Semaphore::new(config.prefetch_concurrency.max(1))),
+                streams: Streams::new(config.max_streams),
                 memory_hits: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
                 remote_requests: AtomicU64::new(0),
@@ -119,6 +122,12 @@ impl BlockCache {
     /// Number of blocks of a file of `size` bytes.
     pub fn block_count(&self, size: u64) -> u64 {
         size.div_ceil(self.inner.block_size)
+    }
+
+    /// The read-ahead streams: their current number, the most connections
+    /// open at once, refusals.
+    pub fn stream_stats(&self) -> StreamStats {
+        self.inner.streams.stats()
     }
 
     pub fn stats(&self) -> BlockCacheStats {
@@ -289,7 +298,7 @@ impl BlockCache {
                         let src = src.clone();
                         self.inner
                             .runtime
-                            .spawn(async move { inner.fetch_run(src, first, senders).await });
+                            .spawn(async move { inner.fetch_run(src, first, senders, None).await });
                     }
                     Some((split, ticket)) => {
                         let mut senders = senders;
@@ -299,18 +308,23 @@ impl BlockCache {
                             let part: VecDeque<_> = senders.drain(..take).collect();
                             let inner = self.inner.clone();
                             let src = src.clone();
-                            let permits = self.inner.prefetch_permits.clone();
                             let part_first = run_first;
                             let ticket = ticket.clone();
                             self.inner.runtime.spawn(async move {
-                                let Ok(_permit) = permits.acquire_owned().await else {
+                                let Some(_file_stream) = ticket.file_stream().await else {
+                                    inner.inflight.abandon(&src, part_first, part);
                                     return;
                                 };
                                 if !ticket.is_current() {
                                     inner.inflight.abandon(&src, part_first, part);
                                     return;
                                 }
-                                inner.fetch_run(src, part_first, part).await
+                                let stream = inner.streams.acquire().await;
+                                if !ticket.is_current() {
+                                    inner.inflight.abandon(&src, part_first, part);
+                                    return;
+                                }
+                                inner.fetch_run(src, part_first, part, Some(stream)).await
                             });
                             run_first += take as u64;
                         }

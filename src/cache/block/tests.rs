@@ -1,6 +1,7 @@
 //! Behaviour of the block cache against an in-memory remote.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ fn config(block: u64, memory: u64, disk: Option<(PathBuf, u64)>) -> BlockCacheCo
         block_size: block,
         max_memory: memory,
         disk,
-        prefetch_concurrency: 2,
+        max_streams: 2,
     }
 }
 
@@ -185,10 +186,16 @@ async fn stale_read_ahead_is_dropped_unsent() {
     let data = pattern(10 * 1024);
     let src = source(&remote, "a", &data);
     let mut settings = config(1024, 1 << 20, None);
-    settings.prefetch_concurrency = 1;
+    settings.max_streams = 1;
     let cache = BlockCache::new(remote.clone(), settings).unwrap();
     let stream = Arc::new(AtomicU64::new(0));
-    cache.prefetch(&src, 0, 9, 1, ReadAheadTicket::new(&stream));
+    cache.prefetch(
+        &src,
+        0,
+        9,
+        1,
+        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+    );
     // The reader jumps away while nine of the ten requests still queue.
     stream.fetch_add(1, Ordering::AcqRel);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -210,7 +217,13 @@ async fn prefetch_fills_the_cache_in_bounded_requests() {
     let src = source(&remote, "a", &data);
     let cache = BlockCache::new(remote.clone(), config(1024, 1 << 20, None)).unwrap();
     let stream = Arc::new(AtomicU64::new(0));
-    cache.prefetch(&src, 2, 9, 3, ReadAheadTicket::new(&stream));
+    cache.prefetch(
+        &src,
+        2,
+        9,
+        3,
+        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+    );
     for _ in 0..100 {
         if (2..10).all(|i| cache.is_cached(&src, i)) {
             break;
@@ -225,4 +238,50 @@ async fn prefetch_fills_the_cache_in_bounded_requests() {
         &data[2048..]
     );
     assert!(cache.try_read_cached(&src, 0, 10).is_none());
+}
+
+#[tokio::test]
+async fn a_refused_connection_shrinks_the_streams_instead_of_failing() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.set_download_delay(Duration::from_millis(20));
+    let failing = Arc::new(FailingRemote::new(remote.clone()));
+    let data = pattern(16 * 1024);
+    let src = source(&remote, "a", &data);
+    let mut settings = config(1024, 1 << 20, None);
+    settings.max_streams = 4;
+    let cache = BlockCache::new(failing.clone(), settings).unwrap();
+    let refusal = || RemoteError::TooManyDownloads("HTTP 403".into());
+    failing.fail_with(Operation::Download, [refusal(), refusal(), refusal()]);
+    let stream = Arc::new(AtomicU64::new(0));
+    let ticket = ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(4)));
+    cache.prefetch(&src, 1, 15, 2, ticket);
+    // A reader's own fetch refused too: it waits and gets its bytes.
+    let got = cache.read(&src, 0, 16 * 1024, 0).await.unwrap();
+    assert_eq!(&got[..], &data[..]);
+    let streams = cache.stream_stats();
+    assert_eq!(streams.refusals, 3);
+    assert_eq!(streams.limit, 1);
+    assert_eq!(failing.injected(Operation::Download), 3);
+}
+
+#[tokio::test]
+async fn one_file_uses_at_most_its_share_of_streams() {
+    let remote = Arc::new(MemoryRemote::new());
+    remote.set_download_delay(Duration::from_millis(50));
+    let data = pattern(16 * 1024);
+    let src = source(&remote, "a", &data);
+    let mut settings = config(1024, 1 << 20, None);
+    settings.max_streams = 8;
+    let cache = BlockCache::new(remote.clone(), settings).unwrap();
+    let stream = Arc::new(AtomicU64::new(0));
+    let ticket = ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(1)));
+    cache.prefetch(&src, 0, 15, 1, ticket);
+    for _ in 0..200 {
+        if (0..16).all(|i| cache.is_cached(&src, i)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!((0..16).all(|i| cache.is_cached(&src, i)));
+    assert_eq!(cache.stream_stats().peak_connections, 1);
 }

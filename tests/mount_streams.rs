@@ -1,0 +1,239 @@
+//! Reads through a real mount over a hoster-like link: the emulator over
+//! TLS (a certificate made at test time), a few milliseconds away, each
+//! download connection paced, and a per-account limit on connections. A
+//! sequential reader's read-ahead spreads over several connections, never
+//! more than the account allows; a refused connection costs no read, and
+//! neither does a connection cut mid-stream.
+
+mod common;
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use filehostfs::remote::UploadSource;
+use serde_json::{json, Value};
+
+use common::mount::{open_remote, sha256_hex, test_bytes, Mount};
+use common::tls::make_certificate;
+use common::Emulator;
+
+const MIB: usize = 1 << 20;
+/// Download connections the emulator's account accepts at once.
+const ACCOUNT_LIMIT: u64 = 4;
+
+/// The hoster profile scaled down: 2 ms away, 5 MB/s per connection, four
+/// downloads per account, over TLS.
+fn start_hoster(dir: &Path) -> Emulator {
+    let (cert, key) = make_certificate(dir);
+    let limit = ACCOUNT_LIMIT.to_string();
+    let emu = Emulator::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--link-latency-ms",
+        "2",
+        "--download-rate-per-connection",
+        "5MB",
+        "--max-downloads-per-key",
+        &limit,
+    ]);
+    assert!(emu.fichier_url().starts_with("https://"));
+    emu
+}
+
+/// A config naming the emulator's first account `emu`, trusting the test
+/// certificate, with `extra` lines.
+fn write_config(emu: &Emulator, dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    let text = format!(
+        "[emu]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nca_cert = \"{}\"\n{extra}",
+        emu.fichier_url(),
+        emu.key(),
+        emu.tls_cert().unwrap().display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Uploads `files` into the account's root folder through the library.
+fn seed(config: &Path, files: &[(&str, &[u8])]) {
+    let (runtime, remote) = open_remote(config, "emu");
+    runtime.block_on(async {
+        let root = remote.root();
+        for (name, data) in files {
+            let reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+                Box::pin(std::io::Cursor::new(data.to_vec()));
+            let size = data.len() as u64;
+            remote
+                .upload(&root, name, UploadSource::Reader { reader, size }, None)
+                .await
+                .unwrap_or_else(|e| panic!("uploading {name}: {e}"));
+        }
+    });
+}
+
+/// The emulator's download counters of the first account.
+fn downloads(emu: &Emulator) -> Value {
+    emu.stats()["downloads"][format!("1fichier:{}", emu.key())].clone()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    sha256_hex(&data)
+}
+
+#[test]
+fn sequential_reads_spread_over_the_connections_the_account_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let data = test_bytes(24 * MIB, 1);
+    seed(&config, &[("movie.bin", &data)]);
+    // Allowed twice what the account takes: the refusals teach the mount.
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    emu.reset_stats();
+
+    assert_eq!(
+        sha256_of(&mount.path().join("movie.bin")),
+        sha256_hex(&data)
+    );
+    let counters = downloads(&emu);
+    let peak = counters["peak"].as_u64().unwrap();
+    assert!(peak <= ACCOUNT_LIMIT, "{counters}");
+    assert!(
+        peak >= 3,
+        "read-ahead stayed on {peak} connection(s): {counters}"
+    );
+
+    // Random reads after a remount (cold): every byte right.
+    drop(mount);
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    let file = File::open(mount.path().join("movie.bin")).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..40 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let offset = (state % data.len() as u64) as usize;
+        let len = (4096 + (state >> 40) as usize % (200 * 1024)).min(data.len() - offset);
+        let mut buffer = vec![0; len];
+        file.read_exact_at(&mut buffer, offset as u64).unwrap();
+        assert!(
+            buffer == data[offset..offset + len],
+            "bytes at {offset}+{len}"
+        );
+    }
+    assert!(downloads(&emu)["peak"].as_u64().unwrap() <= ACCOUNT_LIMIT);
+    assert!(
+        !mount.log().contains("block fetch failed"),
+        "{}",
+        mount.log()
+    );
+}
+
+#[test]
+fn a_refused_connection_is_absorbed_without_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let data = test_bytes(16 * MIB, 2);
+    seed(&config, &[("a.bin", &data)]);
+    // The account takes two connections at once; the mount, allowed
+    // eight, learns it from the refusals.
+    emu.admin(
+        "POST",
+        "/_emulator/link",
+        Some(json!({ "max_downloads_per_key": 2 })),
+    );
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    emu.reset_stats();
+    assert_eq!(sha256_of(&mount.path().join("a.bin")), sha256_hex(&data));
+    let counters = downloads(&emu);
+    assert!(counters["peak"].as_u64().unwrap() <= 2, "{counters}");
+    assert!(
+        counters["refused"].as_u64().unwrap() >= 1,
+        "the mount never tried a third connection: {counters}"
+    );
+    assert!(
+        !mount.log().contains("block fetch failed"),
+        "{}",
+        mount.log()
+    );
+}
+
+#[test]
+fn a_remote_max_streams_bounds_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "max_streams = 2\n");
+    let data = test_bytes(12 * MIB, 3);
+    seed(&config, &[("a.bin", &data)]);
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    emu.reset_stats();
+    assert_eq!(sha256_of(&mount.path().join("a.bin")), sha256_hex(&data));
+    let counters = downloads(&emu);
+    assert!(counters["peak"].as_u64().unwrap() <= 2, "{counters}");
+    assert_eq!(counters["refused"].as_u64().unwrap(), 0, "{counters}");
+}
+
+#[test]
+fn parallel_readers_of_one_file_and_of_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("f{i}.bin"), test_bytes(8 * MIB, 10 + i)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(name, data)| (name.as_str(), data.as_slice()))
+        .collect();
+    seed(&config, &refs);
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    emu.reset_stats();
+    // Two readers of f0, one each of f1 and f2, all at once.
+    let readers: Vec<_> = [0, 0, 1, 2]
+        .into_iter()
+        .map(|i| {
+            let path = mount.path().join(&files[i].0);
+            std::thread::spawn(move || (i, sha256_of(&path)))
+        })
+        .collect();
+    for reader in readers {
+        let (i, digest) = reader.join().unwrap();
+        assert_eq!(digest, sha256_hex(&files[i].1), "{}", files[i].0);
+    }
+    assert!(downloads(&emu)["peak"].as_u64().unwrap() <= ACCOUNT_LIMIT);
+    assert!(
+        !mount.log().contains("block fetch failed"),
+        "{}",
+        mount.log()
+    );
+}
+
+#[test]
+fn a_connection_cut_mid_stream_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let data = test_bytes(12 * MIB, 4);
+    seed(&config, &[("a.bin", &data)]);
+    let mount = Mount::start_remote(&config, "emu:", &[]);
+    // Every download connection dies after 3 MiB of body.
+    emu.set_faults(json!({ "cut_body_after": 3 * MIB }));
+    emu.reset_stats();
+    let digest = sha256_of(&mount.path().join("a.bin"));
+    emu.set_faults(json!({ "cut_body_after": null }));
+    assert_eq!(digest, sha256_hex(&data));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(downloads(&emu)["peak"].as_u64().unwrap() <= ACCOUNT_LIMIT);
+}
