@@ -69,11 +69,27 @@ pub enum Error {
 }
 
 impl Error {
-    /// How loudly a failure is logged: the service failing is worth a
-    /// warning; a caller asking for something that is not there is not.
+    /// How loudly a failure is logged: the service or the disk failing
+    /// (EIO, ENOSPC, EFBIG, ...) is worth a warning; an answer about the
+    /// caller's own request (no such name, no such attribute, a refused
+    /// change) is not: `ls -l` alone asks for attributes that do not exist
+    /// on every file.
     pub fn level(&self) -> tracing::Level {
         match self.errno() {
-            libc::ENOENT | libc::ENOTDIR | libc::EEXIST | libc::ENOTEMPTY => tracing::Level::DEBUG,
+            libc::ENOENT
+            | libc::ENOTDIR
+            | libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::EISDIR
+            | libc::ENODATA
+            | libc::EOPNOTSUPP
+            | libc::EROFS
+            | libc::EPERM
+            | libc::EXDEV
+            | libc::EINVAL
+            | libc::EBADF
+            | libc::ENOSYS
+            | libc::EACCES => tracing::Level::DEBUG,
             _ => tracing::Level::WARN,
         }
     }
@@ -214,5 +230,30 @@ impl Errno for Unsupported {
             // The kernel then copies through read and write, which we serve.
             Unsupported::CopyFileRange => libc::ENOSYS,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_about_the_request_are_quiet_failures_of_the_service_are_not() {
+        for quiet in [
+            Error::NotFound,
+            Error::NoAttribute,
+            Error::OperationNotSupported,
+            Error::ReadOnly,
+            Error::Unsupported(Unsupported::Symlink),
+            Error::CrossDevice,
+        ] {
+            assert_eq!(quiet.level(), tracing::Level::DEBUG, "{quiet:?}");
+        }
+        let failed = Error::Remote(RemoteError::Transient("timed out".into()));
+        assert_eq!(failed.level(), tracing::Level::WARN);
+        assert_eq!(
+            Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).level(),
+            tracing::Level::WARN
+        );
     }
 }
