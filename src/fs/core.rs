@@ -31,6 +31,7 @@ use super::state::{FsConfig, FsState};
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;
+use crate::cache::tracked_remote::TrackedRemote;
 use crate::remote::{FileId, FolderId, Remote};
 use crate::writeback::Recovery;
 
@@ -106,6 +107,8 @@ impl Core {
     ) -> Result<(Core, Recovery), Error> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
+        // Changes made from here on outdate saved listings (warm restarts).
+        let remote = TrackedRemote::wrap(remote, &meta);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
         let metadata = MetadataOverlay::open(config.metadata_db.as_deref())?;
         let state = Arc::new(FsState {

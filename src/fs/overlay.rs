@@ -54,7 +54,7 @@ pub(crate) fn apply_listing(
         listing.files.retain(|f| !is_hidden(f));
         let visible = FetchedListing {
             listing,
-            fetched_at: fetched.fetched_at,
+            fresh_until: fetched.fresh_until,
             serial: fetched.serial,
         };
         state.inodes.apply_listing(dir, &visible)?;
