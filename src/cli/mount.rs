@@ -22,6 +22,7 @@ use crate::fs::{
 use crate::remote::counting::CountingRemote;
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
+use crate::state_dir::StateDir;
 
 use super::{stop_signals, systemd};
 
@@ -123,6 +124,11 @@ pub struct MountOptions {
     /// delete it); without this option opening them fails with EACCES.
     #[arg(long)]
     pub consume_downloads: bool,
+    /// Where this remote's durable state lives (mtimes, modes and extended
+    /// attributes set through the mount); overrides the remote's
+    /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
     /// or a date); overrides the remote's `expires`.
     #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
@@ -203,6 +209,7 @@ impl MountOptions {
             },
             read_only: self.read_only,
             consume_downloads: self.consume_downloads,
+            metadata_db: None,
         })
     }
 
@@ -293,12 +300,13 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let (source, remote_max_streams) = runtime.block_on(open_mount_root(
+    let (source, remote_max_streams, state_dir) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
-        &args.options.upload_overrides(),
+        &args.options,
         !args.no_saved_listings,
     ))?;
+    fs_config.metadata_db = Some(state_dir.metadata_db());
     if let Some(limit) = remote_max_streams {
         fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
     }
@@ -355,12 +363,17 @@ pub struct MountSource {
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
-    upload: &crate::remote::fileio::UploadOptions,
+    options: &MountOptions,
     saved: bool,
-) -> anyhow::Result<(MountSource, Option<usize>)> {
+) -> anyhow::Result<(MountSource, Option<usize>, StateDir)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
-    config.override_upload_options(&target.remote, upload)?;
+    config.override_upload_options(&target.remote, &options.upload_overrides())?;
+    let state_dir = match &options.state_dir {
+        Some(dir) => StateDir::open_at(dir.clone())
+            .with_context(|| format!("--state-dir {}", dir.display()))?,
+        None => config.remote(&target.remote)?.state_dir()?,
+    };
     let remote = config.open_remote(&target.remote)?;
     let listings = open_listing_store(&config, &target.remote, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
@@ -376,7 +389,7 @@ async fn open_mount_root(
         root,
         listings,
     };
-    Ok((source, max_streams))
+    Ok((source, max_streams, state_dir))
 }
 
 /// The listings saved in the remote's state dir, which a restarted mount

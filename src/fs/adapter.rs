@@ -271,11 +271,11 @@ impl Filesystem for FilehostFs {
 
     fn setattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -287,12 +287,20 @@ impl Filesystem for FilehostFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // Mode, owner and atime are accepted and ignored (see `file_data`).
+        // atime is accepted and ignored (see `file_data`).
         let mtime = mtime.map(|time| match time {
             TimeOrNow::SpecificTime(time) => time,
             TimeOrNow::Now => SystemTime::now(),
         });
-        let change = AttrChange { size, mtime, fh };
+        let change = AttrChange {
+            size,
+            mtime,
+            mode,
+            uid,
+            gid,
+            caller_uid: Some(req.uid()),
+            fh,
+        };
         let core = self.core.clone();
         let work = async move {
             let attr = core.setattr(ino, change).await?;
@@ -587,14 +595,17 @@ impl Filesystem for FilehostFs {
     fn setxattr(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        respond("setxattr", reply, self.core.setxattr(), reply_ok);
+        let core = self.core.clone();
+        let (name, value) = (name.to_owned(), value.to_vec());
+        let work = async move { core.setxattr(ino, &name, &value, flags).await };
+        self.spawn("setxattr", reply, work, reply_ok);
     }
 
     fn getxattr(
@@ -630,8 +641,11 @@ impl Filesystem for FilehostFs {
         );
     }
 
-    fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
-        respond("removexattr", reply, self.core.removexattr(), reply_ok);
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        let name = name.to_owned();
+        let work = async move { core.removexattr(ino, &name).await };
+        self.spawn("removexattr", reply, work, reply_ok);
     }
 
     fn create(

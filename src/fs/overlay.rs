@@ -16,7 +16,12 @@ use crate::writeback::{PendingFile, WriteEvent};
 /// Reacts to the queue's news: a finished upload turns its local node into
 /// the remote file (same inode).
 pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
-    let WriteEvent::Finalized { entry, file, .. } = event;
+    let (entry, file) = match event {
+        WriteEvent::Finalizing { entry, file, mtime } => {
+            return super::metadata_overlay::finish_upload(state, *entry, file, *mtime);
+        }
+        WriteEvent::Finalized { entry, file, .. } => (entry, file),
+    };
     // The node turns into the remote file before its link goes: a
     // reader that finds no link then always finds the remote file
     // (see `FsState::attr`), never a local node without a pending file.

@@ -491,8 +491,8 @@ impl Inner {
         };
         let parent = row.parent.clone();
         let name = row.name.clone();
-        state.journal.delete(id)?;
-        let answered = state.uploaded_files.remove(&id);
+        let mtime = row.mtime;
+        let answered = state.uploaded_files.get(&id).cloned();
         let file = answered.unwrap_or_else(|| FileEntry {
             id: file_id,
             name,
@@ -503,6 +503,16 @@ impl Inner {
             share_link: None,
             expires: None,
         });
+        // Before the journal forgets the entry: what the mount keeps about
+        // the file (its mtime, its metadata record) moves to the uploaded
+        // file first, and a crash in between repeats this step.
+        self.emit(WriteEvent::Finalizing {
+            entry: id,
+            file: file.clone(),
+            mtime,
+        });
+        state.journal.delete(id)?;
+        state.uploaded_files.remove(&id);
         tracing::info!(entry = %id, name = %file.name, id = %file.id, "upload complete");
         let attempts = state.succeeded_after.get(&id).copied().unwrap_or(1);
         view::remember_finished(&mut state.finished, id, &parent, &file, attempts);

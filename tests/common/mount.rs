@@ -238,6 +238,10 @@ impl Mount {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
             .args(command_line)
+            // Durable per-account state (the metadata store) goes with the
+            // test's files, never into the user's own state dir; tests that
+            // remount pass the same `--state-dir` to each mount.
+            .env("XDG_STATE_HOME", dir.path().join("state"))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
