@@ -174,6 +174,11 @@ pub(crate) fn rename(
             }
         }
     }
+    if source.is_dir() && is_within(state, new_parent, source.ino) {
+        // Into itself: refused before anything (such as a replaced empty
+        // folder) is removed.
+        return Err(Error::InvalidArgument);
+    }
     let new_folder = if same_node {
         None
     } else {
@@ -198,6 +203,21 @@ pub(crate) fn rename(
             rename_file(&state, &source, target.as_ref(), &moved).await
         }
     })
+}
+
+/// Whether folder `ino` is `ancestor` or lies below it.
+fn is_within(state: &FsState, mut ino: u64, ancestor: u64) -> bool {
+    // Bounded: a parent chain is never longer than the inode table.
+    for _ in 0..=state.inodes.len() {
+        if ino == ancestor {
+            return true;
+        }
+        match state.inodes.get(ino) {
+            Some(node) if node.parent != ino => ino = node.parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 struct Move {
@@ -343,14 +363,48 @@ async fn rename_folder(
         let target_folder = target.folder_id().cloned().ok_or(Error::NotADirectory)?;
         remove_empty_folder(state, target.ino, &target_folder).await?;
     }
-    if !same_folder {
-        state.remote.move_folder(&folder, &moved.new_folder).await?;
-    }
-    if moved.name != moved.new_name {
+    if same_folder {
         state.remote.rename_folder(&folder, &moved.new_name).await?;
+    } else if moved.name == moved.new_name {
+        state.remote.move_folder(&folder, &moved.new_folder).await?;
+    } else {
+        move_and_rename_folder(state, &folder, moved).await?;
     }
     state
         .inodes
         .rename_child(moved.parent, &moved.name, moved.new_parent, &moved.new_name)?;
+    Ok(())
+}
+
+/// A folder move with a new name takes two calls, and a folder name may
+/// not repeat within a folder: the order is chosen so that neither call
+/// meets a sibling of the same name (through a temporary name when the
+/// new folder has one of the old name and the old folder one of the new).
+async fn move_and_rename_folder(
+    state: &Arc<FsState>,
+    folder: &FolderId,
+    moved: &Move,
+) -> Result<(), Error> {
+    let folder_named = |parent: u64, name: &str| {
+        state
+            .inodes
+            .child(parent, name)
+            .is_some_and(|node| node.is_dir())
+    };
+    if !folder_named(moved.new_parent, &moved.name) {
+        state.remote.move_folder(folder, &moved.new_folder).await?;
+        state.remote.rename_folder(folder, &moved.new_name).await?;
+    } else if !folder_named(moved.parent, &moved.new_name) {
+        state.remote.rename_folder(folder, &moved.new_name).await?;
+        state.remote.move_folder(folder, &moved.new_folder).await?;
+    } else {
+        let temporary = (1..100)
+            .map(|n| format!("{}.moving-{n}", moved.new_name))
+            .find(|name| !folder_named(moved.parent, name) && !folder_named(moved.new_parent, name))
+            .ok_or(Error::AlreadyExists)?;
+        state.remote.rename_folder(folder, &temporary).await?;
+        state.remote.move_folder(folder, &moved.new_folder).await?;
+        state.remote.rename_folder(folder, &moved.new_name).await?;
+    }
     Ok(())
 }

@@ -814,6 +814,12 @@ impl Inner {
         }
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        if !state.rows.get(&id).is_some_and(EntryRecord::is_live) {
+            // Unlinked: the queue may have dropped the entry and its staging
+            // file while a handle still writes to it. Nothing is kept.
+            state.dirty.remove(&id);
+            return Ok(());
+        }
         // Under the lock, so no write or resize lands between the measure
         // and the row that records it.
         let size = self.staging.len(id)?;
