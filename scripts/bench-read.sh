@@ -5,6 +5,8 @@
 #   scripts/bench-read.sh            # 1 GiB file, 15 s fio runs
 #   SIZE_MIB=256 FIO_SECONDS=5 scripts/bench-read.sh
 #   MOUNT_OPTS="--block-size 4M" scripts/bench-read.sh
+#   scripts/bench-read.sh --profile hoster   # over TLS and a hoster-like
+#                                            # link: scripts/bench-read-hoster.sh
 #
 # Measures, on one emulator (flood control off) and one file:
 #   - curl of the file's direct link (the limit; best of two), and one 4 KiB
@@ -17,12 +19,21 @@
 # and prints a table with each figure's ratio to the direct download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "") ;;
+  --profile)
+    [ "${2:-}" = hoster ] || { echo "bench-read: the only profile is hoster" >&2; exit 2; }
+    exec scripts/bench-read-hoster.sh
+    ;;
+  *) echo "usage: scripts/bench-read.sh [--profile hoster]" >&2; exit 2 ;;
+esac
 
 SIZE_MIB=${SIZE_MIB:-1024}
 FIO_SECONDS=${FIO_SECONDS:-15}
 MANY_FILES=${MANY_FILES:-10000}
 CACHE_MEMORY=${CACHE_MEMORY:-256M}
-# DISK_CACHE=1 adds --cache-dir (blocks also written to disk while reading).
+# DISK_CACHE=1 adds --cache-dir (blocks also written to disk while reading);
+# otherwise --no-disk-cache (the default disk cache would make fresh mounts warm).
 DISK_CACHE=${DISK_CACHE:-0}
 MOUNT_OPTS=${MOUNT_OPTS:-}
 
@@ -192,7 +203,7 @@ EOF
 # --- the mount -------------------------------------------------------------
 start_mount() {
   # shellcheck disable=SC2086
-  local disk=()
+  local disk=(--no-disk-cache)
   [ "$DISK_CACHE" = 1 ] && disk=(--cache-dir "$WORK/cache" --cache-max-size 4G)
   "$BIN" --config "$CFG" mount bench: "$MNT" --cache-max-memory "$CACHE_MEMORY" \
     "${disk[@]}" $MOUNT_OPTS 2>>"$WORK/mount.log" &

@@ -9,7 +9,11 @@
 #     mount process;
 #  3. 1,000 small files copied into the mount: files per second until every
 #     upload is confirmed, and API calls per file from the emulator's
-#     counters, next to what the pacer allows.
+#     counters, next to what the pacer allows;
+#  4. incremental backup: `rsync -a` of 1,000 mixed-size files (1 KiB to
+#     1 MiB, in 10 folders) into the mount, unmount, mount again, and the
+#     same `rsync -a` unchanged: its wall time, uploads and API calls
+#     (target: 0 uploads; the kept mtimes make rsync skip every file).
 #
 #   scripts/bench-write.sh
 #   SIZE_MIB=256 SMALL_FILES=300 RATE=50 scripts/bench-write.sh
@@ -25,7 +29,7 @@ SMALL_FILES=${SMALL_FILES:-1000}
 # control is off here, so this is the only limit on API calls).
 RATE=${RATE:-100}
 
-for tool in curl fusermount3; do
+for tool in curl fusermount3 rsync; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is missing (scripts/test.sh installs it)" >&2; exit 1; }
 done
 
@@ -142,6 +146,42 @@ if grep -q "left journaled" "$work/mount.err"; then
 fi
 [ "$(uploads)" -ge "$((SMALL_FILES + 2))" ] || { echo "bench: not every file was uploaded" >&2; exit 1; }
 
+# --- 4. incremental backup: rsync -a twice ------------------------------------
+echo "bench: rsync -a of ${SMALL_FILES} mixed-size files, then again unchanged"
+for i in $(seq 1 "$SMALL_FILES"); do
+  mkdir -p "$work/mixed/d$((i % 10))"
+  head -c "$((1024 + (i * 7919) % (1024 * 1024)))" /dev/urandom >"$work/mixed/d$((i % 10))/m$i.bin"
+done
+mount_backup() {
+  "$BIN" --config "$work/config.toml" mount bench: "$work/mnt" --cache-dir "$work/cache" \
+    --state-dir "$work/state" --write-back 0 --write-back-wait 10m >>"$work/mount.out" 2>>"$work/mount.err" &
+  mount_pid=$!
+  for _ in $(seq 1 300); do
+    grep -qs " $work/mnt " /proc/self/mountinfo && break
+    sleep 0.1
+  done
+  grep -qs " $work/mnt " /proc/self/mountinfo || { echo "bench: mount failed" >&2; exit 1; }
+}
+unmount_backup() {
+  fusermount3 -u "$work/mnt"
+  wait "$mount_pid"
+  mount_pid=""
+}
+mount_backup
+rsync -a "$work/mixed/" "$work/mnt/mixed/"
+unmount_backup
+mount_backup
+backup_calls_before=$(api_calls)
+backup_uploads_before=$(uploads)
+t0=$(now)
+rsync -a --stats "$work/mixed/" "$work/mnt/mixed/" >"$work/rsync2.out"
+t1=$(now)
+unmount_backup
+rsync2_s=$(elapsed "$t0" "$t1")
+rsync2_calls=$(($(api_calls) - backup_calls_before))
+rsync2_uploads=$(($(uploads) - backup_uploads_before))
+rsync2_sent=$(sed -n 's/^Number of regular files transferred: *//p' "$work/rsync2.out" | tr -d ,)
+
 # --- report -----------------------------------------------------------------
 awk -v size="$SIZE_MIB" -v curl="$curl_s" -v cp="$cp_s" -v durable="$durable_s" \
   -v rss="$big_rss_kib" -v rss2="$rss_kib" -v n="$SMALL_FILES" -v small_cp="$small_cp_s" \
@@ -163,3 +203,5 @@ awk -v size="$SIZE_MIB" -v curl="$curl_s" -v cp="$cp_s" -v durable="$durable_s" 
   printf "the pacer (%d req/s) allows %.1f files/s: achieved %.0f%% of it\n", rate, rate / paced, 100 * (n / small) / (rate / paced)
   printf "mount peak RSS: %d MiB\n", rss2 / 1024
 }'
+printf "\nrsync -a of %d mixed-size files, second run unchanged (after a remount): %.2f s, %s files sent, %d uploads, %d API calls\n" \
+  "$SMALL_FILES" "$rsync2_s" "${rsync2_sent:-?}" "$rsync2_uploads" "$rsync2_calls"

@@ -40,6 +40,7 @@ fn config(staging: &Path, delay: Duration) -> FsConfig {
         },
         read_only: false,
         consume_downloads: false,
+        metadata_db: None,
     }
 }
 

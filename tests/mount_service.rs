@@ -323,3 +323,106 @@ fn mount_dash_t_fuse_filehostfs_mounts_with_o_options() {
     assert!(!refused.status.success());
     assert!(!is_mounted(&mountpoint));
 }
+
+fn listing_requests(emu: &Emulator) -> u64 {
+    emu.request_count("1fichier:file/ls") + emu.request_count("1fichier:folder/ls")
+}
+
+/// `ls -l` of a folder: its lines, without the "total" line.
+fn ls_l(dir: &Path) -> Vec<String> {
+    let output = Command::new("ls").arg("-l").arg(dir).output().unwrap();
+    assert!(output.status.success(), "ls -l: {output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with("total"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_restarted_mount_answers_from_the_saved_listings_and_revalidates() {
+    let emu = Emulator::start();
+    let seed = Seeder::new(&emu);
+    let library = seed.folder("library");
+    let files: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| (format!("episode-{i:04}.mkv"), vec![b'x'; i % 7 + 1]))
+        .collect();
+    seed.upload_many(&library, files, 8);
+    // One config, so one state dir, for every run below.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path());
+    let spec = format!("{REMOTE_NAME}:");
+
+    let mount = Mount::start_remote(&config, &spec, &["--dir-cache-time", "1h"]);
+    let before = ls_l(&mount.path().join("library"));
+    assert_eq!(before.len(), 1000);
+    mount.unmount();
+    let saved_at = Instant::now();
+    seed.upload_into(&library, "added-elsewhere.mkv", b"new");
+
+    // Within --dir-cache-time: everything from the saved listings.
+    let mount = Mount::start_remote(&config, &spec, &["--dir-cache-time", "1h"]);
+    emu.reset_stats();
+    let started = Instant::now();
+    let after = ls_l(&mount.path().join("library"));
+    let took = started.elapsed();
+    assert_eq!(after, before);
+    assert_eq!(listing_requests(&emu), 0, "{}", emu.stats());
+    println!("ls -l of 1000 files after a restart: {took:?}, 0 listing calls");
+    mount.unmount();
+
+    // Past it: the saved listing answers at once, the refresh behind it
+    // brings the file added elsewhere.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(saved_at.elapsed()));
+    let mount = Mount::start_remote(&config, &spec, &["--dir-cache-time", "2s"]);
+    let library_dir = mount.path().join("library");
+    assert!(names(&library_dir).len() >= 1000);
+    wait_until("the file added elsewhere", || {
+        names(&library_dir).contains(&"added-elsewhere.mkv".to_string())
+    });
+    assert_eq!(names(&library_dir).len(), 1001);
+    mount.unmount();
+
+    // Turned off: listed again, and nothing saved is left for later.
+    let mount = Mount::start_remote(&config, &spec, &["--no-saved-listings"]);
+    emu.reset_stats();
+    assert_eq!(names(&mount.path().join("library")).len(), 1001);
+    assert!(listing_requests(&emu) > 0);
+    mount.unmount();
+    let mount = Mount::start_remote(&config, &spec, &["--dir-cache-time", "1h"]);
+    emu.reset_stats();
+    assert_eq!(names(&mount.path().join("library")).len(), 1001);
+    assert!(
+        listing_requests(&emu) > 0,
+        "the saved listings were not forgotten"
+    );
+    mount.unmount();
+}
+
+#[test]
+fn a_second_stop_request_detaches_a_busy_mount() {
+    let emu = Emulator::start();
+    Seeder::new(&emu).upload("", "a.txt", b"hello");
+    let mut mount = Mount::start(&emu, "", &[]);
+    // A file held open keeps the mount busy: a plain unmount is refused.
+    let held = std::fs::File::open(mount.path().join("a.txt")).unwrap();
+    mount.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(running(mount.pid()), "log:\n{}", mount.log());
+    mount.signal(libc::SIGTERM);
+    wait_until("the busy mount to be detached", || {
+        !is_mounted(mount.path())
+    });
+    // The open file still reads; closing it lets the process end.
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut text).unwrap();
+    assert_eq!(text, "hello");
+    drop(held);
+    let status = mount
+        .wait_for_exit()
+        .expect("the mount process did not end");
+    let log = mount.log();
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains("detaching the busy mount"), "{log}");
+}

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::mount::Mount;
 use common::multi::{fileio_url, http, start_multi, write_multi_config, MultiKeys};
@@ -21,7 +21,7 @@ use filehostfs::remote::{FileEntry, Remote, UploadSource};
 const SERVICES: [&str; 3] = ["1fichier", "fii.one", "file.io"];
 
 /// Every operation the table may list; the table must list exactly these.
-const OPERATIONS: [&str; 16] = [
+const OPERATIONS: [&str; 19] = [
     "list",
     "read",
     "read-foreign",
@@ -38,6 +38,9 @@ const OPERATIONS: [&str; 16] = [
     "statfs",
     "duplicate-names",
     "expiry",
+    "utimens",
+    "chmod",
+    "user-xattr",
 ];
 
 /// How long anything asynchronous (uploads, listing refreshes) may take on
@@ -505,8 +508,95 @@ impl Subject<'_> {
                 });
                 Ok(())
             }
+            "utimens" => {
+                let name = format!("timed-{tag}.txt");
+                self.write_through_mount(&name, b"timed")?;
+                let stamp = UNIX_EPOCH + Duration::from_secs(981_173_106);
+                set_mtime(&self.path(&name), stamp)?;
+                let shown = || {
+                    std::fs::metadata(self.path(&name))
+                        .unwrap()
+                        .modified()
+                        .unwrap()
+                };
+                assert_eq!(shown(), stamp);
+                // Still so once the listing was refreshed from the service.
+                std::thread::sleep(Duration::from_millis(1500));
+                assert_eq!(shown(), stamp, "after a listing refresh");
+                Ok(())
+            }
+            "chmod" => {
+                use std::os::unix::fs::PermissionsExt;
+                let name = format!("moded-{tag}.txt");
+                self.write_through_mount(&name, b"moded")?;
+                std::fs::set_permissions(self.path(&name), std::fs::Permissions::from_mode(0o600))
+                    .map_err(errno_of)?;
+                std::thread::sleep(Duration::from_millis(1500));
+                let mode = std::fs::metadata(self.path(&name))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o7777, 0o600);
+                Ok(())
+            }
+            "user-xattr" => {
+                let name = format!("noted-{tag}.txt");
+                self.write_through_mount(&name, b"noted")?;
+                set_xattr(&self.path(&name), "user.note", b"x")?;
+                assert_eq!(getxattr(&self.path(&name), "user.note"), Ok(b"x".to_vec()));
+                assert_eq!(
+                    set_xattr(&self.path(&name), "user.filehostfs.id", b"x"),
+                    Err(libc::ENOTSUP)
+                );
+                Ok(())
+            }
             other => panic!("no check for {other}"),
         }
+    }
+}
+
+/// `utimensat(2)` on a path (no open: `touch` would open the file).
+fn set_mtime(path: &Path, mtime: std::time::SystemTime) -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: since.as_secs() as libc::time_t,
+            tv_nsec: since.subsec_nanos() as libc::c_long,
+        },
+    ];
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(errno_of(std::io::Error::last_os_error()))
+    }
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(errno_of(std::io::Error::last_os_error()))
     }
 }
 

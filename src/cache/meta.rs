@@ -5,17 +5,24 @@
 //! (single-flight). When a refresh fails for a temporary reason and an older
 //! listing is known, the older listing is served rather than an error:
 //! a slow or flooded service should not make a browsed folder vanish.
+//!
+//! With a [`ListingStore`] (warm restarts), every listing fetched is saved,
+//! and a folder's first access in a new run answers from the saved listing:
+//! at once and without a call while it is younger than the time-to-live;
+//! past it, at once too, while a refresh runs behind (stale-while-
+//! revalidate) and replaces it when it succeeds.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use crate::remote::{FolderId, Listing, Remote, RemoteResult, SpaceInfo};
+use super::listing_store::ListingStore;
+use crate::remote::{FileId, FolderId, Listing, Remote, RemoteResult, SpaceInfo};
 
 /// 1fichier answers `user/info` at most once per 5 minutes per account.
 pub const MIN_ABOUT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -24,7 +31,8 @@ pub const MIN_ABOUT_TTL: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug)]
 pub struct FetchedListing {
     pub listing: Listing,
-    pub fetched_at: Instant,
+    /// Until when it is served without asking the service again.
+    pub fresh_until: Instant,
     /// Distinct for every fetch, so consumers can tell whether they have
     /// already digested this listing.
     pub serial: u64,
@@ -46,6 +54,15 @@ struct Inner {
     serials: AtomicU64,
     about: tokio::sync::Mutex<Option<(Instant, SpaceInfo)>>,
     about_ttl: Duration,
+    /// Where listings outlive the process (warm restarts), if anywhere.
+    store: OnceLock<Arc<ListingStore>>,
+    /// Folders whose store row was already looked at (or is outdated).
+    consulted: Mutex<HashSet<FolderId>>,
+    /// Folders showing an expired listing of an earlier run, served while
+    /// a refresh is tried.
+    stale_restored: Mutex<HashSet<FolderId>>,
+    /// Set by [`MetaCache::invalidate_all`]: saved listings are not used.
+    store_dropped: AtomicBool,
 }
 
 impl MetaCache {
@@ -59,8 +76,23 @@ impl MetaCache {
                 serials: AtomicU64::new(1),
                 about: tokio::sync::Mutex::new(None),
                 about_ttl: ttl.max(MIN_ABOUT_TTL),
+                store: OnceLock::new(),
+                consulted: Mutex::new(HashSet::new()),
+                stale_restored: Mutex::new(HashSet::new()),
+                store_dropped: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Saves every listing fetched from now on in `store`, and answers a
+    /// folder's first access from what is saved there. Without a
+    /// time-to-live (`--dir-cache-time 0`) nothing saved could ever be
+    /// served: the store is then left alone.
+    pub fn persist_in(&self, store: Arc<ListingStore>) {
+        if self.inner.ttl.is_zero() {
+            return;
+        }
+        let _ = self.inner.store.set(store);
     }
 
     pub fn ttl(&self) -> Duration {
@@ -73,33 +105,93 @@ impl MetaCache {
             .listings
             .lock()
             .get(folder)
-            .filter(|fetched| fetched.fetched_at.elapsed() < self.inner.ttl)
+            .filter(|fetched| Instant::now() < fetched.fresh_until)
             .cloned()
     }
 
     /// How long a listing stays fresh from now on.
     pub fn remaining_ttl(&self, fetched: &FetchedListing) -> Duration {
-        self.inner.ttl.saturating_sub(fetched.fetched_at.elapsed())
+        fetched
+            .fresh_until
+            .saturating_duration_since(Instant::now())
     }
 
-    /// The folder's listing: cached, joined to a fetch in flight, or fetched.
+    /// The folder's listing: cached, saved by an earlier run, joined to a
+    /// fetch in flight, or fetched.
     pub async fn listing(&self, folder: &FolderId) -> RemoteResult<Arc<FetchedListing>> {
         if let Some(fetched) = self.fresh(folder) {
             return Ok(fetched);
         }
-        let future = {
-            let mut inflight = self.inner.inflight.lock();
-            match inflight.get(folder) {
-                Some((_, future)) => future.clone(),
-                None => {
-                    let serial = self.inner.serials.fetch_add(1, Ordering::Relaxed);
-                    let future = self.fetch(folder.clone(), serial).boxed().shared();
-                    inflight.insert(folder.clone(), (serial, future.clone()));
-                    future
-                }
+        if let Some(restored) = self.restored(folder).await {
+            if Instant::now() < restored.fresh_until {
+                return Ok(restored);
+            }
+            // Past its time: answer with it now and refresh behind it.
+            let refresh = self.shared_fetch(folder);
+            tokio::spawn(refresh);
+            return Ok(restored);
+        }
+        self.shared_fetch(folder).await
+    }
+
+    /// The listing an earlier run saved for `folder`, when this run has not
+    /// listed the folder yet (or has only the expired saved listing, whose
+    /// refresh has not succeeded yet).
+    async fn restored(&self, folder: &FolderId) -> Option<Arc<FetchedListing>> {
+        let store = self.inner.store.get()?.clone();
+        if self.inner.store_dropped.load(Ordering::SeqCst) {
+            return None;
+        }
+        if self.inner.stale_restored.lock().contains(folder) {
+            return self.inner.listings.lock().get(folder).cloned();
+        }
+        if !self.inner.consulted.lock().insert(folder.clone()) {
+            return None;
+        }
+        let id = folder.clone();
+        let stored = match tokio::task::spawn_blocking(move || store.load(&id)).await {
+            Ok(Ok(Some(stored))) => stored,
+            Ok(Ok(None)) | Err(_) => return None,
+            Ok(Err(error)) => {
+                warn!(folder = %folder, %error, "cannot read the saved listing; listing the folder");
+                return None;
             }
         };
-        future.await
+        // Wall-clock age: a listing from before a reboot is as old as it is.
+        let age = SystemTime::now()
+            .duration_since(stored.fetched_at)
+            .unwrap_or_default();
+        let now = Instant::now();
+        let restored = Arc::new(FetchedListing {
+            listing: stored.listing,
+            fresh_until: now + self.inner.ttl.saturating_sub(age),
+            serial: self.inner.serials.fetch_add(1, Ordering::Relaxed),
+        });
+        let mut listings = self.inner.listings.lock();
+        if listings.contains_key(folder) || self.inner.store_dropped.load(Ordering::SeqCst) {
+            // Listed by this run meanwhile: that is newer.
+            return None;
+        }
+        listings.insert(folder.clone(), restored.clone());
+        if restored.fresh_until <= now {
+            self.inner.stale_restored.lock().insert(folder.clone());
+        }
+        debug!(folder = %folder, age = ?age, "answering from the listing saved by the last run");
+        Some(restored)
+    }
+
+    /// Joins the fetch in flight for `folder`, or starts one.
+    fn shared_fetch(&self, folder: &FolderId) -> ListingFuture {
+        let mut inflight = self.inner.inflight.lock();
+        match inflight.get(folder) {
+            Some((_, future)) => future.clone(),
+            None => {
+                let serial = self.inner.serials.fetch_add(1, Ordering::Relaxed);
+                let future = self.fetch(folder.clone(), serial).boxed().shared();
+                inflight.insert(folder.clone(), (serial, future.clone()));
+                future
+            }
+        }
     }
 
     fn fetch(
@@ -125,11 +217,18 @@ impl MetaCache {
                         elapsed = ?started.elapsed(), "listed folder");
                     let fetched = Arc::new(FetchedListing {
                         listing,
-                        fetched_at: started,
+                        fresh_until: started + inner.ttl,
                         serial,
                     });
                     if current {
-                        inner.listings.lock().insert(folder, fetched.clone());
+                        inner
+                            .listings
+                            .lock()
+                            .insert(folder.clone(), fetched.clone());
+                        inner.stale_restored.lock().remove(&folder);
+                        let now = SystemTime::now();
+                        let fetched_at = now.checked_sub(started.elapsed()).unwrap_or(now);
+                        save(&inner, folder, fetched.clone(), fetched_at);
                     }
                     Ok(fetched)
                 }
@@ -140,7 +239,15 @@ impl MetaCache {
                             warn!(folder = %folder, %error, "listing refresh failed; serving the previous listing");
                             Ok(stale)
                         }
-                        _ => Err(error),
+                        _ => {
+                            if inner.stale_restored.lock().remove(&folder) {
+                                // What the last run saw is gone for good.
+                                warn!(folder = %folder, %error, "the saved listing's folder cannot be listed; forgetting it");
+                                inner.listings.lock().remove(&folder);
+                                forget_saved(&inner, folder);
+                            }
+                            Err(error)
+                        }
                     }
                 }
             }
@@ -148,17 +255,78 @@ impl MetaCache {
     }
 
     /// Forgets a folder's listing (after a change made through the mount),
-    /// including any fetch in flight, so the next caller lists it anew.
+    /// including any fetch in flight and the saved listing, so the next
+    /// caller lists it anew.
     pub fn invalidate(&self, folder: &FolderId) {
         self.inner.inflight.lock().remove(folder);
         self.inner.listings.lock().remove(folder);
+        self.inner.stale_restored.lock().remove(folder);
+        if self.inner.store.get().is_some() {
+            self.inner.consulted.lock().insert(folder.clone());
+            forget_saved(&self.inner, folder.clone());
+        }
     }
 
-    /// Forgets every listing and fetch in flight (SIGHUP): each folder is
-    /// listed anew on its next access.
+    /// `folder` was changed through the mount: its saved listing no longer
+    /// describes it, so a restart must list it (this run keeps its own view,
+    /// which the inode table updates).
+    pub fn changed(&self, folder: &FolderId) {
+        if self.inner.store.get().is_none() {
+            return;
+        }
+        self.inner.consulted.lock().insert(folder.clone());
+        forget_saved(&self.inner, folder.clone());
+    }
+
+    /// The folders whose listing in memory shows file `file` (where a
+    /// change to it shows); none asked for when no listing is saved.
+    pub fn folders_showing_file(&self, file: &FileId) -> Vec<FolderId> {
+        if !self.persists() {
+            return Vec::new();
+        }
+        self.inner
+            .listings
+            .lock()
+            .iter()
+            .filter(|(_, fetched)| fetched.listing.files.iter().any(|f| &f.id == file))
+            .map(|(folder, _)| folder.clone())
+            .collect()
+    }
+
+    /// The folders whose listing in memory shows sub-folder `child`; none
+    /// asked for when no listing is saved.
+    pub fn folders_showing_folder(&self, child: &FolderId) -> Vec<FolderId> {
+        if !self.persists() {
+            return Vec::new();
+        }
+        self.inner
+            .listings
+            .lock()
+            .iter()
+            .filter(|(_, fetched)| fetched.listing.folders.iter().any(|f| &f.id == child))
+            .map(|(folder, _)| folder.clone())
+            .collect()
+    }
+
+    /// Whether listings are saved for the next run.
+    pub fn persists(&self) -> bool {
+        self.inner.store.get().is_some()
+    }
+
+    /// Forgets every listing, fetch in flight and saved listing (SIGHUP):
+    /// each folder is listed anew on its next access.
     pub fn invalidate_all(&self) {
+        self.inner.store_dropped.store(true, Ordering::SeqCst);
         self.inner.inflight.lock().clear();
         self.inner.listings.lock().clear();
+        self.inner.stale_restored.lock().clear();
+        if let Some(store) = self.inner.store.get().cloned() {
+            in_background(move || {
+                if let Err(error) = store.clear() {
+                    warn!(%error, "cannot forget the saved listings");
+                }
+            });
+        }
     }
 
     /// Space used and total, cached for at least five minutes.
@@ -182,6 +350,41 @@ impl MetaCache {
                 None => Err(error),
             },
         }
+    }
+}
+
+/// Saves a fetched listing for the next run, off the async threads.
+fn save(inner: &Inner, folder: FolderId, fetched: Arc<FetchedListing>, fetched_at: SystemTime) {
+    let Some(store) = inner.store.get().cloned() else {
+        return;
+    };
+    in_background(move || {
+        if let Err(error) = store.save(&folder, &fetched.listing, fetched_at) {
+            warn!(folder = %folder, %error, "cannot save the listing for the next start");
+        }
+    });
+}
+
+/// Drops a folder's saved listing, off the async threads.
+fn forget_saved(inner: &Inner, folder: FolderId) {
+    let Some(store) = inner.store.get().cloned() else {
+        return;
+    };
+    in_background(move || {
+        if let Err(error) = store.drop_folder(&folder) {
+            warn!(folder = %folder, %error, "cannot forget the saved listing");
+        }
+    });
+}
+
+/// Runs store work on the runtime's blocking threads (inline when there is
+/// no runtime: nothing async waits then).
+fn in_background(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(work);
+        }
+        Err(_) => work(),
     }
 }
 
@@ -240,5 +443,94 @@ mod tests {
             assert_eq!(cache.about().await.unwrap().used, 1000);
         }
         assert_eq!(remote.about_requests(), 1);
+    }
+
+    /// The store's row for `folder` once a background save has landed.
+    async fn saved(store: &ListingStore, folder: &FolderId, files: usize) {
+        for _ in 0..500 {
+            if let Ok(Some(saved)) = store.load(folder) {
+                if saved.listing.files.len() == files {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the listing was not saved");
+    }
+
+    #[tokio::test]
+    async fn a_new_cache_answers_from_saved_listings_and_revalidates_expired_ones() {
+        use crate::remote::failing::{FailingRemote, Operation};
+        use crate::remote::RemoteError;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ListingStore::open(&dir.path().join("listings.db")).unwrap());
+        let memory = Arc::new(MemoryRemote::new());
+        memory.add_file("a", vec![1]);
+        let remote = Arc::new(FailingRemote::new(memory.clone()));
+        let root = memory.root();
+        let hour = Duration::from_secs(3600);
+
+        let first = MetaCache::new(remote.clone(), hour);
+        first.persist_in(store.clone());
+        first.listing(&root).await.unwrap();
+        assert_eq!(memory.list_requests(), 1);
+        saved(&store, &root, 1).await;
+
+        // A restart within the time-to-live: no call at all.
+        memory.add_file("b", vec![2]);
+        let restarted = MetaCache::new(remote.clone(), hour);
+        restarted.persist_in(store.clone());
+        let answer = restarted.listing(&root).await.unwrap();
+        assert_eq!(answer.listing.files.len(), 1);
+        assert!(restarted.fresh(&root).is_some());
+        assert_eq!(memory.list_requests(), 1);
+
+        // Saved two hours ago: answered at once, refreshed behind; a failed
+        // refresh keeps the saved listing in service.
+        let old = store.load(&root).unwrap().unwrap();
+        let two_hours_ago = SystemTime::now() - 2 * hour;
+        store.save(&root, &old.listing, two_hours_ago).unwrap();
+        remote.fail_next(Operation::List, 1, RemoteError::Transient("flooded".into()));
+        let late = MetaCache::new(remote.clone(), hour);
+        late.persist_in(store.clone());
+        let answer = late.listing(&root).await.unwrap();
+        assert_eq!(answer.listing.files.len(), 1);
+        assert_eq!(late.remaining_ttl(&answer), Duration::ZERO);
+        for _ in 0..500 {
+            if remote.injected(Operation::List) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = late.listing(&root).await.unwrap();
+        assert_eq!(
+            again.listing.files.len(),
+            1,
+            "the saved listing still serves"
+        );
+        for _ in 0..500 {
+            if late.fresh(&root).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let fresh = late.fresh(&root).expect("revalidated behind the answers");
+        assert_eq!(fresh.listing.files.len(), 2);
+        saved(&store, &root, 2).await;
+
+        // A change through the mount drops the saved row: the next start lists.
+        late.invalidate(&root);
+        for _ in 0..500 {
+            if store.load(&root).unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.load(&root).unwrap().is_none());
+        let calls = memory.list_requests();
+        let next = MetaCache::new(remote.clone(), hour);
+        next.persist_in(store.clone());
+        next.listing(&root).await.unwrap();
+        assert_eq!(memory.list_requests(), calls + 1);
     }
 }

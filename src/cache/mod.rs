@@ -6,12 +6,28 @@
 pub mod block;
 pub mod listing_store;
 pub mod meta;
+pub mod tracked_remote;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::remote::{FileEntry, FileId};
+use crate::state_dir::RemoteIdentity;
+
+/// `$XDG_CACHE_HOME/filehostfs/blocks/<account>` (`~/.cache/...`): the disk
+/// cache of a mount given no cache directory, one per account so a restart
+/// (or another mount of the same account) finds the blocks again. `None`
+/// when the user has no cache directory.
+pub fn default_disk_dir(identity: &RemoteIdentity) -> Option<PathBuf> {
+    Some(
+        dirs::cache_dir()?
+            .join("filehostfs")
+            .join("blocks")
+            .join(identity.as_str()),
+    )
+}
 
 /// Identifies one version of one file's content: the remote id plus what the
 /// service tells us about the bytes (size, date, checksum). When any of them

@@ -102,8 +102,12 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let service = args.service.clone();
     let result = mount::serve(
         &runtime,
-        remote,
-        root,
+        mount::MountSource {
+            remote,
+            root,
+            // A demo account starts on a new port each run: nothing to reuse.
+            listings: None,
+        },
         &args.mountpoint,
         fs_config,
         &args.options,

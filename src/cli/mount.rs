@@ -12,10 +12,12 @@ use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
 use crate::cache::block::BlockCacheConfig;
+use crate::cache::listing_store::ListingStore;
 use crate::config::{Config, RemotePath};
 use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_AHEAD};
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
+use crate::state_dir::StateDir;
 
 use super::{stop_signals, systemd};
 
@@ -36,6 +38,11 @@ pub struct MountArgs {
     /// Where a background (--daemon) mount writes its log.
     #[arg(long, value_name = "FILE", requires = "daemon")]
     pub log_file: Option<PathBuf>,
+    /// Start with empty listing caches instead of answering from the
+    /// listings the last run saved in the remote's state dir (which are
+    /// then forgotten, and none are saved).
+    #[arg(long)]
+    pub no_saved_listings: bool,
     /// Print a systemd unit (Type=notify) running this same mount in the
     /// foreground, and exit without mounting.
     #[arg(long, conflicts_with = "daemon")]
@@ -54,12 +61,18 @@ pub struct MountOptions {
     /// Memory the block cache may hold.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub cache_max_memory: u64,
-    /// Also keep fetched blocks on disk here; they survive remounts.
+    /// Keep fetched blocks on disk here (and pending uploads); they survive
+    /// remounts. Default for the blocks: the user's cache directory, one
+    /// folder per account.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Disk the on-disk cache may use (least recently used blocks go first).
+    /// Disk the on-disk cache may use (least recently used blocks go first,
+    /// files' heads and tails last).
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_max_size: u64,
+    /// Keep fetched blocks in memory only.
+    #[arg(long)]
+    pub no_disk_cache: bool,
     /// How long folder listings and attributes are trusted (e.g. 5m, 30s, 0).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub dir_cache_time: Duration,
@@ -106,6 +119,11 @@ pub struct MountOptions {
     /// delete it); without this option opening them fails with EACCES.
     #[arg(long)]
     pub consume_downloads: bool,
+    /// Where this remote's durable state lives (mtimes, modes and extended
+    /// attributes set through the mount); overrides the remote's
+    /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
     /// or a date); overrides the remote's `expires`.
     #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
@@ -158,7 +176,11 @@ impl MountOptions {
             cache: BlockCacheConfig {
                 block_size: self.block_size,
                 max_memory: self.cache_max_memory,
-                disk: self.cache_dir.clone().map(|dir| (dir, self.cache_max_size)),
+                disk: self
+                    .cache_dir
+                    .clone()
+                    .filter(|_| !self.no_disk_cache)
+                    .map(|dir| (dir, self.cache_max_size)),
                 max_streams: self.max_streams,
             },
             read_ahead: ReadAheadConfig {
@@ -180,6 +202,7 @@ impl MountOptions {
             },
             read_only: self.read_only,
             consume_downloads: self.consume_downloads,
+            metadata_db: None,
         })
     }
 
@@ -270,23 +293,29 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
         return run_in_background(&args);
     }
     let mut fs_config = args.options.fs_config()?;
-    fs_config.write.remote_name = Some(RemotePath::parse(&args.remote)?.remote);
+    let remote_name = RemotePath::parse(&args.remote)?.remote;
+    if fs_config.cache.disk.is_none() && !args.options.no_disk_cache {
+        let dir = default_disk_cache_dir(config_path.as_deref(), &remote_name)?;
+        fs_config.cache.disk = Some((dir, args.options.cache_max_size));
+    }
+    fs_config.write.remote_name = Some(remote_name);
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
-    let (remote, root, remote_max_streams) = runtime.block_on(open_mount_root(
+    let (source, remote_max_streams, state_dir) = runtime.block_on(open_mount_root(
         config_path.as_deref(),
         &args.remote,
-        &args.options.upload_overrides(),
+        &args.options,
+        !args.no_saved_listings,
     ))?;
+    fs_config.metadata_db = Some(state_dir.metadata_db());
     if let Some(limit) = remote_max_streams {
         fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
     }
     let notify = args.notify_ready;
     serve(
         &runtime,
-        remote,
-        root,
+        source,
         &args.mountpoint,
         fs_config,
         &args.options,
@@ -309,17 +338,45 @@ pub fn build_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Opens the remote named in `spec` (`REMOTE:[path]`) and finds the folder
-/// to mount.
+/// Where a mount without `--cache-dir` keeps its disk cache: the account's
+/// folder under the user's cache directory, so every restart finds it.
+fn default_disk_cache_dir(
+    config_path: Option<&Path>,
+    remote_name: &str,
+) -> anyhow::Result<PathBuf> {
+    let identity = Config::load(config_path)?.remote(remote_name)?.identity()?;
+    crate::cache::default_disk_dir(&identity)
+        .context("cannot find the user's cache directory; pass --cache-dir or --no-disk-cache")
+}
+
+/// What a mount serves.
+pub struct MountSource {
+    pub remote: Arc<dyn Remote>,
+    /// The folder shown at the mount's root.
+    pub root: FolderId,
+    /// Where listings are saved for the next start, if anywhere.
+    pub listings: Option<Arc<ListingStore>>,
+}
+
+/// Opens the remote named in `spec` (`REMOTE:[path]`), finds the folder
+/// to mount, opens the listings saved for warm restarts (`saved`), and
+/// tells the remote's `max_streams` limit, if it sets one.
 async fn open_mount_root(
     config_path: Option<&Path>,
     spec: &str,
-    upload: &crate::remote::fileio::UploadOptions,
-) -> anyhow::Result<(Arc<dyn Remote>, FolderId, Option<usize>)> {
+    options: &MountOptions,
+    saved: bool,
+) -> anyhow::Result<(MountSource, Option<usize>, StateDir)> {
     let target = RemotePath::parse(spec)?;
     let mut config = Config::load(config_path)?;
-    config.override_upload_options(&target.remote, upload)?;
+    config.override_upload_options(&target.remote, &options.upload_overrides())?;
+    let state_dir = match &options.state_dir {
+        Some(dir) => StateDir::open_at(dir.clone())
+            .with_context(|| format!("--state-dir {}", dir.display()))?,
+        None => config.remote(&target.remote)?.state_dir()?,
+    };
     let remote = config.open_remote(&target.remote)?;
+    let listings = open_listing_store(&config, &target.remote, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
@@ -328,10 +385,41 @@ async fn open_mount_root(
         }
         Err(error) => return Err(anyhow::Error::new(error).context(format!("cannot open {spec}"))),
     };
-    Ok((remote, root, max_streams))
+    let source = MountSource {
+        remote,
+        root,
+        listings,
+    };
+    Ok((source, max_streams, state_dir))
 }
 
-/// Mounts `root` of `remote` on `mountpoint` and serves it until the mount
+/// The listings saved in the remote's state dir, which a restarted mount
+/// answers from at once. Turned off (`--no-saved-listings`), they are
+/// forgotten so a later run cannot serve them either. Without a usable
+/// state dir the mount goes on, listing every folder again next time.
+fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<ListingStore>> {
+    let opened = config
+        .remote(remote)
+        .and_then(|remote| remote.state_dir())
+        .and_then(|dir| Ok(ListingStore::open(&dir.listings_db())?));
+    match opened {
+        Ok(store) if saved => Some(Arc::new(store)),
+        Ok(store) => {
+            if let Err(error) = store.clear() {
+                warn!(%error, "cannot forget the saved listings");
+            }
+            None
+        }
+        Err(error) => {
+            if saved {
+                warn!(error = %format!("{error:#}"), "listings are not saved for the next start");
+            }
+            None
+        }
+    }
+}
+
+/// Mounts `source` on `mountpoint` and serves it until the mount
 /// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
 /// (Ctrl-C, SIGTERM), which unmounts cleanly; a second request detaches a
 /// busy mount, or stops waiting for uploads (they stay journaled for the
@@ -339,8 +427,7 @@ async fn open_mount_root(
 /// mount is in place.
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
-    remote: Arc<dyn Remote>,
-    root: FolderId,
+    source: MountSource,
     mountpoint: &Path,
     fs_config: FsConfig,
     options: &MountOptions,
@@ -348,8 +435,16 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
     release_freed_blocks_to_the_system(options.block_size);
+    let MountSource {
+        remote,
+        root,
+        listings,
+    } = source;
     let filesystem = FilehostFs::new(remote, root, fs_config)
         .context("cannot set up the caches and the write-back journal")?;
+    if let Some(store) = listings {
+        filesystem.state.meta.persist_in(store);
+    }
     let blocks = filesystem.state.blocks.clone();
     let fs_state = filesystem.state.clone();
     report_recovery(&filesystem);

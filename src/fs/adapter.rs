@@ -281,11 +281,11 @@ impl Filesystem for FilehostFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -299,12 +299,20 @@ impl Filesystem for FilehostFs {
     ) {
         let ino = ino.0;
         let fh = fh.map(|fh| fh.0);
-        // Mode, owner and atime are accepted and ignored (see `file_data`).
+        // atime is accepted and ignored (see `file_data`).
         let mtime = mtime.map(|time| match time {
             TimeOrNow::SpecificTime(time) => time,
             TimeOrNow::Now => SystemTime::now(),
         });
-        let change = AttrChange { size, mtime, fh };
+        let change = AttrChange {
+            size,
+            mtime,
+            mode,
+            uid,
+            gid,
+            caller_uid: Some(req.uid()),
+            fh,
+        };
         let core = self.core.clone();
         let work = async move {
             let attr = core.setattr(ino, change).await?;
@@ -608,14 +616,17 @@ impl Filesystem for FilehostFs {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        respond("setxattr", reply, self.core.setxattr(), reply_ok);
+        let (core, ino) = (self.core.clone(), ino.0);
+        let (name, value) = (name.to_owned(), value.to_vec());
+        let work = async move { core.setxattr(ino, &name, &value, flags).await };
+        self.spawn("setxattr", reply, work, reply_ok);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -646,8 +657,11 @@ impl Filesystem for FilehostFs {
         );
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        respond("removexattr", reply, self.core.removexattr(), reply_ok);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (core, ino) = (self.core.clone(), ino.0);
+        let name = name.to_owned();
+        let work = async move { core.removexattr(ino, &name).await };
+        self.spawn("removexattr", reply, work, reply_ok);
     }
 
     fn create(

@@ -21,6 +21,8 @@ use super::error::{Error, Unsupported};
 use super::file_data::{self, AttrChange};
 use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, NodeKind, ROOT_INO};
+use super::kept_metadata::MetadataOverlay;
+use super::metadata_overlay;
 use super::namespace;
 use super::overlay::on_write_event;
 use super::pending::WriteState;
@@ -29,6 +31,7 @@ use super::state::{FsConfig, FsState};
 use super::xattr::XATTR_PREFIX;
 use crate::cache::block::BlockCache;
 use crate::cache::meta::MetaCache;
+use crate::cache::tracked_remote::TrackedRemote;
 use crate::remote::{FileId, FolderId, Remote};
 use crate::writeback::Recovery;
 
@@ -104,7 +107,10 @@ impl Core {
     ) -> Result<(Core, Recovery), Error> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
+        // Changes made from here on outdate saved listings (warm restarts).
+        let remote = TrackedRemote::wrap(remote, &meta);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
+        let metadata = MetadataOverlay::open(config.metadata_db.as_deref())?;
         let state = Arc::new(FsState {
             remote,
             meta,
@@ -117,7 +123,9 @@ impl Core {
             kernel_listings: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
             write,
+            metadata,
         });
+        metadata_overlay::drop_orphans(&state);
         let events = Arc::downgrade(&state);
         state.write.queue.set_listener(Arc::new(move |event| {
             if let Some(state) = events.upgrade() {
@@ -258,8 +266,8 @@ impl Core {
         }))
     }
 
-    /// Changes size and mtime (mode, owner and atime are accepted and
-    /// ignored: the services store none of them).
+    /// Changes size, mtime, mode and owner (kept in the metadata store:
+    /// the services keep none of them); atime is accepted and ignored.
     pub async fn setattr(&self, ino: u64, change: AttrChange) -> Result<Attr, Error> {
         self.writable()?;
         let node = file_data::setattr(&self.state, ino, change)?.await?;
@@ -615,13 +623,31 @@ impl Core {
         Ok(names)
     }
 
-    /// Extended attributes are read-only facts.
-    pub fn setxattr(&self) -> Result<(), Error> {
-        Err(self.refusal(Unsupported::SetXattr))
+    /// Sets a `user.*` extended attribute (`flags`: `XATTR_CREATE`,
+    /// `XATTR_REPLACE`); ours (`user.filehostfs.*`) are read-only facts.
+    pub async fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Error> {
+        self.writable()?;
+        let name = name.to_str().ok_or(Error::OperationNotSupported)?;
+        metadata_overlay::set_xattr(
+            self.state.clone(),
+            ino,
+            name.to_string(),
+            value.to_vec(),
+            flags,
+        )
+        .await
     }
 
-    pub fn removexattr(&self) -> Result<(), Error> {
-        Err(self.refusal(Unsupported::RemoveXattr))
+    pub async fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Error> {
+        self.writable()?;
+        let name = name.to_str().ok_or(Error::NoAttribute)?;
+        metadata_overlay::remove_xattr(self.state.clone(), ino, name.to_string()).await
     }
 
     /// Why a change this filesystem never makes is refused (EROFS first on

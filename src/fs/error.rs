@@ -4,6 +4,7 @@
 //! the CLI uses them too.
 
 use crate::cache::block::CacheError;
+use crate::metadata::MetadataError;
 use crate::remote::RemoteError;
 use crate::writeback::WriteBackError;
 
@@ -21,6 +22,8 @@ pub enum Error {
     Inode(#[from] InodeError),
     #[error(transparent)]
     WriteBack(#[from] WriteBackError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
     #[error("no such inode {0}")]
     NoSuchInode(u64),
     #[error("not a directory")]
@@ -105,6 +108,7 @@ impl Errno for Error {
             Error::Cache(error) => error.errno(),
             Error::Inode(error) => error.errno(),
             Error::WriteBack(error) => error.errno(),
+            Error::Metadata(error) => error.errno(),
             Error::NoSuchInode(_) => libc::ENOENT,
             Error::NotADirectory => libc::ENOTDIR,
             Error::NotFound => libc::ENOENT,
@@ -179,6 +183,20 @@ impl Errno for WriteBackError {
             WriteBackError::Io(error) => error.errno(),
             WriteBackError::UnknownEntry(_) => libc::ENOENT,
             _ => libc::EIO,
+        }
+    }
+}
+
+/// What `setxattr(2)` and `chmod(2)` answer for the store's refusals; a
+/// database that cannot be written is EIO.
+impl Errno for MetadataError {
+    fn errno(&self) -> libc::c_int {
+        match self {
+            MetadataError::XattrNotSupported(_) => libc::ENOTSUP,
+            MetadataError::XattrNameTooLong(_) => libc::ERANGE,
+            MetadataError::XattrTooLarge { .. } => libc::E2BIG,
+            MetadataError::InvalidMode(_) => libc::EINVAL,
+            MetadataError::Database(_) | MetadataError::SchemaTooNew { .. } => libc::EIO,
         }
     }
 }

@@ -11,13 +11,13 @@
 //! remote file.
 //!
 //! Choices where POSIX and the services disagree:
-//! - chmod, chown and atime changes are accepted and ignored (the services
-//!   store no owner or mode; refusing them would make `cp -p` and `rsync -a`
-//!   fail). A new mtime is kept for a pending file until it is uploaded;
-//!   after that the service's date is shown. mtime changes of files already
-//!   on the service are accepted and ignored for the same reason.
+//! - mtime, mode and owner are kept by the mount's metadata store (the
+//!   services store none of them; see `metadata_overlay`); atime changes
+//!   are accepted and ignored (the mount is `noatime`). Only root may give
+//!   a file to another owner (POSIX `chown`): others get `EPERM`.
 //! - symlink, hard links, device nodes and FIFOs: `EPERM` (the services store
-//!   none of them); extended attributes cannot be set (`ENOTSUP`).
+//!   none of them); `user.*` extended attributes are kept by the metadata
+//!   store, our own `user.filehostfs.*` cannot be set (`ENOTSUP`).
 //! - Empty files on services that cannot store them are placeholders kept
 //!   by the write-back journal (see [`crate::writeback`]).
 
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::error::Error;
 use super::handles::{Handle, ReadHandle, WriteHandle};
@@ -50,12 +50,19 @@ fn too_large(state: &FsState, end: u64) -> bool {
         .is_some_and(|max| end > max)
 }
 
-/// What the write path keeps of a `setattr` call (mode, owner and atime
-/// are accepted and ignored; see the module comment).
-#[derive(Clone, Copy, Debug)]
+/// What the write path keeps of a `setattr` call (atime is accepted and
+/// ignored; see the module comment).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct AttrChange {
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    /// Permission bits (file type bits are ignored).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The user asking, when known: a change of owner by anyone but root
+    /// is refused (`EPERM`). `None`: a trusted caller (tests, tools).
+    pub caller_uid: Option<u32>,
     /// The handle a truncation goes through, if the caller has one open.
     pub fh: Option<u64>,
 }
@@ -121,6 +128,12 @@ async fn stage_for_writing_locked(
             return Err(errno);
         }
     }
+    let carried = (state.clone(), file.clone(), staged.id());
+    tokio::task::spawn_blocking(move || {
+        let (state, file, entry) = carried;
+        super::metadata_overlay::carry_to_pending(&state, &file, entry)
+    })
+    .await?;
     state.write.links.lock().insert(ino, staged.id());
     let local = LocalFile {
         size: if truncate { 0 } else { file.size },
@@ -179,19 +192,20 @@ pub(crate) fn setattr(
             return Err(Error::FileTooLarge);
         }
     }
+    let wanted = super::metadata_overlay::MetadataTimeAndOwner {
+        mtime: change.mtime,
+        mode: change.mode,
+        uid: change.uid,
+        gid: change.gid,
+        caller_uid: change.caller_uid,
+    };
+    let kept = super::metadata_overlay::attr_change(state, &node, wanted)?;
     let state = state.clone();
     Ok(async move {
         if let Some(size) = change.size {
             truncate(&state, ino, change.fh, size).await?;
         }
-        if let Some(mtime) = change.mtime {
-            // Kept for pending files only; see the module comment.
-            if let Some(entry) = state.write.entry_of(ino) {
-                if let Err(error) = state.write.queue.set_mtime(entry, mtime) {
-                    debug!(ino, %error, "mtime of a pending file not kept");
-                }
-            }
-        }
+        super::metadata_overlay::keep(&state, ino, kept).await?;
         state.inodes.get(ino).ok_or(Error::NotFound)
     })
 }

@@ -689,7 +689,7 @@ mod tests {
     fn fetched(serial: u64, folders: Vec<FolderEntry>, files: Vec<FileEntry>) -> FetchedListing {
         FetchedListing {
             listing: Listing { folders, files },
-            fetched_at: Instant::now(),
+            fresh_until: Instant::now(),
             serial,
         }
     }

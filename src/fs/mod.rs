@@ -10,6 +10,8 @@ pub mod error;
 mod file_data;
 mod handles;
 pub mod inode;
+mod kept_metadata;
+mod metadata_overlay;
 mod namespace;
 mod overlay;
 mod pending;

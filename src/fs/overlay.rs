@@ -16,7 +16,12 @@ use crate::writeback::{PendingFile, WriteEvent};
 /// Reacts to the queue's news: a finished upload turns its local node into
 /// the remote file (same inode).
 pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
-    let WriteEvent::Finalized { entry, file, .. } = event;
+    let (entry, file) = match event {
+        WriteEvent::Finalizing { entry, file, mtime } => {
+            return super::metadata_overlay::finish_upload(state, *entry, file, *mtime);
+        }
+        WriteEvent::Finalized { entry, file, .. } => (entry, file),
+    };
     // The node turns into the remote file before its link goes: a
     // reader that finds no link then always finds the remote file
     // (see `FsState::attr`), never a local node without a pending file.
@@ -49,7 +54,7 @@ pub(crate) fn apply_listing(
         listing.files.retain(|f| !is_hidden(f));
         let visible = FetchedListing {
             listing,
-            fetched_at: fetched.fetched_at,
+            fresh_until: fetched.fresh_until,
             serial: fetched.serial,
         };
         state.inodes.apply_listing(dir, &visible)?;

@@ -14,6 +14,7 @@ use super::dir_snapshot::{DirEntry, DirSnapshot, KernelListing, OpenDir};
 use super::error::Error;
 use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, Node, NodeKind};
+use super::kept_metadata::MetadataOverlay;
 use super::pending::{WriteConfig, WriteState};
 use super::read::{OpenFile, ReadAheadConfig};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
@@ -37,6 +38,10 @@ pub struct FsConfig {
     /// Whether files whose reading spends a limited download (file.io) may
     /// be opened for reading (`--consume-downloads`).
     pub consume_downloads: bool,
+    /// The metadata store's database (mtime, mode, owner, `user.*`
+    /// attributes; see [`crate::metadata`]), in the remote's state dir.
+    /// `None`: kept in memory for as long as the filesystem lives.
+    pub metadata_db: Option<std::path::PathBuf>,
 }
 
 /// State shared by the kernel loop and the tasks it spawns.
@@ -56,6 +61,7 @@ pub(crate) struct FsState {
     pub(crate) kernel_listings: Mutex<HashMap<u64, KernelListing>>,
     pub(crate) mounted_at: SystemTime,
     pub write: WriteState,
+    pub(crate) metadata: MetadataOverlay,
 }
 
 impl FsState {
@@ -92,7 +98,7 @@ impl FsState {
                 }
             },
         };
-        Attr {
+        let mut attr = Attr {
             ino: node.ino,
             size,
             mtime,
@@ -102,7 +108,9 @@ impl FsState {
             uid: self.config.uid,
             gid: self.config.gid,
             blksize: self.blocks.block_size().min(1 << 20) as u32,
-        }
+        };
+        self.overlay_metadata(node, &mut attr);
+        attr
     }
 
     /// A snapshot of a folder for one opendir..releasedir.

@@ -70,6 +70,7 @@ impl FsState {
             }
             NodeKind::Local(_) => attrs.extend(pending_xattrs(self, node.ino)),
         }
+        attrs.extend(self.kept_xattrs(node));
         attrs
     }
 }

@@ -122,6 +122,38 @@ impl MetadataStore {
         Ok(found)
     }
 
+    /// Every record kept, whatever content it was set for: a mount loads
+    /// them once at start so `stat` never waits on the disk.
+    pub fn all(&self) -> Result<Vec<(RecordKey, Record)>> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let keys = {
+            let mut statement = tx.prepare("SELECT kind, key FROM records")?;
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows
+        };
+        let mut found = Vec::new();
+        for (kind, id) in keys {
+            let key = match kind.as_str() {
+                "file" => RecordKey::File(crate::remote::FileId(id)),
+                "folder" => RecordKey::Folder(crate::remote::FolderId(id)),
+                _ => match id.parse() {
+                    Ok(entry) => RecordKey::Pending(entry),
+                    Err(_) => continue,
+                },
+            };
+            if let Some(record) = read_record(&tx, &key)? {
+                found.push((key, record));
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// Applies `change` to the record of `key` for the content `guard`
     /// names, creating it if needed. A record kept for other content is
     /// replaced: the change is about what the id holds now. Returns the

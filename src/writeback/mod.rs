@@ -238,6 +238,14 @@ pub enum Replaced {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum WriteEvent {
+    /// The entry's upload is recorded and about to be finalized (delivered
+    /// again after a crash before the entry is forgotten): `mtime` is the
+    /// pending file's, which the service does not keep.
+    Finalizing {
+        entry: EntryId,
+        file: FileEntry,
+        mtime: SystemTime,
+    },
     /// The entry is done: its content is the remote file `file` in `parent`.
     Finalized {
         entry: EntryId,
@@ -397,6 +405,14 @@ impl WriteBack {
             self.inner.state.lock().clean_copies.insert(handle.id);
         }
         Ok(handle)
+    }
+
+    /// Whether `id` is a copy of a remote file opened for writing and not
+    /// changed: released so, it is dropped and the remote file stays.
+    pub fn is_clean_copy(&self, id: EntryId) -> bool {
+        let state = self.inner.state.lock();
+        state.clean_copies.contains(&id)
+            && state.rows.get(&id).is_some_and(|row| row.generation == 0)
     }
 
     /// Opens a pending file for writing again.

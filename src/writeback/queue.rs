@@ -479,8 +479,8 @@ impl Inner {
         };
         let parent = row.parent.clone();
         let name = row.name.clone();
-        state.journal.delete(id)?;
-        let answered = state.uploaded_files.remove(&id);
+        let mtime = row.mtime;
+        let answered = state.uploaded_files.get(&id).cloned();
         let file = answered.unwrap_or_else(|| FileEntry {
             id: file_id,
             name,
@@ -491,6 +491,16 @@ impl Inner {
             share_link: None,
             expires: None,
         });
+        // Before the journal forgets the entry: what the mount keeps about
+        // the file (its mtime, its metadata record) moves to the uploaded
+        // file first, and a crash in between repeats this step.
+        self.emit(WriteEvent::Finalizing {
+            entry: id,
+            file: file.clone(),
+            mtime,
+        });
+        state.journal.delete(id)?;
+        state.uploaded_files.remove(&id);
         tracing::info!(entry = %id, name = %file.name, id = %file.id, "upload complete");
         // The hand-over happens while the entry still exists and under the
         // lock: whoever asks the queue about this entry sees either the

@@ -27,15 +27,18 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The name the test config gives the emulator's first 1fichier account.
 pub const REMOTE_NAME: &str = "emu";
 
-/// Writes a config file naming the emulator's first account `emu`.
+/// Writes a config file naming the emulator's first account `emu`, whose
+/// state dir (saved listings) is `dir/state`: each mount of a test starts
+/// without what another mount saved, unless it shares the config.
 pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
     let path = dir.join("config.toml");
     // The emulator runs without flood control in tests, so the client's
     // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
     let text = format!(
-        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\n",
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nstate_dir = \"{}\"\n",
         emu.fichier_url(),
-        emu.key()
+        emu.key(),
+        dir.join("state").display()
     );
     std::fs::write(&path, text).unwrap();
     // A config holding a key must be private.
@@ -151,6 +154,32 @@ impl Mount {
         Mount::launch(dir, mountpoint, command_line)
     }
 
+    /// [`Mount::start`] with extra environment variables for the mount
+    /// process (e.g. `XDG_CACHE_HOME`, to see where default paths lead).
+    pub fn start_with_env(
+        emu: &Emulator,
+        remote_path: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("filehostfs-mount-")
+            .tempdir()
+            .unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let config = write_config(emu, dir.path());
+        let mut command_line: Vec<std::ffi::OsString> = vec![
+            "--config".into(),
+            config.into(),
+            "mount".into(),
+            format!("{REMOTE_NAME}:{remote_path}").into(),
+            mountpoint.clone().into(),
+        ];
+        command_line.extend(args.iter().map(Into::into));
+        Mount::launch_env(dir, mountpoint, command_line, MountTimes::default(), env)
+    }
+
     /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
     /// remotes of any service.
     pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
@@ -209,6 +238,10 @@ impl Mount {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
             .args(command_line)
+            // Durable per-account state (the metadata store) goes with the
+            // test's files, never into the user's own state dir; tests that
+            // remount pass the same `--state-dir` to each mount.
+            .env("XDG_STATE_HOME", dir.path().join("state"))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),

@@ -180,6 +180,7 @@ fn config(staging: &std::path::Path) -> FsConfig {
         },
         read_only: false,
         consume_downloads: false,
+        metadata_db: None,
     }
 }
 
@@ -355,6 +356,7 @@ impl Harness {
                     size: Some(*size),
                     mtime: None,
                     fh: Some(fh),
+                    ..AttrChange::default()
                 };
                 // The kernel sends the inode with the handle; an unlinked
                 // file keeps its inode, which the handle alone identifies.
@@ -550,6 +552,7 @@ impl Harness {
                     size: Some(size),
                     mtime: None,
                     fh: None,
+                    ..AttrChange::default()
                 };
                 errno(self.core().setattr(ino, change).await).map(|attr| attr.size)
             }

@@ -19,6 +19,7 @@ use super::disk::DiskTier;
 use super::error::CacheError;
 use super::key::BlockKey;
 use super::memory::{MemoryTier, SpareBuffers};
+use super::probe::BlockRole;
 use super::streams::{StreamPermit, Streams};
 use crate::cache::FileSource;
 use crate::remote::{Remote, RemoteError};
@@ -77,7 +78,8 @@ impl Inner {
         let block_key = BlockKey::of(src, index);
         self.remember(block_key.clone(), data.clone());
         if let Some(disk) = &self.disk {
-            disk.store(block_key.clone(), data.clone()).await;
+            let role = BlockRole::of(src.size, self.block_size, index);
+            disk.store(block_key.clone(), role, data.clone()).await;
         }
         // Memory first, then the in-flight entry: a claimer that finds no
         // in-flight entry then finds the block in memory.
@@ -91,7 +93,8 @@ impl Inner {
             .disk
             .as_ref()
             .expect("disk jobs exist only with a disk tier");
-        match disk.load(BlockKey::of(&src, index), expected).await {
+        let role = BlockRole::of(src.size, self.block_size, index);
+        match disk.load(BlockKey::of(&src, index), role, expected).await {
             Some(data) => {
                 self.disk_hits.fetch_add(1, Ordering::Relaxed);
                 self.remember(BlockKey::of(&src, index), data.clone());

@@ -9,7 +9,8 @@
 //! waiters as soon as its last byte arrives.
 //!
 //! Files, one concept each: `claims` (the in-flight table), `fetch` (filling
-//! claimed blocks), `memory` and `disk` (the two tiers), `read_ahead`.
+//! claimed blocks), `memory` and `disk` (the two tiers), `probe` (which blocks a media
+//! probe reads, kept preferentially on disk), `read_ahead`.
 
 mod claims;
 mod disk;
@@ -17,6 +18,7 @@ mod error;
 mod fetch;
 mod key;
 mod memory;
+mod probe;
 mod read_ahead;
 mod streams;
 #[cfg(test)]
@@ -71,6 +73,8 @@ pub struct BlockCacheStats {
     pub disk_bytes: u64,
     /// Blocks written to the disk tier.
     pub disk_writes: u64,
+    /// The part of `disk_bytes` held by probe blocks (heads and tails).
+    pub disk_probe_bytes: u64,
 }
 
 /// Reads of file contents, served from memory, disk or the service.
@@ -140,6 +144,7 @@ impl BlockCache {
             memory_bytes: inner.memory.lock().bytes(),
             disk_bytes: inner.disk.as_ref().map_or(0, |disk| disk.bytes()),
             disk_writes: inner.disk.as_ref().map_or(0, |disk| disk.writes()),
+            disk_probe_bytes: inner.disk.as_ref().map_or(0, |disk| disk.probe_bytes()),
         }
     }
 

@@ -128,9 +128,13 @@ async fn disk_tier_survives_a_new_cache_and_is_bounded() {
     }
     assert_eq!(remote.download_requests(), requests_before);
     assert_eq!(cache.stats().disk_hits, 10);
-    // A damaged block file is fetched again.
+    // A damaged block file is fetched again (a bulk block: probe blocks'
+    // names carry a suffix).
     let damaged = dir.path().join("blocks-1024").join(&src.key.as_str()[..2]);
-    let victim = kept[0] as usize;
+    let victim = *kept
+        .iter()
+        .find(|&&i| probe::BlockRole::of(src.size, 1024, i) == probe::BlockRole::Bulk)
+        .expect("a bulk block was kept") as usize;
     fs::write(
         damaged.join(format!("{}-{victim}", src.key.as_str())),
         b"short",
@@ -144,6 +148,49 @@ async fn disk_tier_survives_a_new_cache_and_is_bounded() {
         .unwrap();
     assert_eq!(&got[..], &data[victim * 1024..(victim + 1) * 1024]);
     assert_eq!(remote.download_requests(), requests_before + 1);
+}
+
+#[tokio::test]
+async fn streaming_a_film_leaves_the_library_probe_blocks_on_disk() {
+    let remote = Arc::new(MemoryRemote::new());
+    let dir = tempfile::tempdir().unwrap();
+    // 40 blocks on disk, 8 of them reserved for probe blocks.
+    let disk = Some((dir.path().to_path_buf(), 40 * 1024));
+    let cache = BlockCache::new(remote.clone(), config(1024, 2048, disk.clone())).unwrap();
+    // A library of four one-block files, probed first.
+    let library: Vec<FileSource> = (0..4)
+        .map(|i| source(&remote, &format!("episode{i}"), &pattern(1000 + i)))
+        .collect();
+    for episode in &library {
+        cache.read(episode, 0, 1000, 0).await.unwrap();
+    }
+    // Then a 100-block film streamed through a 40-block disk cache.
+    let film_data = pattern(100 * 1024);
+    let film = source(&remote, "film", &film_data);
+    for block in 0..100 {
+        let got = cache.read(&film, block * 1024, 1024, 0).await.unwrap();
+        assert_eq!(&got[..], &film_data[block as usize * 1024..][..1024]);
+    }
+    cache.wait_for_disk_writes().await;
+    let stats = cache.stats();
+    assert!(stats.disk_bytes <= 40 * 1024, "{stats:?}");
+    assert!(stats.disk_probe_bytes <= 8 * 1024, "{stats:?}");
+    // Plain LRU would have pushed the library out; the film's own head and
+    // tail are probe blocks too and fit in the reserve with it.
+    for episode in &library {
+        assert!(cache.is_cached(episode, 0), "{} evicted", episode.id);
+    }
+    assert!(cache.is_cached(&film, 0) && cache.is_cached(&film, 99));
+    assert!(!cache.is_cached(&film, 50));
+    drop(cache);
+    // After a restart the roles come back from the file names.
+    let cache = BlockCache::new(remote.clone(), config(1024, 2048, disk)).unwrap();
+    let requests = remote.download_requests();
+    for episode in &library {
+        cache.read(episode, 0, 1000, 0).await.unwrap();
+    }
+    assert_eq!(remote.download_requests(), requests);
+    assert_eq!(cache.stats().disk_probe_bytes, stats.disk_probe_bytes);
 }
 
 #[tokio::test]

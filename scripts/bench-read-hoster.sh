@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Read benchmark over a hoster-like link (run as `scripts/bench-read.sh
+# --profile hoster`): the emulator over TLS (a certificate made for the
+# run) with `--profile hoster` (40 ms round trip, 20 MiB/s per download
+# connection, 8 downloads per account), one file read by curl and through
+# the mount; then the same file on loopback (no TLS, no shaping) against a
+# FUSE passthrough (bindfs) of a local copy.
+#
+#   scripts/bench-read.sh --profile hoster
+#   SIZE_MIB=128 RANDOM_READS=100 scripts/bench-read.sh --profile hoster
+#
+# Measures:
+#   hoster: one curl of the direct link (MiB/s, first byte); N parallel
+#     Range curls covering the file, N = the most download connections the
+#     mount had open at once (the emulator's per-account peak); through the
+#     mount: sequential cold dd bs=1M, first byte of a cold dd bs=4k count=1,
+#     a seek to the middle and 1 MiB read there (ms, requests), ffprobe of an
+#     MP4 with its index at the end (ms, requests), random 4 KiB reads cold
+#     (fio: IOPS, mean latency);
+#   loopback: sequential cold dd bs=1M through the mount and through bindfs
+#     (best of two fresh mounts each; bindfs reads a local file whose page
+#     cache is warm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE_MIB=${SIZE_MIB:-256}
+RANDOM_READS=${RANDOM_READS:-200}
+CACHE_MEMORY=${CACHE_MEMORY:-256M}
+MOUNT_OPTS=${MOUNT_OPTS:-}
+
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench-read: installing ${need[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+echo "bench-read: building (release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/filehostfs
+
+WORK=$(mktemp -d /tmp/filehostfs-bench-hoster.XXXXXX)
+MNT=$WORK/mnt
+PASS=$WORK/passthrough
+mkdir -p "$MNT" "$PASS" "$WORK/local"
+EMU_PIDS=()
+MOUNT_PID=
+
+unmount_dir() {
+  if grep -q " $1 " /proc/self/mountinfo 2>/dev/null; then
+    fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || true
+  fi
+}
+unmount() {
+  unmount_dir "$MNT"
+  if [ -n "$MOUNT_PID" ]; then
+    for _ in $(seq 100); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
+    kill "$MOUNT_PID" 2>/dev/null || true
+    wait "$MOUNT_PID" 2>/dev/null || true
+    MOUNT_PID=
+  fi
+}
+cleanup() {
+  unmount
+  unmount_dir "$PASS"
+  for pid in "${EMU_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+ms_since() { python3 -c "print(($(now) - $1) * 1000)"; }
+
+# --- one emulator per link: TLS + hoster profile, and plain loopback ------
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+KEY=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+ADMIN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+echo "$KEY" >"$WORK/keys"
+echo "$ADMIN" >"$WORK/admin"
+
+# start_emulator NAME EXTRA-ARGS...: prints nothing; sets ${NAME}_API, ${NAME}_ADDR.
+start_emulator() {
+  local name=$1
+  shift
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/emu-$name" --keys-file "$WORK/keys" \
+    --admin-key-file "$WORK/admin" --no-flood-control "$@" \
+    >"$WORK/emu-$name.out" 2>"$WORK/emu-$name.log" &
+  EMU_PIDS+=($!)
+  for _ in $(seq 300); do
+    grep -q '^file.io ' "$WORK/emu-$name.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  local api
+  api=$(awk '$1 == "1fichier" {print $2}' "$WORK/emu-$name.out")
+  [ -n "$api" ] || { echo "the $name emulator did not start:"; cat "$WORK/emu-$name.log"; exit 1; }
+  printf -v "${name}_API" '%s' "$api"
+  printf -v "${name}_ADDR" '%s' "$(head -1 "$WORK/emu-$name.out")"
+}
+start_emulator hoster --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --profile hoster
+start_emulator loop
+admin() { curl -s --cacert "$WORK/cert.pem" -H "Authorization: Bearer $ADMIN" "$@"; }
+# The hoster's per-account download counters: "current peak refused".
+downloads() {
+  admin "https://$hoster_ADDR/_emulator/stats" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)['downloads'].get('1fichier:$KEY', {})
+print(d.get('current', 0), d.get('peak', 0), d.get('refused', 0))"
+}
+requests() {
+  admin "https://$hoster_ADDR/_emulator/stats" |
+    python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["requests"].values()))'
+}
+reset_stats() { admin -X POST "https://$hoster_ADDR/_emulator/stats/reset" >/dev/null; }
+
+umask 077
+cat >"$WORK/config.toml" <<EOF
+[hoster]
+type = "1fichier"
+api_url = "$hoster_API"
+key = "$KEY"
+rate = 1000.0
+burst = 100
+ca_cert = "$WORK/cert.pem"
+
+[loop]
+type = "1fichier"
+api_url = "$loop_API"
+key = "$KEY"
+rate = 1000.0
+burst = 100
+EOF
+umask 022
+fh() { "$BIN" --config "$WORK/config.toml" "$@"; }
+
+# --- data ------------------------------------------------------------------
+echo "bench-read: seeding a ${SIZE_MIB} MiB file and an MP4 (index at the end) on both"
+head -c "${SIZE_MIB}M" /dev/urandom >"$WORK/local/big.bin"
+ffmpeg -hide_banner -loglevel error -y \
+  -f lavfi -i "testsrc=duration=10:size=640x360:rate=25,noise=alls=30:allf=t" \
+  -f lavfi -i sine=frequency=440:duration=10 \
+  -c:v mpeg4 -b:v 6M -c:a aac -b:a 96k "$WORK/clip.mp4"
+for remote in hoster loop; do
+  fh mkdir "$remote:bench" >/dev/null
+  fh put "$WORK/local/big.bin" "$remote:bench" >/dev/null
+done
+fh put "$WORK/clip.mp4" hoster:bench >/dev/null
+BYTES=$((SIZE_MIB * 1024 * 1024))
+
+# --- hoster: curl ----------------------------------------------------------
+echo "bench-read: hoster link, curl"
+LINK=$(fh link hoster:bench/big.bin)
+hcurl() { curl -s --cacert "$WORK/cert.pem" -H "Authorization: Bearer $KEY" "$@"; }
+read -r CURL_S CURL_FIRST_S < <(hcurl -o /dev/null -w '%{time_total} %{time_starttransfer}\n' "$LINK")
+CURL_MIBS=$(python3 -c "print($SIZE_MIB / $CURL_S)")
+CURL_FIRST_MS=$(python3 -c "print($CURL_FIRST_S * 1000)")
+
+# --- hoster: the mount -----------------------------------------------------
+start_mount() {
+  # shellcheck disable=SC2086
+  "$BIN" --config "$WORK/config.toml" mount "$1:" "$MNT" --cache-max-memory "$CACHE_MEMORY" \
+    $MOUNT_OPTS 2>>"$WORK/mount.log" &
+  MOUNT_PID=$!
+  for _ in $(seq 300); do
+    grep -q " $MNT " /proc/self/mountinfo && { ls "$MNT/bench" >/dev/null; return 0; }
+    sleep 0.1
+  done
+  echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+}
+PEAK_RSS_KIB=0
+stop_mount() {
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$MOUNT_PID/status" 2>/dev/null || echo 0)
+  [ "${rss:-0}" -gt "$PEAK_RSS_KIB" ] && PEAK_RSS_KIB=$rss
+  unmount
+}
+dd_mibs() {
+  local t
+  t=$(now)
+  dd if="$1" of=/dev/null bs=1M status=none
+  python3 -c "print($SIZE_MIB / ($(now) - $t))"
+}
+
+echo "bench-read: hoster link, through the mount"
+start_mount hoster
+reset_stats
+SEQ_COLD=$(dd_mibs "$MNT/bench/big.bin")
+read -r _ STREAMS REFUSED < <(downloads)
+stop_mount
+
+start_mount hoster
+t=$(now)
+dd if="$MNT/bench/big.bin" of=/dev/null bs=4k count=1 status=none
+FIRST_MS=$(ms_since "$t")
+stop_mount
+
+start_mount hoster
+reset_stats
+t=$(now)
+dd if="$MNT/bench/big.bin" of=/dev/null bs=1M count=1 skip=$((SIZE_MIB / 2)) status=none
+SEEK_MS=$(ms_since "$t")
+SEEK_REQUESTS=$(requests)
+reset_stats
+t=$(now)
+ffprobe -hide_banner -loglevel error -show_streams "$MNT/bench/clip.mp4" >/dev/null
+PROBE_MS=$(ms_since "$t")
+PROBE_REQUESTS=$(requests)
+stop_mount
+
+start_mount hoster
+read -r RAND_IOPS RAND_LAT < <(
+  fio --name=rand --filename="$MNT/bench/big.bin" --rw=randread --bs=4k --ioengine=psync \
+    --randrepeat=1 --size="${SIZE_MIB}M" --number_ios="$RANDOM_READS" --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["jobs"][0]["read"]; print("%.1f %.1f" % (r["iops"], r["lat_ns"]["mean"] / 1e6))')
+stop_mount
+
+# --- hoster: N parallel range curls (the limit of N connections) -----------
+echo "bench-read: hoster link, $STREAMS parallel range curls"
+N=$((STREAMS > 0 ? STREAMS : 1))
+t=$(now)
+pids=()
+for i in $(seq 0 $((N - 1))); do
+  from=$((BYTES * i / N))
+  to=$((BYTES * (i + 1) / N - 1))
+  hcurl -o /dev/null -r "$from-$to" "$LINK" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+PARALLEL_MIBS=$(python3 -c "print($SIZE_MIB / ($(now) - $t))")
+
+# --- loopback: the mount against a passthrough -----------------------------
+echo "bench-read: loopback, mount and bindfs passthrough"
+LOOP_COLD=0
+for _ in 1 2; do
+  start_mount loop
+  LOOP_COLD=$(python3 -c "print(max($LOOP_COLD, $(dd_mibs "$MNT/bench/big.bin")))")
+  stop_mount
+done
+cat "$WORK/local/big.bin" >/dev/null
+PASS_COLD=0
+for _ in 1 2; do
+  bindfs "$WORK/local" "$PASS"
+  PASS_COLD=$(python3 -c "print(max($PASS_COLD, $(dd_mibs "$PASS/big.bin")))")
+  unmount_dir "$PASS"
+done
+
+# --- report ----------------------------------------------------------------
+python3 - <<EOF
+n = $N
+curl, parallel, seq = $CURL_MIBS, $PARALLEL_MIBS, $SEQ_COLD
+rows = [
+    ("one curl (1 connection)", "MiB/s", f"{curl:.1f}", ""),
+    (f"{n} parallel range curls (limit of {n} connections)", "MiB/s", f"{parallel:.1f}", ""),
+    ("mount: sequential cold dd bs=1M", "MiB/s", f"{seq:.1f}",
+     f"{seq / curl:.2f}x one curl (>= 3), {seq / parallel:.2f}x {n} curls (>= 0.9)"),
+    ("mount: connections at once (peak), refused", "", f"{$STREAMS}, {$REFUSED}", ""),
+    ("one curl: first byte", "ms", f"{$CURL_FIRST_MS:.0f}", ""),
+    ("mount: first byte, cold dd bs=4k count=1", "ms", f"{$FIRST_MS:.0f}",
+     f"{$FIRST_MS / $CURL_FIRST_MS:.2f}x curl (<= 1.5)"),
+    ("mount: seek to the middle + 1 MiB", "ms, requests", f"{$SEEK_MS:.0f}, {$SEEK_REQUESTS}", ""),
+    ("mount: ffprobe of an MP4, index at the end", "ms, requests", f"{$PROBE_MS:.0f}, {$PROBE_REQUESTS}",
+     "(requests <= 3)"),
+    ("mount: random 4 KiB reads, cold (fio)", "IOPS, ms", f"{$RAND_IOPS}, {$RAND_LAT}", ""),
+    ("loopback: mount, sequential cold dd bs=1M", "MiB/s", f"{$LOOP_COLD:.0f}",
+     f"{$LOOP_COLD / $PASS_COLD:.2f}x passthrough (>= 0.9)"),
+    ("loopback: bindfs passthrough, cold dd bs=1M", "MiB/s", f"{$PASS_COLD:.0f}", ""),
+    ("peak RSS of the mount (cache $CACHE_MEMORY)", "MiB", f"{$PEAK_RSS_KIB / 1024:.0f}", ""),
+]
+print()
+print(f"Read benchmark, hoster profile over TLS: {$SIZE_MIB} MiB file, memory cache $CACHE_MEMORY, options: $MOUNT_OPTS")
+print(f"{'measure':52} {'unit':>13} {'value':>12}  against the target")
+for name, unit, value, note in rows:
+    print(f"{name:52} {unit:>13} {value:>12}  {note}")
+EOF

@@ -1,0 +1,102 @@
+//! The metadata store of a mount and its in-memory copy: `stat` is
+//! answered on the kernel loop, so it never reads the database. Every
+//! record is loaded when the mount starts; each change is written to the
+//! store (fsync'd) before it is applied in memory. How records are laid
+//! over what the services report: `metadata_overlay`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::{Mutex, RwLock};
+use tracing::warn;
+
+use crate::metadata::{
+    ContentGuard, Metadata, MetadataChange, MetadataError, MetadataStore, Record, RecordKey,
+};
+use crate::remote::FileEntry;
+use crate::writeback::EntryId;
+
+/// The metadata store of a mount and its in-memory copy.
+pub(crate) struct MetadataOverlay {
+    store: Arc<MetadataStore>,
+    records: RwLock<HashMap<RecordKey, Record>>,
+    /// The remote file each copy opened for writing started from: while
+    /// the copy is unchanged, a change made through it (GNU `touch` opens
+    /// the file, then sets its times) also applies to that file, which
+    /// stays when the copy is dropped unchanged.
+    pub(crate) copied_from: Mutex<HashMap<EntryId, FileEntry>>,
+}
+
+impl MetadataOverlay {
+    /// Opens the store at `path` (none: an in-memory store that lives as
+    /// long as the mount) and loads every record.
+    pub(crate) fn open(path: Option<&Path>) -> Result<MetadataOverlay, MetadataError> {
+        let store = MetadataStore::open(path.unwrap_or(Path::new(":memory:")))?;
+        let records = store.all()?.into_iter().collect();
+        Ok(MetadataOverlay {
+            store: Arc::new(store),
+            records: RwLock::new(records),
+            copied_from: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What is kept for `key`, if it was set for the content `guard` names.
+    pub(crate) fn get(&self, key: &RecordKey, guard: &ContentGuard) -> Option<Metadata> {
+        let records = self.records.read();
+        let record = records.get(key)?;
+        (&record.guard == guard).then(|| record.metadata.clone())
+    }
+
+    /// Applies `change` durably, then in memory. Blocks on the disk.
+    pub(crate) fn change(
+        &self,
+        key: &RecordKey,
+        guard: &ContentGuard,
+        change: &MetadataChange,
+    ) -> Result<(), MetadataError> {
+        let record = self.store.update(key, guard, change, SystemTime::now())?;
+        self.records.write().insert(key.clone(), record);
+        Ok(())
+    }
+
+    /// Moves the record of `from` to `to` (an upload gave a pending file
+    /// its remote id). Blocks on the disk.
+    pub(crate) fn rekey(
+        &self,
+        from: &RecordKey,
+        to: &RecordKey,
+        guard: &ContentGuard,
+    ) -> Result<(), MetadataError> {
+        if self.store.rekey(from, to, guard)? {
+            let mut records = self.records.write();
+            if let Some(mut record) = records.remove(from) {
+                record.guard = guard.clone();
+                records.insert(to.clone(), record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the record of `key` (its file or folder is gone). Blocks.
+    pub(crate) fn forget(&self, key: &RecordKey) {
+        if let Err(error) = self.store.forget(key) {
+            warn!(%key, %error, "cannot drop a metadata record");
+        }
+        self.records.write().remove(key);
+    }
+
+    /// The pending entries that have a record (recovery drops those whose
+    /// entry is gone).
+    pub(crate) fn pending_entries(&self) -> Vec<u64> {
+        self.records
+            .read()
+            .keys()
+            .filter_map(|key| match key {
+                RecordKey::Pending(entry) => Some(*entry),
+                _ => None,
+            })
+            .collect()
+    }
+}
