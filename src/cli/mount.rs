@@ -213,8 +213,11 @@ impl MountOptions {
         })
     }
 
-    fn fuse_options(&self) -> Vec<fuser::MountOption> {
-        let mut options = vec![
+    /// The FUSE session's set-up: the mount options, who may use the mount
+    /// (`allow_other`), and one thread reading the kernel's requests (the
+    /// callbacks hand anything slow to the runtime, so one is enough).
+    fn fuse_config(&self) -> fuser::Config {
+        let mut mount_options = vec![
             fuser::MountOption::FSName("filehostfs".into()),
             fuser::MountOption::Subtype("filehostfs".into()),
             fuser::MountOption::DefaultPermissions,
@@ -222,13 +225,19 @@ impl MountOptions {
             fuser::MountOption::NoSuid,
             fuser::MountOption::NoAtime,
         ];
-        if self.allow_other {
-            options.push(fuser::MountOption::AllowOther);
-        }
         if self.read_only {
-            options.push(fuser::MountOption::RO);
+            mount_options.push(fuser::MountOption::RO);
         }
-        options
+        let acl = if self.allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
+        let mut config = fuser::Config::default();
+        config.mount_options = mount_options;
+        config.acl = acl;
+        config.n_threads = Some(1);
+        config
     }
 }
 
@@ -496,7 +505,7 @@ pub fn serve(
     } else {
         None
     };
-    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_options())
+    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     let session_over = Arc::new(AtomicBool::new(false));
@@ -556,7 +565,6 @@ pub fn serve(
     on_ready();
     let result = session.run();
     session_over.store(true, Ordering::SeqCst);
-    drop(session);
     control_unmount.abort();
     if let Some(server) = control {
         runtime.block_on(server.stop());

@@ -14,11 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use fuser::consts;
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, info};
 
@@ -85,7 +85,7 @@ fn fail<R: ReplyError>(op: &'static str, reply: R, error: &Error) {
         tracing::Level::DEBUG => tracing::debug!(op, errno, %error, "operation failed"),
         _ => tracing::trace!(op, errno, %error, "operation failed"),
     }
-    reply.reply_error(errno);
+    reply.reply_error(fuser::Errno::from_i32(errno));
 }
 
 /// Answers `reply` with `answer` or the error.
@@ -104,13 +104,13 @@ fn respond<T, R: ReplyError>(
 /// fuser's reply types each have their own `error`; this lets one helper
 /// answer a failure whatever the reply type.
 pub(crate) trait ReplyError {
-    fn reply_error(self, errno: libc::c_int);
+    fn reply_error(self, errno: fuser::Errno);
 }
 
 macro_rules! impl_reply_error {
     ($($reply:ty),*) => {
         $(impl ReplyError for $reply {
-            fn reply_error(self, errno: libc::c_int) {
+            fn reply_error(self, errno: fuser::Errno) {
                 self.error(errno);
             }
         })*
@@ -134,14 +134,14 @@ fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
     if size == 0 {
         reply.size(value.len() as u32);
     } else if value.len() > size as usize {
-        reply.error(libc::ERANGE);
+        reply.error(fuser::Errno::ERANGE);
     } else {
         reply.data(value);
     }
 }
 
 fn reply_entry(reply: ReplyEntry, entry: Entry) {
-    reply.entry(&entry.ttl, &file_attr(&entry.attr), 0);
+    reply.entry(&entry.ttl, &file_attr(&entry.attr), Generation(0));
 }
 
 fn reply_attr(reply: ReplyAttr, entry: Entry) {
@@ -154,22 +154,22 @@ fn reply_ok(reply: ReplyEmpty, (): ()) {
 
 fn reply_opened(reply: ReplyOpen, opened: Opened) {
     let flags = if opened.keep_cache {
-        consts::FOPEN_KEEP_CACHE
+        FopenFlags::FOPEN_KEEP_CACHE
     } else {
-        0
+        FopenFlags::empty()
     };
-    reply.opened(opened.fh, flags);
+    reply.opened(FileHandle(opened.fh), flags);
 }
 
 /// A folder handle lets the kernel cache the listing; it may keep the one
 /// it has when ours is unchanged.
 fn reply_opened_dir(reply: ReplyOpen, opened: Opened) {
     let flags = if opened.keep_cache {
-        consts::FOPEN_CACHE_DIR | consts::FOPEN_KEEP_CACHE
+        FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
     } else {
-        consts::FOPEN_CACHE_DIR
+        FopenFlags::FOPEN_CACHE_DIR
     };
-    reply.opened(opened.fh, flags);
+    reply.opened(FileHandle(opened.fh), flags);
 }
 
 fn file_type(kind: NodeType) -> FileType {
@@ -182,7 +182,7 @@ fn file_type(kind: NodeType) -> FileType {
 /// The kernel's view of a node's attributes.
 fn file_attr(attr: &Attr) -> FileAttr {
     FileAttr {
-        ino: attr.ino,
+        ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
@@ -200,20 +200,32 @@ fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
-/// A kernel file offset (`off_t`) as the core takes it: EINVAL below 0.
-fn offset(offset: i64) -> Result<u64, Error> {
-    u64::try_from(offset).map_err(|_| Error::InvalidArgument)
+/// A kernel offset or length as the core's `fallocate` takes it (`off_t`,
+/// as `fallocate(2)` does): EINVAL past `i64::MAX`.
+fn signed(value: u64) -> Result<i64, Error> {
+    i64::try_from(value).map_err(|_| Error::InvalidArgument)
+}
+
+/// A folder listing position: one past the last entry is as good as any
+/// larger one, so offsets past `i64::MAX` list nothing.
+fn dir_offset(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+/// The resume offset of a listed entry, which the listing counts from 1.
+fn resume_offset(resume: i64) -> u64 {
+    u64::try_from(resume).unwrap_or(0)
 }
 
 impl Filesystem for FilehostFs {
-    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         for capability in [
-            consts::FUSE_DO_READDIRPLUS,
-            consts::FUSE_PARALLEL_DIROPS,
-            consts::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             if config.add_capabilities(capability).is_err() {
-                debug!(capability, "kernel lacks a FUSE capability");
+                debug!(?capability, "kernel lacks a FUSE capability");
             }
         }
         // Let the kernel send larger reads and keep more of them in flight.
@@ -241,7 +253,8 @@ impl Filesystem for FilehostFs {
         );
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = parent.0;
         if let Some(answer) = self.core.lookup_now(parent, name) {
             return respond("lookup", reply, answer, reply_entry);
         }
@@ -250,17 +263,14 @@ impl Filesystem for FilehostFs {
         self.spawn("lookup", reply, work, reply_entry);
     }
 
-    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
-        self.core.forget(ino, nlookup);
+    // fuser's default `batch_forget` calls this once per node (its
+    // `ForgetOne` is not exported, so it cannot be overridden anyway).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
     }
 
-    fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
-        for node in nodes {
-            self.core.forget(node.nodeid, node.nlookup);
-        }
-    }
-
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ino = ino.0;
         if let Some(answer) = self.core.getattr_now(ino) {
             return respond("getattr", reply, answer, reply_attr);
         }
@@ -270,9 +280,9 @@ impl Filesystem for FilehostFs {
     }
 
     fn setattr(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        &self,
+        req: &Request,
+        ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -280,13 +290,15 @@ impl Filesystem for FilehostFs {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<u64>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<u32>,
+        _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let ino = ino.0;
+        let fh = fh.map(|fh| fh.0);
         // atime is accepted and ignored (see `file_data`).
         let mtime = mtime.map(|time| match time {
             TimeOrNow::SpecificTime(time) => time,
@@ -313,15 +325,16 @@ impl Filesystem for FilehostFs {
     }
 
     fn mknod(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let parent = parent.0;
         let (core, name) = (self.core.clone(), name.to_owned());
         let work = async move {
             let attr = core.mknod(parent, &name, mode).await?;
@@ -331,14 +344,15 @@ impl Filesystem for FilehostFs {
     }
 
     fn mkdir(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let parent = parent.0;
         let (core, name) = (self.core.clone(), name.to_owned());
         let work = async move {
             let attr = core.mkdir(parent, &name).await?;
@@ -347,22 +361,24 @@ impl Filesystem for FilehostFs {
         self.spawn("mkdir", reply, work, reply_entry);
     }
 
-    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = parent.0;
         let (core, name) = (self.core.clone(), name.to_owned());
         let work = async move { core.unlink(parent, &name).await };
         self.spawn("unlink", reply, work, reply_ok);
     }
 
-    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = parent.0;
         let (core, name) = (self.core.clone(), name.to_owned());
         let work = async move { core.rmdir(parent, &name).await };
         self.spawn("rmdir", reply, work, reply_ok);
     }
 
     fn symlink(
-        &mut self,
-        _req: &Request<'_>,
-        _parent: u64,
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
         _link_name: &OsStr,
         _target: &std::path::Path,
         reply: ReplyEntry,
@@ -371,15 +387,16 @@ impl Filesystem for FilehostFs {
     }
 
     fn rename(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        parent: INodeNo,
         name: &OsStr,
-        newparent: u64,
+        newparent: INodeNo,
         newname: &OsStr,
-        flags: u32,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let (parent, newparent, flags) = (parent.0, newparent.0, flags.bits());
         let core = self.core.clone();
         let (name, newname) = (name.to_owned(), newname.to_owned());
         let work = async move { core.rename(parent, &name, newparent, &newname, flags).await };
@@ -387,17 +404,18 @@ impl Filesystem for FilehostFs {
     }
 
     fn link(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        _newparent: u64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
         fail("link", reply, &self.core.refusal(Unsupported::HardLink));
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (ino, flags) = (ino.0, flags.0);
         if let Some(answer) = self.core.open_now(ino, flags) {
             return respond("open", reply, answer, reply_opened);
         }
@@ -407,19 +425,17 @@ impl Filesystem for FilehostFs {
     }
 
     fn read(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
         size: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let started =
-            self::offset(offset).and_then(|offset| self.core.start_read(fh, offset, size));
-        match started {
+        match self.core.start_read(fh.0, offset, size) {
             Ok(ReadStart::Ready(data)) => reply.data(&data),
             Ok(ReadStart::Fetch(fetch)) => {
                 self.spawn("read", reply, fetch.finish(), |reply, data| {
@@ -431,31 +447,32 @@ impl Filesystem for FilehostFs {
     }
 
     fn write(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
         data: &[u8],
-        _write_flags: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let written = self::offset(offset).and_then(|offset| self.core.write(fh, offset, data));
+        let written = self.core.write(fh.0, offset, data);
         respond("write", reply, written, |reply, written| {
             reply.written(written)
         });
     }
 
     fn flush(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _lock_owner: u64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let fh = fh.0;
         let core = self.core.clone();
         self.spawn(
             "flush",
@@ -466,15 +483,16 @@ impl Filesystem for FilehostFs {
     }
 
     fn release(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: i32,
-        _lock_owner: Option<u64>,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let fh = fh.0;
         let core = self.core.clone();
         self.spawn(
             "release",
@@ -485,13 +503,14 @@ impl Filesystem for FilehostFs {
     }
 
     fn fsync(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let fh = fh.0;
         let core = self.core.clone();
         self.spawn(
             "fsync",
@@ -501,7 +520,8 @@ impl Filesystem for FilehostFs {
         );
     }
 
-    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let ino = ino.0;
         if let Some(answer) = self.core.opendir_now(ino) {
             return respond("opendir", reply, answer, reply_opened_dir);
         }
@@ -511,19 +531,20 @@ impl Filesystem for FilehostFs {
     }
 
     fn readdir(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let open = match self.core.dir_handle(fh) {
+        let open = match self.core.dir_handle(fh.0) {
             Ok(open) => open,
             Err(error) => return fail("readdir", reply, &error),
         };
-        for (resume, entry) in open.snapshot.entries_from(offset) {
-            if reply.add(entry.ino, resume, file_type(entry.kind), &entry.name) {
+        for (resume, entry) in open.snapshot.entries_from(dir_offset(offset)) {
+            let (ino, resume) = (INodeNo(entry.ino), resume_offset(resume));
+            if reply.add(ino, resume, file_type(entry.kind), &entry.name) {
                 break;
             }
         }
@@ -531,26 +552,26 @@ impl Filesystem for FilehostFs {
     }
 
     fn readdirplus(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let open = match self.core.dir_handle(fh) {
+        let open = match self.core.dir_handle(fh.0) {
             Ok(open) => open,
             Err(error) => return fail("readdirplus", reply, &error),
         };
         let snapshot = &open.snapshot;
-        for (resume, entry) in snapshot.entries_from(offset) {
+        for (resume, entry) in snapshot.entries_from(dir_offset(offset)) {
             if reply.add(
-                entry.ino,
-                resume,
+                INodeNo(entry.ino),
+                resume_offset(resume),
                 &entry.name,
                 &snapshot.ttl,
                 &file_attr(&entry.attr),
-                0,
+                Generation(0),
             ) {
                 break;
             }
@@ -564,18 +585,18 @@ impl Filesystem for FilehostFs {
     }
 
     fn releasedir(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: i32,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.releasedir(fh);
+        self.core.releasedir(fh.0);
         reply.ok();
     }
 
-    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let core = self.core.clone();
         self.state.runtime.spawn(async move {
             let space = core.statfs().await;
@@ -593,29 +614,23 @@ impl Filesystem for FilehostFs {
     }
 
     fn setxattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
         name: &OsStr,
         value: &[u8],
         flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let core = self.core.clone();
+        let (core, ino) = (self.core.clone(), ino.0);
         let (name, value) = (name.to_owned(), value.to_vec());
         let work = async move { core.setxattr(ino, &name, &value, flags).await };
         self.spawn("setxattr", reply, work, reply_ok);
     }
 
-    fn getxattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        name: &OsStr,
-        size: u32,
-        reply: ReplyXattr,
-    ) {
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let ino = ino.0;
         let answer = move |reply, value: Vec<u8>| reply_xattr(&value, size, reply);
         if let Some(value) = self.core.getxattr_now(ino, name) {
             return respond("getxattr", reply, value, answer);
@@ -625,7 +640,8 @@ impl Filesystem for FilehostFs {
         self.spawn("getxattr", reply, work, answer);
     }
 
-    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let ino = ino.0;
         respond(
             "listxattr",
             reply,
@@ -641,58 +657,69 @@ impl Filesystem for FilehostFs {
         );
     }
 
-    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
-        let core = self.core.clone();
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (core, ino) = (self.core.clone(), ino.0);
         let name = name.to_owned();
         let work = async move { core.removexattr(ino, &name).await };
         self.spawn("removexattr", reply, work, reply_ok);
     }
 
     fn create(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
+        &self,
+        _req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let parent = parent.0;
         let (core, name) = (self.core.clone(), name.to_owned());
         let work = async move {
             let (attr, fh) = core.create(parent, &name, mode, flags).await?;
             Ok((core.new_entry(attr), fh))
         };
         self.spawn("create", reply, work, |reply, (entry, fh)| {
-            reply.created(&entry.ttl, &file_attr(&entry.attr), 0, fh, 0)
+            let attr = file_attr(&entry.attr);
+            reply.created(
+                &entry.ttl,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            )
         });
     }
 
     fn fallocate(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
-        length: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let grown = self.core.fallocate(fh, offset, length, mode);
+        let grown = signed(offset).and_then(|offset| {
+            let length = signed(length)?;
+            self.core.fallocate(fh.0, offset, length, mode)
+        });
         respond("fallocate", reply, grown, reply_ok);
     }
 
     fn copy_file_range(
-        &mut self,
-        _req: &Request<'_>,
-        _ino_in: u64,
-        _fh_in: u64,
-        _offset_in: i64,
-        _ino_out: u64,
-        _fh_out: u64,
-        _offset_out: i64,
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
         _len: u64,
-        _flags: u32,
+        _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
         fail(
