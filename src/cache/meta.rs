@@ -99,6 +99,11 @@ impl MetaCache {
         self.inner.ttl
     }
 
+    /// Folder listings held.
+    pub fn listing_count(&self) -> u64 {
+        self.inner.listings.lock().len() as u64
+    }
+
     /// The cached listing if it is still within its time-to-live.
     pub fn fresh(&self, folder: &FolderId) -> Option<Arc<FetchedListing>> {
         self.inner

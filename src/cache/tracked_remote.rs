@@ -180,4 +180,8 @@ impl Remote for TrackedRemote {
     async fn about(&self) -> RemoteResult<SpaceInfo> {
         self.inner.about().await
     }
+
+    fn pacer(&self) -> Option<&crate::remote::pacer::Pacer> {
+        self.inner.pacer()
+    }
 }

@@ -108,6 +108,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             // A demo account starts on a new port each run: nothing to reuse.
             listings: None,
         },
+        &format!("{DEMO_REMOTE}:"),
         &args.mountpoint,
         fs_config,
         &args.options,

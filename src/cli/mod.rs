@@ -10,6 +10,7 @@ pub mod commands;
 pub mod demo;
 pub mod fstab;
 pub mod mount;
+pub mod rc;
 pub mod stop_signals;
 pub mod systemd;
 
@@ -55,6 +56,10 @@ pub enum Command {
     Link(commands::LinkArgs),
     /// Show the account's space used and total.
     About(commands::AboutArgs),
+    /// Call an operation of a mount's control API (mounted with --rc).
+    Rc(rc::RcArgs),
+    /// Summarize what a mount is doing (mounted with --rc).
+    Status(rc::StatusArgs),
 }
 
 /// The command line as `filehostfs` sees it (program name excluded): the
@@ -126,5 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mv(args) => commands::run_mv(config, args),
         Command::Link(args) => commands::run_link(config, args),
         Command::About(args) => commands::run_about(config, args),
+        Command::Rc(args) => rc::run_rc_command(args),
+        Command::Status(args) => rc::run_status_command(args),
     }
 }

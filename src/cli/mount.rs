@@ -14,7 +14,12 @@ use tracing::{debug, info, warn};
 use crate::cache::block::BlockCacheConfig;
 use crate::cache::listing_store::ListingStore;
 use crate::config::{Config, RemotePath};
-use crate::fs::{FilehostFs, FsConfig, ReadAheadConfig, WriteConfig, KERNEL_READ_AHEAD};
+use crate::control::{ControlPaths, Counters, RcOptions, RcServer, RecentErrors};
+use crate::fs::{
+    FilehostFs, FsConfig, MountControl, MountIdentity, ReadAheadConfig, WriteConfig,
+    KERNEL_READ_AHEAD,
+};
+use crate::remote::counting::CountingRemote;
 use crate::remote::resolve::{resolve_path, Resolved};
 use crate::remote::{FolderId, Remote};
 use crate::state_dir::StateDir;
@@ -135,6 +140,8 @@ pub struct MountOptions {
     /// overrides `auto_delete`.
     #[arg(long, value_name = "BOOL")]
     pub auto_delete: Option<bool>,
+    #[command(flatten)]
+    pub rc: RcOptions,
 }
 
 fn parse_expires(text: &str) -> Result<String, String> {
@@ -316,6 +323,7 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     serve(
         &runtime,
         source,
+        &args.remote,
         &args.mountpoint,
         fs_config,
         &args.options,
@@ -421,13 +429,16 @@ fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<
 
 /// Mounts `source` on `mountpoint` and serves it until the mount
 /// goes away (`fusermount3 -u`, `umount`) or the process is asked to stop
-/// (Ctrl-C, SIGTERM), which unmounts cleanly; a second request detaches a
-/// busy mount, or stops waiting for uploads (they stay journaled for the
-/// next mount). SIGHUP drops the listing caches. `on_ready` runs once the
-/// mount is in place.
+/// (Ctrl-C, SIGTERM) or its control API's `mount/unmount`, which unmounts
+/// cleanly; a second request detaches a busy mount, or stops waiting for
+/// uploads (they stay journaled for the next mount). SIGHUP drops the
+/// listing caches. `spec` is the `REMOTE:[path]` mounted. `on_ready` runs
+/// once the mount is in place.
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
     source: MountSource,
+    spec: &str,
     mountpoint: &Path,
     fs_config: FsConfig,
     options: &MountOptions,
@@ -440,7 +451,14 @@ pub fn serve(
         root,
         listings,
     } = source;
-    let filesystem = FilehostFs::new(remote, root, fs_config)
+    let counters = Arc::new(Counters::new());
+    let errors = Arc::new(RecentErrors::default());
+    let remote = Arc::new(CountingRemote::new(
+        remote,
+        counters.clone(),
+        errors.clone(),
+    ));
+    let filesystem = FilehostFs::new(remote.clone(), root, fs_config)
         .context("cannot set up the caches and the write-back journal")?;
     if let Some(store) = listings {
         filesystem.state.meta.persist_in(store);
@@ -451,6 +469,42 @@ pub fn serve(
     // Resolved before mounting: afterwards, looking at the path would ask
     // the mount itself, which does not serve requests yet.
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or(mountpoint.to_path_buf());
+    // The control API starts before the mount so that a bad option or a
+    // busy socket fails the command before anything is mounted.
+    let (unmount_request, unmount_requested) = tokio::sync::oneshot::channel::<()>();
+    let paths = ControlPaths::from_env();
+    let control = if let Some(listen) = options.rc.resolve(&canonical, &paths)? {
+        let target = RemotePath::parse(spec).ok();
+        let identity = MountIdentity {
+            remote: target
+                .as_ref()
+                .map_or(spec.to_string(), |t| t.remote.clone()),
+            remote_path: target.map(|t| t.path).unwrap_or_default(),
+            mountpoint: canonical.display().to_string(),
+        };
+        let surface = MountControl::new(
+            &filesystem.core,
+            remote,
+            counters,
+            errors,
+            identity,
+            Box::new(move || {
+                let _ = unmount_request.send(());
+            }),
+        );
+        let server = runtime
+            .block_on(RcServer::start(
+                Arc::new(surface),
+                listen,
+                &canonical,
+                &paths,
+            ))
+            .context("cannot start the control API")?;
+        info!(endpoint = ?server.endpoint(), "control API listening");
+        Some(server)
+    } else {
+        None
+    };
     let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config())
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
@@ -493,9 +547,28 @@ pub fn serve(
             raise_kernel_read_ahead(&answering);
         }
     });
+    // `mount/unmount` of the control API: the same unmount as a first stop
+    // request.
+    let control_unmount = {
+        let mut unmounter = session.unmount_callable();
+        let shown = canonical.clone();
+        runtime.spawn(async move {
+            if unmount_requested.await.is_ok() {
+                info!(mountpoint = %shown.display(), "unmount requested through the control API");
+                systemd::stopping();
+                if let Err(error) = unmounter.unmount() {
+                    warn!(%error, "unmount failed");
+                }
+            }
+        })
+    };
     on_ready();
     let result = session.run();
     session_over.store(true, Ordering::SeqCst);
+    control_unmount.abort();
+    if let Some(server) = control {
+        runtime.block_on(server.stop());
+    }
     systemd::stopping();
     let requests = listener.requests.clone();
     let seen = requests.count();

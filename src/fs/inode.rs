@@ -145,6 +145,12 @@ impl InodeTable {
         self.tables.lock().slots.get(&ino).map(|s| s.node.clone())
     }
 
+    /// The inode of a folder the table knows, by its remote id.
+    pub fn folder_ino(&self, id: &FolderId) -> Option<u64> {
+        let key = RemoteKey::Folder(id.clone());
+        self.tables.lock().by_remote.get(&key).copied()
+    }
+
     /// Serial of the listing last applied to a folder (0 if none).
     pub fn applied_serial(&self, dir: u64) -> Option<u64> {
         let tables = self.tables.lock();

@@ -4,6 +4,7 @@
 
 pub mod adapter;
 mod attr;
+mod control;
 mod core;
 mod dir_snapshot;
 pub mod error;
@@ -23,6 +24,7 @@ mod xattr;
 pub use self::core::{Core, SpaceStats};
 pub use adapter::{FilehostFs, KERNEL_READ_AHEAD};
 pub use attr::{Attr, NodeType};
+pub use control::{MountControl, MountIdentity};
 pub use error::Error;
 pub use file_data::AttrChange;
 pub use pending::WriteConfig;

@@ -235,6 +235,10 @@ impl Remote for FailingRemote {
         self.enter(Operation::About)?;
         self.inner.about().await
     }
+
+    fn pacer(&self) -> Option<&super::pacer::Pacer> {
+        self.inner.pacer()
+    }
 }
 
 #[cfg(test)]

@@ -1050,6 +1050,10 @@ impl Remote for Fichier {
         "1fichier"
     }
 
+    fn pacer(&self) -> Option<&Pacer> {
+        Some(&self.inner.pacer)
+    }
+
     fn check_name(&self, name: &str) -> RemoteResult<()> {
         check_name(name).map(drop)
     }

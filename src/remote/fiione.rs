@@ -551,6 +551,10 @@ impl Remote for FiiOne {
         "fii.one"
     }
 
+    fn pacer(&self) -> Option<&Pacer> {
+        Some(&self.inner.pacer)
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
     }

@@ -600,6 +600,10 @@ impl Remote for FileIo {
         "file.io"
     }
 
+    fn pacer(&self) -> Option<&Pacer> {
+        Some(&self.pacer)
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

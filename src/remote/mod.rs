@@ -4,6 +4,7 @@
 //! Names crossing this trait are always *local* names (what the user sees);
 //! each backend encodes them for its service and decodes what it lists.
 
+pub mod counting;
 pub mod error;
 #[cfg(any(test, feature = "memory-remote"))]
 pub mod failing;
@@ -245,4 +246,10 @@ pub trait Remote: Send + Sync + 'static {
     ) -> RemoteResult<ByteStream>;
 
     async fn about(&self) -> RemoteResult<SpaceInfo>;
+
+    /// The pacer this remote's requests go through, for its budget and
+    /// waits; remotes without one (in memory) answer `None`.
+    fn pacer(&self) -> Option<&pacer::Pacer> {
+        None
+    }
 }

@@ -14,6 +14,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -21,6 +23,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use super::error::{RemoteError, RemoteResult};
+use crate::control::Counters;
 
 /// Rate and retry settings of one remote.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,6 +127,19 @@ pub struct Pacer {
     config: PacerConfig,
     class_limits: HashMap<&'static str, ClassLimit>,
     state: Mutex<PacerState>,
+    /// Requests waiting for a token right now.
+    waiting: AtomicU64,
+    /// Where waits are reported, once the mount hands its counters over.
+    counters: OnceLock<Arc<Counters>>,
+}
+
+/// Counts one request as waiting for as long as it lives.
+struct WaitingGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How an operation may be retried.
@@ -147,6 +163,8 @@ impl Pacer {
             }),
             config,
             class_limits: HashMap::new(),
+            waiting: AtomicU64::new(0),
+            counters: OnceLock::new(),
         }
     }
 
@@ -158,6 +176,22 @@ impl Pacer {
 
     pub fn config(&self) -> &PacerConfig {
         &self.config
+    }
+
+    /// Reports every wait to the mount's counters from now on (the first
+    /// call wins).
+    pub fn report_to(&self, counters: Arc<Counters>) {
+        let _ = self.counters.set(counters);
+    }
+
+    /// Requests held back by the pacer at this moment.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The most requests the overall rate lets through in an hour.
+    pub fn hourly_budget(&self) -> u64 {
+        (self.config.rate_per_sec * 3600.0).floor() as u64
     }
 
     /// Waits until one request of `class` may be sent.
@@ -184,7 +218,13 @@ impl Pacer {
         };
         if !wait.is_zero() {
             tracing::trace!(class, ?wait, "pacer: waiting for a token");
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            // Counted down even when the waiting request is cancelled.
+            let _waiting = WaitingGuard(&self.waiting);
             tokio::time::sleep(wait).await;
+            if let Some(counters) = self.counters.get() {
+                counters.pacer_wait(wait);
+            }
         }
     }
 

@@ -91,6 +91,7 @@ mod journal;
 mod queue;
 mod recovery;
 mod staging;
+mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -110,6 +111,7 @@ use tokio::task::JoinHandle;
 use journal::{now_ms, EntryRecord, Journal, NewEntry, Progress};
 pub use journal::{EntryState, ObsoleteReason};
 use staging::{StagingDir, StagingOpenError};
+pub use view::{FinishedUpload, QueuedUpload, UploadStage};
 
 use crate::remote::{FileEntry, FileId, FolderId, Remote, RemoteError, RemoteResult};
 
@@ -294,6 +296,12 @@ struct State {
     /// Set while unmounting: the write-back delay no longer applies, and
     /// entries that failed after this sequence number are not waited for.
     draining_since: Option<u64>,
+    /// The latest finished uploads, newest last, for watchers of the queue.
+    finished: std::collections::VecDeque<FinishedUpload>,
+    /// Bytes sent so far by each upload running now.
+    sending: HashMap<EntryId, Arc<std::sync::atomic::AtomicU64>>,
+    /// Attempts the latest upload of an entry took, until it is finalized.
+    succeeded_after: HashMap<EntryId, u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -343,6 +351,9 @@ impl WriteBack {
                 failure_seq: 0,
                 uploaded_files: HashMap::new(),
                 draining_since: None,
+                finished: std::collections::VecDeque::new(),
+                sending: HashMap::new(),
+                succeeded_after: HashMap::new(),
             }),
             wake: Notify::new(),
             progress_tx,
@@ -743,6 +754,8 @@ impl State {
         self.urgent.remove(&id);
         self.failures.remove(&id);
         self.uploaded_files.remove(&id);
+        self.sending.remove(&id);
+        self.succeeded_after.remove(&id);
     }
 }
 

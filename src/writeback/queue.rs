@@ -7,6 +7,7 @@
 //! unlink or rewrite the entry while a step runs; the next decision sees it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use super::journal::{now_ms, EntryRecord, EntryState, ObsoleteReason, Progress};
-use super::{duration_ms, EntryId, Failure, Inner, WriteBackError, WriteEvent};
-use crate::remote::{FileEntry, FileId, FolderId, RemoteError, UploadSource};
+use super::{duration_ms, view, EntryId, Failure, Inner, WriteBackError, WriteEvent};
+use crate::remote::{FileEntry, FileId, FolderId, ProgressFn, RemoteError, UploadSource};
 
 /// Without a content checksum, an unrecorded upload is recognised by name,
 /// size and an upload date no earlier than the attempt's start minus this
@@ -412,7 +413,15 @@ impl Inner {
         })?;
         tracing::info!(entry = %row.id, name = %name, size, "uploading");
         let source = UploadSource::Path(self.staging.path(row.id));
-        match self.remote.upload(&parent, &name, source, None).await {
+        let sent = Arc::new(AtomicU64::new(0));
+        self.state.lock().sending.insert(row.id, sent.clone());
+        let progress: ProgressFn = Arc::new(move |so_far| sent.store(so_far, Ordering::Relaxed));
+        let result = self
+            .remote
+            .upload(&parent, &name, source, Some(progress))
+            .await;
+        self.state.lock().sending.remove(&row.id);
+        match result {
             Ok(file) => {
                 tracing::info!(entry = %row.id, name = %name, id = %file.id, "uploaded");
                 let file_id = file.id.clone();
@@ -420,6 +429,9 @@ impl Inner {
                     let mut state = self.state.lock();
                     state.uploaded_files.insert(row.id, file);
                     state.failures.remove(&row.id);
+                    state
+                        .succeeded_after
+                        .insert(row.id, row.attempts.saturating_add(1));
                 }
                 self.modify(row.id, |r| {
                     r.progress = Progress::Uploaded {
@@ -502,6 +514,8 @@ impl Inner {
         state.journal.delete(id)?;
         state.uploaded_files.remove(&id);
         tracing::info!(entry = %id, name = %file.name, id = %file.id, "upload complete");
+        let attempts = state.succeeded_after.get(&id).copied().unwrap_or(1);
+        view::remember_finished(&mut state.finished, id, &parent, &file, attempts);
         // The hand-over happens while the entry still exists and under the
         // lock: whoever asks the queue about this entry sees either the
         // pending file or (after the lock) a mount that already shows the

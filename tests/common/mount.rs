@@ -317,11 +317,25 @@ impl Mount {
     /// successfully (a writable mount first drains its upload queue) and
     /// nothing stays mounted, and returns the process's log.
     pub fn unmount(mut self) -> String {
-        let status = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mountpoint)
-            .status()
-            .expect("running fusermount3");
+        // Right after mounting, the mount's own start-up thread stats the
+        // mountpoint (readiness, kernel read-ahead raise); an unmount that
+        // lands during that stat gets EBUSY, as it would for a user. Retry
+        // a bounded number of times, like `umount` scripts do.
+        let mut status = None;
+        for _ in 0..20 {
+            let tried = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .status()
+                .expect("running fusermount3");
+            if tried.success() {
+                status = Some(tried);
+                break;
+            }
+            status = Some(tried);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = status.expect("at least one try");
         assert!(
             status.success(),
             "fusermount3 -u failed; log:\n{}",

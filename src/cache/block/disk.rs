@@ -228,6 +228,39 @@ impl DiskTier {
         evicted
     }
 
+    /// Drops a block from disk, in whichever role it is kept; returns its
+    /// length when it was held.
+    pub(super) fn remove(&self, block_key: &BlockKey) -> Option<u64> {
+        let mut dropped = None;
+        for role in [BlockRole::Probe, BlockRole::Bulk] {
+            let popped = {
+                let mut index = self.index.lock();
+                let (lru, bytes) = index.role_mut(role);
+                let slot = lru.pop(block_key);
+                if let Some(slot) = slot {
+                    *bytes -= slot.len;
+                }
+                slot
+            };
+            if let Some(slot) = popped {
+                remove_files(&[self.path_of(block_key, role)]);
+                dropped = Some(slot.len);
+            }
+        }
+        dropped
+    }
+
+    /// The contents with at least one block on disk.
+    pub(super) fn contents(&self) -> Vec<crate::cache::ContentKey> {
+        let index = self.index.lock();
+        index
+            .probe
+            .iter()
+            .chain(index.bulk.iter())
+            .map(|(key, _)| key.content.clone())
+            .collect()
+    }
+
     /// The block's bytes, or `None` when the file is gone or damaged.
     pub(super) async fn load(
         &self,

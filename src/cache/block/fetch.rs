@@ -39,6 +39,8 @@ pub(super) struct Inner {
     pub(super) disk_hits: AtomicU64,
     pub(super) remote_requests: AtomicU64,
     pub(super) remote_bytes: AtomicU64,
+    /// The mount's activity counters, once the mount hands them over.
+    pub(super) counters: std::sync::OnceLock<Arc<crate::control::Counters>>,
 }
 
 impl Inner {

@@ -35,6 +35,18 @@ impl MemoryTier {
         self.lru.contains(key)
     }
 
+    /// Drops a block; returns its length when it was held.
+    pub(super) fn remove(&mut self, key: &BlockKey) -> Option<u64> {
+        let block = self.lru.pop(key)?;
+        self.bytes -= block.len() as u64;
+        Some(block.len() as u64)
+    }
+
+    /// The contents with at least one block held.
+    pub(super) fn contents(&self) -> impl Iterator<Item = &crate::cache::ContentKey> {
+        self.lru.iter().map(|(key, _)| &key.content)
+    }
+
     /// Adds a block; returns the blocks evicted to make room.
     #[must_use]
     pub(super) fn insert(&mut self, key: BlockKey, data: Bytes) -> Vec<Bytes> {

@@ -35,7 +35,8 @@ use futures::channel::oneshot;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use super::FileSource;
+use super::{ContentKey, FileSource};
+use crate::control::Counters;
 use crate::remote::Remote;
 use claims::{InFlight, Job, Pending};
 use disk::DiskTier;
@@ -115,8 +116,41 @@ impl BlockCache {
                 disk_hits: AtomicU64::new(0),
                 remote_requests: AtomicU64::new(0),
                 remote_bytes: AtomicU64::new(0),
+                counters: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Reports hits, misses and bytes served from the cache to the mount's
+    /// counters from now on (the first call wins).
+    pub fn report_to(&self, counters: Arc<Counters>) {
+        let _ = self.inner.counters.set(counters);
+    }
+
+    /// Drops every cached block of `src` from memory and disk, so the next
+    /// read fetches it again; returns the blocks and bytes dropped.
+    pub fn forget_file(&self, src: &FileSource) -> (u64, u64) {
+        let (mut blocks, mut bytes) = (0, 0);
+        for index in 0..self.block_count(src.size) {
+            let key = BlockKey::of(src, index);
+            let in_memory = self.inner.memory.lock().remove(&key);
+            let on_disk = self.inner.disk.as_ref().and_then(|disk| disk.remove(&key));
+            if let Some(len) = in_memory.or(on_disk) {
+                blocks += 1;
+                bytes += len;
+            }
+        }
+        (blocks, bytes)
+    }
+
+    /// Distinct file contents with at least one block cached.
+    pub fn cached_files(&self) -> u64 {
+        let mut contents: std::collections::HashSet<ContentKey> =
+            self.inner.memory.lock().contents().cloned().collect();
+        if let Some(disk) = &self.inner.disk {
+            contents.extend(disk.contents());
+        }
+        contents.len() as u64
     }
 
     pub fn block_size(&self) -> u64 {
@@ -160,6 +194,7 @@ impl BlockCache {
             let stop = (end - first * bs) as usize;
             drop(memory);
             self.inner.memory_hits.fetch_add(1, Ordering::Relaxed);
+            self.report_hits(1, end - offset);
             return block.get(start..stop).map(|s| block.slice_ref(s));
         }
         let mut blocks = Vec::with_capacity((last - first + 1) as usize);
@@ -170,6 +205,7 @@ impl BlockCache {
         self.inner
             .memory_hits
             .fetch_add(blocks.len() as u64, Ordering::Relaxed);
+        self.report_hits(blocks.len() as u64, end - offset);
         Some(assemble(&blocks, first, bs, offset, end))
     }
 
@@ -195,6 +231,23 @@ impl BlockCache {
                 .inflight
                 .claim(src, first, through, last, self.inner.tiers());
         self.spawn_jobs(src, jobs, None);
+        let ready = pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Ready(_)))
+            .count() as u64;
+        let missed = pending.len() as u64 - ready;
+        if let Some(counters) = self.inner.counters.get() {
+            for _ in 0..missed {
+                counters.cache_miss();
+            }
+        }
+        if missed == 0 {
+            self.report_hits(ready, end - offset);
+        } else if let Some(counters) = self.inner.counters.get() {
+            for _ in 0..ready {
+                counters.cache_hit();
+            }
+        }
         let mut blocks = Vec::with_capacity(pending.len());
         for (index, pending) in (first..).zip(pending) {
             let block = match pending {
@@ -245,6 +298,16 @@ impl BlockCache {
     pub async fn wait_for_disk_writes(&self) {
         if let Some(disk) = &self.inner.disk {
             disk.wait_for_writes().await;
+        }
+    }
+
+    /// `blocks` found in the cache, serving `bytes` without a fetch.
+    fn report_hits(&self, blocks: u64, bytes: u64) {
+        if let Some(counters) = self.inner.counters.get() {
+            for _ in 0..blocks {
+                counters.cache_hit();
+            }
+            counters.add_cache_read(bytes);
         }
     }
 
