@@ -264,7 +264,15 @@ fn attributes_xattrs_and_statfs() {
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!(meta.uid(), unsafe { libc::getuid() });
-    assert_eq!(meta.mtime(), entry.modified.timestamp());
+    // The mount shows the service's date from the listing; the upload's
+    // answer carries none, so `entry.modified` is the client's clock at the
+    // end of the upload and may be one second past the service's stamp.
+    let shown = meta.mtime();
+    let uploaded = entry.modified.timestamp();
+    assert!(
+        (uploaded - 1..=uploaded).contains(&shown),
+        "mtime {shown}, uploaded at {uploaded}"
+    );
     let dir_meta = std::fs::metadata(mount.path().join("docs")).unwrap();
     assert_eq!(dir_meta.mode() & 0o7777, 0o750);
     assert!(dir_meta.is_dir());
