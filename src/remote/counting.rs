@@ -62,11 +62,14 @@ impl CountingRemote {
         }
     }
 
-    /// Counts a failed operation and keeps it for the status page.
+    /// Counts a failed operation and keeps it for the status page, unless
+    /// it is an answer its callers expect.
     fn failed(&self, call: &Call<'_>, error: &RemoteError) {
         self.counters.count_request_error();
-        self.errors
-            .push("remote", None, format!("{} failed: {error}", what(call)));
+        if !is_expected(call, error) {
+            self.errors
+                .push("remote", None, format!("{} failed: {error}", what(call)));
+        }
     }
 }
 
@@ -127,6 +130,20 @@ fn kind_of(call: &Call<'_>) -> RequestKind {
     }
 }
 
+/// Whether a failure is an answer every caller expects rather than a fault
+/// worth showing: removing what is already gone reached its goal (unlink,
+/// rmdir and the write-back queue's clean-ups, which may repeat a removal
+/// after a crash or a lost answer, take "not found" as done).
+fn is_expected(call: &Call<'_>, error: &RemoteError) -> bool {
+    matches!(
+        (call, error),
+        (
+            Call::RemoveFile { .. } | Call::RemoveFolder { .. },
+            RemoteError::NotFound(_)
+        )
+    )
+}
+
 /// How a failed call is named on the status page.
 fn what(call: &Call<'_>) -> String {
     match call {
@@ -173,5 +190,29 @@ mod tests {
         assert_eq!(snap.request_errors, 1);
         assert_eq!(remote.requests_last_hour(), 3);
         assert_eq!(errors.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn removing_what_is_already_gone_is_counted_but_not_listed() {
+        let memory = Arc::new(MemoryRemote::new());
+        let counters = Arc::new(Counters::new());
+        let errors = Arc::new(RecentErrors::default());
+        let remote = CountingRemote::new(memory.clone(), counters.clone(), errors.clone());
+        let gone = FileId("gone".into());
+        assert!(matches!(
+            remote.remove_file(&gone).await,
+            Err(RemoteError::NotFound(_))
+        ));
+        assert_eq!(counters.snapshot().request_errors, 1);
+        assert!(errors.list().is_empty(), "{:?}", errors.list());
+        // A file that vanished under a reader is a fault worth showing.
+        assert!(remote.download_range(&gone, 0, 10).await.is_err());
+        assert_eq!(counters.snapshot().request_errors, 2);
+        let listed = errors.list();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(
+            listed[0].message.starts_with("download failed"),
+            "{listed:?}"
+        );
     }
 }
