@@ -86,6 +86,22 @@ impl HandleTable {
         self.open.lock().remove(&fh)
     }
 
+    /// Closes every handle that reads a remote file (at unmount, for the
+    /// handles the kernel never released): removals that waited for them
+    /// can then be done before the queue is drained.
+    pub(crate) fn close_remote_readers(&self) {
+        let closed: Vec<Handle> = {
+            let mut open = self.open.lock();
+            let readers: Vec<u64> = open
+                .iter()
+                .filter(|(_, handle)| matches!(handle, Handle::RemoteReader(_)))
+                .map(|(fh, _)| *fh)
+                .collect();
+            readers.iter().filter_map(|fh| open.remove(fh)).collect()
+        };
+        drop(closed);
+    }
+
     /// Takes every write handle out of the table (at unmount, for the
     /// handles the kernel never released).
     pub(crate) fn drain_writers(&self) -> Vec<Arc<WriteHandle>> {
