@@ -14,7 +14,7 @@ use filehostfs::remote::{Capabilities, FolderId, HashKind, Remote};
 
 use crate::model::{File, Model, Node, NodeId, Shown};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub enum OpenMode {
     ReadOnly,
     ReadWrite,
@@ -22,7 +22,7 @@ pub enum OpenMode {
     Append,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// `open(O_CREAT|O_EXCL|O_RDWR)`.
     Create {
