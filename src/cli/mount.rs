@@ -217,9 +217,10 @@ impl MountOptions {
     /// The FUSE session's set-up: the mount options, who may use the mount
     /// (`allow_other`), and one thread reading the kernel's requests (the
     /// callbacks hand anything slow to the runtime, so one is enough).
-    fn fuse_config(&self) -> fuser::Config {
+    /// `spec` (`REMOTE:[path]`) names the mount's source.
+    fn fuse_config(&self, spec: &str) -> fuser::Config {
         let mut mount_options = vec![
-            fuser::MountOption::FSName("filehostfs".into()),
+            fuser::MountOption::FSName(mount_source(spec)),
             fuser::MountOption::Subtype("filehostfs".into()),
             fuser::MountOption::DefaultPermissions,
             fuser::MountOption::NoDev,
@@ -239,6 +240,24 @@ impl MountOptions {
         config.acl = acl;
         config.n_threads = Some(1);
         config
+    }
+}
+
+/// The source a mount shows in the mount table (`df`, `findmnt`): its spec,
+/// as sshfs shows `user@host:path`, so that `mount -a` finds an fstab
+/// line's mount in place instead of stacking another one on it. A spec
+/// the mount options could not carry as it is (a comma or backslash, which
+/// fusermount3 reads as separators and escapes; a blank) shows as
+/// `filehostfs`.
+fn mount_source(spec: &str) -> String {
+    let plain = !spec.is_empty()
+        && !spec
+            .chars()
+            .any(|c| c == ',' || c == '\\' || c.is_whitespace() || c.is_control());
+    if plain {
+        spec.to_string()
+    } else {
+        "filehostfs".to_string()
     }
 }
 
@@ -527,7 +546,7 @@ pub fn serve(
     } else {
         None
     };
-    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config())
+    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config(spec))
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     let session_over = Arc::new(AtomicBool::new(false));
@@ -900,6 +919,16 @@ mod tests {
         );
         assert_eq!(mount_device(table, Path::new("/tmp/b")), None);
         assert_eq!(mount_device("garbage\n\n1 2", Path::new("/tmp/a")), None);
+    }
+
+    #[test]
+    fn a_mount_shows_its_spec_as_source_when_the_options_can_carry_it() {
+        assert_eq!(mount_source("work:media/films"), "work:media/films");
+        assert_eq!(mount_source("work:"), "work:");
+        assert_eq!(mount_source("work:a,b"), "filehostfs");
+        assert_eq!(mount_source("work:a b"), "filehostfs");
+        assert_eq!(mount_source("work:a\\b"), "filehostfs");
+        assert_eq!(mount_source(""), "filehostfs");
     }
 
     #[test]
