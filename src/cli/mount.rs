@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::block::BlockCacheConfig;
 use crate::cache::listing_store::ListingStore;
+use crate::cache::meta::MetaCache;
 use crate::config::{Config, RemotePath};
 use crate::control::{ControlPaths, Counters, RcOptions, RcServer, RecentErrors};
 use crate::fs::{
@@ -20,7 +21,7 @@ use crate::fs::{
     KERNEL_READ_AHEAD,
 };
 use crate::remote::counting::CountingRemote;
-use crate::remote::resolve::{resolve_path, Resolved};
+use crate::remote::resolve::Resolved;
 use crate::remote::{FolderId, Remote};
 use crate::state_dir::StateDir;
 
@@ -126,7 +127,7 @@ pub struct MountOptions {
     #[arg(long)]
     pub consume_downloads: bool,
     /// Where this remote's durable state lives (mtimes, modes and extended
-    /// attributes set through the mount); overrides the remote's
+    /// attributes set through the mount, the saved listings); overrides the remote's
     /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -425,9 +426,14 @@ async fn open_mount_root(
         None => config.remote(&target.remote)?.state_dir()?,
     };
     let remote = config.open_remote(&target.remote)?;
-    let listings = open_listing_store(&config, &target.remote, saved);
+    let listings = open_listing_store(&state_dir, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
-    let root = match resolve_path(remote.as_ref(), &target.path).await {
+    // Through the saved listings: a restart finds its folder without a call.
+    let resolver = MetaCache::new(remote.clone(), options.dir_cache_time);
+    if let Some(store) = &listings {
+        resolver.persist_in(store.clone());
+    }
+    let root = match resolver.resolve(&target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
         Ok(Resolved::File { .. }) => {
             anyhow::bail!("{spec} is a file, not a folder: mount the folder holding it")
@@ -446,12 +452,8 @@ async fn open_mount_root(
 /// answers from at once. Turned off (`--no-saved-listings`), they are
 /// forgotten so a later run cannot serve them either. Without a usable
 /// state dir the mount goes on, listing every folder again next time.
-fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<ListingStore>> {
-    let opened = config
-        .remote(remote)
-        .and_then(|remote| remote.state_dir())
-        .and_then(|dir| Ok(ListingStore::open(&dir.listings_db())?));
-    match opened {
+fn open_listing_store(state_dir: &StateDir, saved: bool) -> Option<Arc<ListingStore>> {
+    match ListingStore::open(&state_dir.listings_db()) {
         Ok(store) if saved => Some(Arc::new(store)),
         Ok(store) => {
             if let Err(error) = store.clear() {
