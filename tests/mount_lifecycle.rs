@@ -130,7 +130,8 @@ fn daemon_mode_fails_with_the_reason_when_the_mount_cannot_start() {
             .arg("mount")
             .arg(spec)
             .arg(mountpoint)
-            .arg("--daemon");
+            .arg("--daemon")
+            .envs(private_dirs(dir.path()));
         if let Some(log) = log_file {
             command.arg("--log-file").arg(log);
         }

@@ -430,6 +430,7 @@ fn mount_8_finds_filehostfs_for_fuse_and_fuse3_types() {
         .arg(format!("{REMOTE_NAME}:media"))
         .arg(dir.path())
         .arg(&options)
+        .envs(private_dirs(dir.path()))
         .stdin(Stdio::null())
         .output()
         .unwrap();
