@@ -307,6 +307,14 @@ fn rc_and_status_print_what_the_api_says() {
     let socket = socket_of(&mount);
     std::fs::write(mount.path().join("waiting.txt"), b"later").unwrap();
     let mountpoint = mount.path().to_str().unwrap();
+    // The kernel releases the file after close(2) returns: compare the
+    // two answers once the queue has it, not while it may change between them.
+    wait_for("the file to be queued", || {
+        let (_, queue) = post_unix(&socket, "vfs/queue", "{}");
+        queue_item(&queue, "waiting.txt")?["next_try"]
+            .is_string()
+            .then_some(())
+    });
 
     let printed = cli(&["rc", "vfs/queue", "--rc-mount", mountpoint]);
     let printed: Value = serde_json::from_str(&printed).unwrap();
