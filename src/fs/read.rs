@@ -8,9 +8,11 @@
 //! on the reader has proven sequential and the window grows fourfold at
 //! each new block, up to the configured maximum (on a hoster link a whole
 //! file may take a second or two, so a slow ramp costs a visible share of
-//! it). The blocks ahead of the reader are topped up to the window once
-//! less than half of it is left — so a stream reaches full speed within a
-//! few blocks while a probe that reads a header and jumps to the tail (what
+//! it). The blocks ahead of the reader are topped up to the window as soon
+//! as a whole read-ahead request fits in it again, so a connection that
+//! finishes its request finds the next one waiting instead of idling until
+//! half the window is read — and a stream reaches full speed within a few
+//! blocks while a probe that reads a header and jumps to the tail (what
 //! media scanners do) never triggers a large fetch.
 //!
 //! Cached blocks are never thrown away on a seek: a reader jumping back
@@ -153,7 +155,8 @@ impl OpenFile {
             };
             let window = state.window.min(self.config.max_blocks);
             let ahead = state.requested_until.saturating_sub(last + 1);
-            if window > 0 && ahead * 2 <= window {
+            let request = self.config.max_blocks_per_request.clamp(1, window.max(1));
+            if window > 0 && ahead + request <= window {
                 let from = state.requested_until.max(last + 1);
                 let to = (last + window).min(blocks - 1);
                 if from <= to {
