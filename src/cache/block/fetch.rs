@@ -24,6 +24,7 @@ use super::memory::{MemoryTier, SpareBuffers};
 use super::probe::BlockRole;
 use super::streams::{StreamPermit, Streams};
 use crate::cache::FileSource;
+use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::{Remote, RemoteError};
 
 /// The bytes `range` of block `block`, wanted by the reader whose read
@@ -154,9 +155,18 @@ impl Inner {
         let mut refusals = 0u32;
         while !senders.is_empty() {
             let before = next;
-            match self
-                .stream_run(&src, &mut next, &mut senders, read_ahead, &mut first_bytes)
-                .await
+            // Nobody waits on a read-ahead yet: a token call it needs (a
+            // link) queues behind the ones readers wait on.
+            let priority = if read_ahead {
+                Priority::Background
+            } else {
+                Priority::Foreground
+            };
+            match with_priority(
+                priority,
+                self.stream_run(&src, &mut next, &mut senders, read_ahead, &mut first_bytes),
+            )
+            .await
             {
                 Ok(()) => {}
                 Err(RemoteError::TooManyDownloads(message)) if refusals < MAX_REFUSALS => {
