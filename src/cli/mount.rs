@@ -384,7 +384,7 @@ async fn open_mount_root(
         None => config.remote(&target.remote)?.state_dir()?,
     };
     let remote = config.open_remote(&target.remote)?;
-    let listings = open_listing_store(&config, &target.remote, saved);
+    let listings = open_listing_store(&state_dir, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
     let root = match resolve_path(remote.as_ref(), &target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
@@ -401,15 +401,13 @@ async fn open_mount_root(
     Ok((source, max_streams, state_dir))
 }
 
-/// The listings saved in the remote's state dir, which a restarted mount
-/// answers from at once. Turned off (`--no-saved-listings`), they are
-/// forgotten so a later run cannot serve them either. Without a usable
-/// state dir the mount goes on, listing every folder again next time.
-fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<ListingStore>> {
-    let opened = config
-        .remote(remote)
-        .and_then(|remote| remote.state_dir())
-        .and_then(|dir| Ok(ListingStore::open(&dir.listings_db())?));
+/// The listings saved in the mount's state dir (`--state-dir`, else the
+/// remote's), which a restarted mount answers from at once. Turned off
+/// (`--no-saved-listings`), they are forgotten so a later run cannot serve
+/// them either. Without a usable store the mount goes on, listing every
+/// folder again next time.
+fn open_listing_store(state_dir: &StateDir, saved: bool) -> Option<Arc<ListingStore>> {
+    let opened = ListingStore::open(&state_dir.listings_db());
     match opened {
         Ok(store) if saved => Some(Arc::new(store)),
         Ok(store) => {
