@@ -327,8 +327,8 @@ fn mount_dash_t_fuse_filehostfs_mounts_with_o_options() {
 /// mount(8) with three ways to find filehostfs, each in turn, run by
 /// [`mount_8_finds_filehostfs_for_fuse_and_fuse3_types`]: `$1` the
 /// filehostfs binary, `$2` the spec, `$3` a scratch dir, `$4` the `-o`
-/// options. One line per case on stdout: name, the mount's source (its
-/// fsname), content and mode of film.txt as seen through the mount.
+/// options. One line per case on stdout: name, the mount's source (the
+/// spec), content and mode of film.txt as seen through the mount.
 const MOUNT_8_CASES: &str = r#"
 set -euo pipefail
 bin=$1 spec=$2 dir=$3 options=$4
@@ -364,6 +364,16 @@ install_link /sbin mount.fuse.filehostfs
 ln -s "$bin" "$(readlink -f /sbin)/mount.fuse3.filehostfs"
 attempt via-link fuse.filehostfs
 attempt fuse3-via-link fuse3.filehostfs
+# 3. An fstab line: `mount -a` mounts it, and a second `mount -a` finds it
+#    mounted (the mount's source is the line's spec) instead of stacking
+#    another mount on it.
+mnt=$dir/mnt-fstab
+mkdir -p "$mnt"
+echo "$spec $mnt fuse.filehostfs $options,log_file=$dir/fstab.log 0 0" >"$dir/fstab"
+timeout 120 mount -a -T "$dir/fstab" >>"$dir/fstab.out"
+timeout 120 mount -a -T "$dir/fstab" >>"$dir/fstab.out"
+echo "fstab $(findmnt -n -o SOURCE "$mnt" | tr '\n' ' ')$(timeout 60 cat "$mnt/film.txt")"
+timeout 60 umount "$mnt"
 "#;
 
 #[test]
@@ -403,14 +413,15 @@ fn mount_8_finds_filehostfs_for_fuse_and_fuse3_types() {
         String::from_utf8_lossy(&output.stderr)
     );
     let lines: Vec<&str> = said.lines().collect();
-    assert_eq!(lines.len(), 4, "{said}");
-    assert_eq!(lines[0], "via-mount.fuse3 filehostfs a-film 640");
+    assert_eq!(lines.len(), 5, "{said}");
+    assert_eq!(lines[0], "via-mount.fuse3 emu:media a-film 640");
     assert!(
         lines[1].starts_with("fuse3-without-link: mount failed"),
         "{said}"
     );
-    assert_eq!(lines[2], "via-link filehostfs a-film 640");
-    assert_eq!(lines[3], "fuse3-via-link filehostfs a-film 640");
+    assert_eq!(lines[2], "via-link emu:media a-film 640");
+    assert_eq!(lines[3], "fuse3-via-link emu:media a-film 640");
+    assert_eq!(lines[4], "fstab emu:media a-film");
 }
 
 fn listing_requests(emu: &Emulator) -> u64 {
