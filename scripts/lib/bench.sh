@@ -21,9 +21,11 @@ bench_need() {
 }
 
 # bench_build NAME [PROFILE]: builds filehostfs (release by default) and
-# sets BIN to it.
+# sets BIN to it; a BIN set by the caller (another build to measure) is
+# kept as it is.
 bench_build() {
   local name=$1 profile=${2:-release}
+  [ -z "${BIN:-}" ] || return 0
   echo "$name: building ($profile)"
   cargo build --profile "$profile" --quiet --bin filehostfs
   case "$profile" in
