@@ -81,6 +81,47 @@ fn readiness_and_stop_are_told_on_the_notify_socket() {
     assert!(!is_mounted(mount.path()));
 }
 
+#[test]
+fn the_uploads_drained_at_stop_are_counted_on_the_notify_socket() {
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let socket_path = sockets.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let mut mount = Mount::start_with_env(
+        &emu,
+        "",
+        &[
+            "--cache-dir",
+            cache_dir,
+            "--write-back",
+            "60s",
+            "--write-back-wait",
+            "10m",
+        ],
+        &[("NOTIFY_SOCKET", socket_path.as_os_str())],
+    );
+    receive_until(&socket, "READY=1");
+    std::fs::write(mount.path().join("kept.txt"), b"staged across the stop").unwrap();
+    // The service fails every call: the upload cannot finish.
+    emu.set_faults(serde_json::json!({"error_rate": 1.0}));
+    mount.signal(libc::SIGTERM);
+    let told = receive_until(&socket, "STATUS=stopping: waiting for 1 upload(s)");
+    assert!(
+        told.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
+        "{told:?}"
+    );
+    // systemctl stop's second request: stop waiting.
+    mount.signal(libc::SIGTERM);
+    let status = mount.wait_for_exit().expect("the mount did not stop");
+    emu.set_faults(serde_json::json!({"error_rate": 0.0}));
+    assert!(status.success(), "{status}; log:\n{}", mount.log());
+}
+
 /// A mount process whose stderr is a pipe, unmounted and reaped on Drop.
 struct PipedMount {
     child: Option<Child>,
