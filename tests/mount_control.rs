@@ -307,8 +307,9 @@ fn rc_and_status_print_what_the_api_says() {
     let socket = socket_of(&mount);
     std::fs::write(mount.path().join("waiting.txt"), b"later").unwrap();
     let mountpoint = mount.path().to_str().unwrap();
-    // The kernel releases the file after close(2) returns: compare the
-    // two answers once the queue has it, not while it may change between them.
+    // close() returns before the kernel's release of the file reaches the
+    // mount; until it has, the file has no next try yet (its state already
+    // reads "queued"), and the two answers below could straddle that change.
     wait_for("the file to be queued", || {
         let (_, queue) = post_unix(&socket, "vfs/queue", "{}");
         queue_item(&queue, "waiting.txt")?["next_try"]
