@@ -171,7 +171,7 @@ CURL_FIRST_MS=$(python3 -c "print($CURL_FIRST_S * 1000)")
 # --- hoster: the mount -----------------------------------------------------
 start_mount() {
   # shellcheck disable=SC2086
-  "$BIN" --config "$WORK/config.toml" mount "$1:" "$MNT" --cache-max-memory "$CACHE_MEMORY" \
+  "$BIN" --config "$WORK/config.toml" mount "$1:" "$MNT" --cache-max-memory "$CACHE_MEMORY" --no-disk-cache \
     $MOUNT_OPTS 2>>"$WORK/mount.log" &
   MOUNT_PID=$!
   for _ in $(seq 300); do
