@@ -4,7 +4,9 @@
 # for getfattr), builds filehostfs, and mounts an emulated account with
 # sample data on MOUNTPOINT (default ~/filehostfs-demo) in the foreground.
 # Ctrl-C unmounts. Extra arguments go to `filehostfs demo`, e.g.
-# `scripts/demo.sh ~/demo --service fii.one`.
+# `scripts/demo.sh ~/demo --service fii.one`. With FILEHOSTFS_BIN set to a
+# filehostfs binary, that one runs instead of a fresh release build (the
+# fresh-machine test, scripts/test-fresh-demo.sh, passes its debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +24,8 @@ fi
 
 mountpoint="${1:-$HOME/filehostfs-demo}"
 [ $# -gt 0 ] && shift
+if [ -n "${FILEHOSTFS_BIN:-}" ]; then
+  exec "$FILEHOSTFS_BIN" demo "$mountpoint" "$@"
+fi
 cargo build --release --quiet
 exec target/release/filehostfs demo "$mountpoint" "$@"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need (fuse3, ffmpeg for
 # ffprobe, rsync, chromium for the status page's browser test) when it is
-# missing, then runs `cargo test`.
+# missing, then runs `cargo test`. Without arguments it then runs the demo
+# on a fresh machine (scripts/test-fresh-demo.sh: needs root or sudo and the
+# package registry; FILEHOSTFS_FRESH_DEMO=0 skips it); arguments go to
+# `cargo test` and run only that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +27,10 @@ if [ ! -e /dev/fuse ]; then
   exit 1
 fi
 
-cargo test --all-targets "$@"
+if [ $# -gt 0 ]; then
+  exec cargo test --all-targets "$@"
+fi
+cargo test --all-targets
+if [ "${FILEHOSTFS_FRESH_DEMO:-1}" != 0 ]; then
+  FILEHOSTFS_BIN=target/debug/filehostfs scripts/test-fresh-demo.sh
+fi

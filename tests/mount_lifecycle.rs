@@ -109,6 +109,54 @@ fn daemon_mode_returns_once_mounted_and_runs_detached() {
 }
 
 #[test]
+fn daemon_mode_fails_with_the_reason_when_the_mount_cannot_start() {
+    let emu = Emulator::start();
+    Seeder::new(&emu).upload("docs", "a.txt", b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path());
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let _guard = DaemonGuard {
+        mountpoint: mountpoint.clone(),
+    };
+    let log = dir.path().join("daemon.log");
+    let daemon = |spec: &str, mountpoint: &std::path::Path, log_file: Option<&std::path::Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_filehostfs"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .arg("mount")
+            .arg(spec)
+            .arg(mountpoint)
+            .arg("--daemon");
+        if let Some(log) = log_file {
+            command.arg("--log-file").arg(log);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{spec} should fail: {output:?}");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // The reason comes from the background process, log file or not.
+    let error = daemon(&format!("{REMOTE_NAME}:no/such/folder"), &mountpoint, None);
+    assert!(
+        error.contains("cannot open") && error.contains("no/such"),
+        "{error}"
+    );
+    let error = daemon(
+        &format!("{REMOTE_NAME}:docs/a.txt"),
+        &mountpoint,
+        Some(&log),
+    );
+    assert!(error.contains("not a folder"), "{error}");
+    assert!(error.contains(&log.display().to_string()), "{error}");
+    let missing = dir.path().join("missing");
+    let error = daemon(&format!("{REMOTE_NAME}:docs"), &missing, None);
+    assert!(error.contains("cannot mount on"), "{error}");
+    assert!(!is_mounted(&mountpoint));
+}
+
+#[test]
 fn bad_mount_arguments_fail_clearly() {
     let emu = Emulator::start();
     let seed = Seeder::new(&emu);

@@ -324,6 +324,95 @@ fn mount_dash_t_fuse_filehostfs_mounts_with_o_options() {
     assert!(!is_mounted(&mountpoint));
 }
 
+/// mount(8) with three ways to find filehostfs, each in turn, run by
+/// [`mount_8_finds_filehostfs_for_fuse_and_fuse3_types`]: `$1` the
+/// filehostfs binary, `$2` the spec, `$3` a scratch dir, `$4` the `-o`
+/// options. One line per case on stdout: name, the mount's source (its
+/// fsname), content and mode of film.txt as seen through the mount.
+const MOUNT_8_CASES: &str = r#"
+set -euo pipefail
+bin=$1 spec=$2 dir=$3 options=$4
+attempt() {
+  local name=$1 type=$2 mnt=$dir/mnt-$1
+  mkdir -p "$mnt"
+  if ! timeout 120 mount -t "$type" "$spec" "$mnt" -o "$options,log_file=$dir/$name.log" >"$dir/$name.out" 2>&1; then
+    echo "$name: mount failed: $(tr '
+' ' ' <"$dir/$name.out")"
+    return
+  fi
+  echo "$name $(findmnt -n -o SOURCE "$mnt") $(timeout 60 cat "$mnt/film.txt") $(timeout 60 stat -c %a "$mnt/film.txt")"
+  timeout 60 umount "$mnt"
+  if mountpoint -q "$mnt"; then echo "$name: still mounted after umount"; fi
+}
+# Installs a link to filehostfs as $2 in folder $1, through an overlay
+# private to this mount namespace: the host's folder is untouched.
+install_link() {
+  local folder name=$2
+  folder=$(readlink -f "$1")
+  mkdir -p "$dir/upper-$name" "$dir/work-$name"
+  mount -t overlay "$name" -o "lowerdir=$folder,upperdir=$dir/upper-$name,workdir=$dir/work-$name" "$folder"
+  ln -s "$bin" "$folder/$name"
+}
+# 1. No helper of its own: mount(8) runs mount.fuse3, which runs the
+#    program named by the type from mount(8)'s standard PATH.
+install_link /usr/local/bin filehostfs
+attempt via-mount.fuse3 fuse.filehostfs
+# mount.fuse3 has no convention for fuse3.TYPE: without a link it fails.
+attempt fuse3-without-link fuse3.filehostfs
+# 2. The links, where mount(8) looks for helpers.
+install_link /sbin mount.fuse.filehostfs
+ln -s "$bin" "$(readlink -f /sbin)/mount.fuse3.filehostfs"
+attempt via-link fuse.filehostfs
+attempt fuse3-via-link fuse3.filehostfs
+"#;
+
+#[test]
+fn mount_8_finds_filehostfs_for_fuse_and_fuse3_types() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mount(8) with a helper and the private namespace need root");
+        return;
+    }
+    let emu = Emulator::start();
+    Seeder::new(&emu).upload("media", "film.txt", b"a-film");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path());
+    let options = format!(
+        "rw,config={},dir_cache_time=5m,umask=027,cache_dir={},_netdev,nofail,x-systemd.automount",
+        config.display(),
+        dir.path().join("cache").display()
+    );
+    // Everything mounted lives in a private mount namespace, and every
+    // process started in it ends with its shell (`timeout` bounds it all).
+    let output = Command::new("timeout")
+        .args(["600", "unshare", "--mount", "--propagation", "private"])
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+        .args(["bash", "-c", MOUNT_8_CASES, "bash"])
+        .arg(env!("CARGO_BIN_EXE_filehostfs"))
+        .arg(format!("{REMOTE_NAME}:media"))
+        .arg(dir.path())
+        .arg(&options)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{}\n{said}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 4, "{said}");
+    assert_eq!(lines[0], "via-mount.fuse3 filehostfs a-film 640");
+    assert!(
+        lines[1].starts_with("fuse3-without-link: mount failed"),
+        "{said}"
+    );
+    assert_eq!(lines[2], "via-link filehostfs a-film 640");
+    assert_eq!(lines[3], "fuse3-via-link filehostfs a-film 640");
+}
+
 fn listing_requests(emu: &Emulator) -> u64 {
     emu.request_count("1fichier:file/ls") + emu.request_count("1fichier:folder/ls")
 }

@@ -1,16 +1,27 @@
-//! The mount(8) helper: `mount -t fuse.filehostfs work:media /mnt/media -o
-//! dir_cache_time=5m,...` (or an fstab line) runs `mount.fuse.filehostfs
-//! work:media /mnt/media -o OPTIONS`, which is this program under another
-//! name (a symlink). Its arguments become `filehostfs mount --daemon ...`:
-//! each `-o key=value` is the long option `--key-value`, a bare `key` the
-//! flag `--key`; what only mount(8) or systemd act on is ignored, as other
-//! helpers do.
+//! The mount(8) helper. `mount -t fuse.filehostfs work:media /mnt/media -o
+//! dir_cache_time=5m,...` (or an fstab line) reaches this program in one
+//! of two ways, both with the arguments `work:media /mnt/media -o OPTIONS`:
+//! as `mount.fuse.filehostfs` (or `mount.fuse3.filehostfs` for the type
+//! `fuse3.filehostfs`), this program under another name (a symlink), or,
+//! with no such link installed, as plain `filehostfs` run by `mount.fuse3`,
+//! which is mount(8)'s helper for every `fuse.TYPE` and runs the program
+//! `TYPE` found on the PATH. Its arguments become `filehostfs mount
+//! --daemon ...`: each `-o key=value` is the long option `--key-value`, a
+//! bare `key` the flag `--key`; what only mount(8) or systemd act on is
+//! ignored, as other helpers do.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
-/// The names this program answers to as a mount helper.
-const HELPER_NAMES: [&str; 2] = ["mount.fuse.filehostfs", "mount.filehostfs"];
+/// The names this program answers to as a mount helper. mount(8) looks for
+/// `mount.TYPE`; `mount.fuse3` has no convention for `fuse3.TYPE` (it
+/// would run a program named `fuse3.filehostfs`), so that type needs its
+/// own link.
+const HELPER_NAMES: [&str; 3] = [
+    "mount.fuse.filehostfs",
+    "mount.fuse3.filehostfs",
+    "mount.filehostfs",
+];
 
 /// Options mount(8), systemd or the kernel's generic mount flags handle:
 /// accepted and ignored. `default_permissions`, `nodev`, `nosuid` and
@@ -75,6 +86,15 @@ pub fn invoked_as_helper(argv0: &OsStr) -> bool {
         .file_name()
         .and_then(OsStr::to_str)
         .is_some_and(|name| HELPER_NAMES.contains(&name))
+}
+
+/// Whether `args` (program name excluded) are a mount helper's rather than
+/// a command: `mount.fuse3` runs `filehostfs SPEC DIR [-o OPTIONS]`, and a
+/// `REMOTE:[path]` spec (the colon) is never a command's name or an option.
+pub fn run_by_mount_fuse(args: &[OsString]) -> bool {
+    args.first()
+        .map(|first| first.to_string_lossy())
+        .is_some_and(|first| !first.starts_with('-') && first.contains(':'))
 }
 
 /// Translates a helper's arguments (`SPEC DIR [-sfnv] [-o OPTS]... [-t
@@ -156,8 +176,25 @@ mod tests {
     fn the_helper_is_recognised_by_its_name() {
         assert!(invoked_as_helper(OsStr::new("/sbin/mount.fuse.filehostfs")));
         assert!(invoked_as_helper(OsStr::new("mount.filehostfs")));
+        assert!(invoked_as_helper(OsStr::new(
+            "/usr/sbin/mount.fuse3.filehostfs"
+        )));
         assert!(!invoked_as_helper(OsStr::new("/usr/bin/filehostfs")));
         assert!(!invoked_as_helper(OsStr::new("mount.fuse3")));
+    }
+
+    #[test]
+    fn mount_fuse3s_command_line_is_recognised_by_its_spec() {
+        assert!(run_by_mount_fuse(&words(
+            "work:media /mnt/media -o dir_cache_time=5m,dev,suid"
+        )));
+        assert!(run_by_mount_fuse(&words("work: /mnt/w")));
+        assert!(!run_by_mount_fuse(&words("mount work: /mnt/w")));
+        assert!(!run_by_mount_fuse(&words(
+            "--config a:b mount work: /mnt/w"
+        )));
+        assert!(!run_by_mount_fuse(&words("ls work:")));
+        assert!(!run_by_mount_fuse(&[]));
     }
 
     #[test]

@@ -75,13 +75,14 @@ pub enum Invocation {
 }
 
 /// Parses the process's arguments, as `filehostfs` or as the mount helper
-/// `mount.fuse.filehostfs` (see [`fstab`]); clap's usual exit on `--help`
-/// or a bad argument.
+/// (`mount.fuse.filehostfs`, or `filehostfs REMOTE:path DIR -o ...` from
+/// `mount.fuse3`; see [`fstab`]); clap's usual exit on `--help` or a bad
+/// argument.
 pub fn parse() -> anyhow::Result<Invocation> {
     let mut args = std::env::args_os();
     let program = args.next().unwrap_or_else(|| "filehostfs".into());
     let mut line: Vec<OsString> = args.collect();
-    if fstab::invoked_as_helper(&program) {
+    if fstab::invoked_as_helper(&program) || fstab::run_by_mount_fuse(&line) {
         line = match fstab::translate(&line)? {
             fstab::HelperRequest::Mount(line) => line,
             fstab::HelperRequest::Fake => return Ok(Invocation::Nothing),

@@ -52,7 +52,8 @@ pub struct MountArgs {
     /// foreground, and exit without mounting.
     #[arg(long, conflicts_with = "daemon")]
     pub print_systemd_unit: bool,
-    /// Print "ready" on standard output once mounted (used by --daemon).
+    /// Print "ready" on standard output once the mount answers, or
+    /// "failed: " and the reason it could not start (used by --daemon).
     #[arg(long, hide = true)]
     pub notify_ready: bool,
 }
@@ -300,6 +301,12 @@ fn parse_umask(text: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{text:?} is not an octal umask such as 022"))
 }
 
+/// What the background half of `--daemon` (`--notify-ready`) tells its
+/// parent on standard output: this line once the mount answers, or
+/// [`FAILED_PREFIX`] and the reason it could not start.
+const READY_LINE: &str = "ready";
+const FAILED_PREFIX: &str = "failed: ";
+
 pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
     if args.print_systemd_unit {
         return print_systemd_unit(&args);
@@ -307,6 +314,21 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
     if args.daemon {
         return run_in_background(&args);
     }
+    let notify = args.notify_ready;
+    let result = mount_in_foreground(config_path, args);
+    if let (true, Err(error)) = (notify, &result) {
+        // The parent is waiting for a line; after "ready" it is gone and
+        // this write fails, which is fine.
+        let reason = format!("{error:#}").replace('\n', " ");
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "{FAILED_PREFIX}{reason}");
+        let _ = stdout.flush();
+    }
+    result
+}
+
+/// Mounts and serves until unmounted or stopped (see [`serve`]).
+fn mount_in_foreground(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Result<()> {
     let mut fs_config = args.options.fs_config()?;
     let remote_name = RemotePath::parse(&args.remote)?.remote;
     if fs_config.cache.disk.is_none() && !args.options.no_disk_cache {
@@ -347,7 +369,7 @@ pub fn run_mount(config_path: Option<PathBuf>, args: MountArgs) -> anyhow::Resul
         move || {
             if notify {
                 let mut stdout = std::io::stdout();
-                let _ = writeln!(stdout, "ready");
+                let _ = writeln!(stdout, "{READY_LINE}");
                 let _ = stdout.flush();
             }
         },
@@ -450,7 +472,7 @@ fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<
 /// cleanly; a second request detaches a busy mount, or stops waiting for
 /// uploads (they stay journaled for the next mount). SIGHUP drops the
 /// listing caches. `spec` is the `REMOTE:[path]` mounted. `on_ready` runs
-/// once the mount is in place.
+/// once the mount answers (a stat of the mountpoint went through it).
 #[allow(clippy::too_many_arguments)]
 pub fn serve(
     runtime: &tokio::runtime::Runtime,
@@ -459,7 +481,7 @@ pub fn serve(
     mountpoint: &Path,
     fs_config: FsConfig,
     options: &MountOptions,
-    on_ready: impl FnOnce(),
+    on_ready: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
     let _enter = runtime.enter();
     release_freed_blocks_to_the_system(options.block_size);
@@ -554,16 +576,31 @@ pub fn serve(
         )
         .context("cannot listen for signals")?
     };
-    // The kernel applies the read-ahead of the session's INIT reply over
-    // what sysfs says, so the raise waits until the mount answers a first
-    // request, which it does only after INIT. Readiness is told then too.
-    let answering = canonical.clone();
-    std::thread::spawn(move || {
-        if std::fs::metadata(&answering).is_ok() {
-            systemd::ready(&answering);
-            raise_kernel_read_ahead(&answering);
-        }
-    });
+    // Ready means answering: readiness (systemd's READY=1, `on_ready`) is
+    // told once a stat of the mountpoint has gone through the session. The
+    // kernel applies the read-ahead of the session's INIT reply over what
+    // sysfs says, so the raise waits for that first answer too. A mount
+    // that cannot answer its own stat is taken down, and the run fails.
+    let unanswered: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
+    {
+        let answering = canonical.clone();
+        let unanswered = unanswered.clone();
+        let mut unmounter = session.unmount_callable();
+        std::thread::spawn(move || match std::fs::metadata(&answering) {
+            Ok(_) => {
+                systemd::ready(&answering);
+                raise_kernel_read_ahead(&answering);
+                on_ready();
+            }
+            Err(error) => {
+                warn!(mountpoint = %answering.display(), %error, "the mount does not answer; unmounting");
+                *unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                if let Err(error) = unmounter.unmount() {
+                    warn!(%error, "unmount failed");
+                }
+            }
+        });
+    }
     // `mount/unmount` of the control API: the same unmount as a first stop
     // request.
     let control_unmount = {
@@ -579,7 +616,6 @@ pub fn serve(
             }
         })
     };
-    on_ready();
     let result = session.run();
     session_over.store(true, Ordering::SeqCst);
     control_unmount.abort();
@@ -601,7 +637,15 @@ pub fn serve(
     }
     drop(listener);
     info!(mountpoint = %mountpoint.display(), "unmounted");
-    result.context("the FUSE session failed")
+    result.context("the FUSE session failed")?;
+    let unanswered = unanswered.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match unanswered {
+        Some(error) => Err(anyhow::Error::new(error).context(format!(
+            "the mount on {} did not answer",
+            canonical.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Blocks are allocated and freed at the rate data streams through the
@@ -786,7 +830,7 @@ fn print_systemd_unit(args: &MountArgs) -> anyhow::Result<()> {
 }
 
 /// `--daemon`: runs the same mount as a detached child process and returns
-/// once the child reports the mount ready (or fails).
+/// once the child's mount answers, or fails with the child's reason.
 fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let child_args = forwarded_args(&["--daemon"], &["--log-file"]);
@@ -820,9 +864,14 @@ fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
         .spawn()
         .context("cannot start the background mount")?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    // One line: "ready" once the mount answers, or why it could not start;
+    // nothing at all if it died (end of file).
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    if line.trim() == "ready" {
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("cannot read from the background mount")?;
+    let line = line.trim_end();
+    if line == READY_LINE {
         println!(
             "filehostfs: {} mounted on {} (pid {})",
             args.remote,
@@ -832,11 +881,15 @@ fn run_in_background(args: &MountArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let status = child.wait()?;
+    let reason = match line.strip_prefix(FAILED_PREFIX) {
+        Some(reason) => reason.to_string(),
+        None => format!("the background mount ended ({status}) before it answered"),
+    };
     anyhow::bail!(
-        "the background mount failed ({status}){}",
+        "{reason}{}",
         match &args.log_file {
-            Some(path) => format!("; see {}", path.display()),
-            None => "; run without --daemon to see why".to_string(),
+            Some(path) => format!(" (log: {})", path.display()),
+            None => String::new(),
         }
     )
 }
