@@ -45,7 +45,8 @@ esac
 
 WORK=$(mktemp -d /tmp/filehostfs-bench-scan.XXXXXX)
 MNT=$WORK/mnt
-mkdir -p "$MNT" "$WORK/xdg-cache" "$WORK/xdg-state"
+mkdir -p "$MNT" "$WORK/xdg-cache" "$WORK/xdg-state" "$WORK/xdg-run"
+chmod 700 "$WORK/xdg-run"
 EMU_PID=
 MOUNT_PID=
 
@@ -161,15 +162,26 @@ EOF
 umask 022
 
 # --- the mount -------------------------------------------------------------
+# The control API (--rc) tells how long requests waited for the pacer.
 start_mount() {
-  XDG_CACHE_HOME=$WORK/xdg-cache XDG_STATE_HOME=$WORK/xdg-state \
-    "$BIN" --config "$CFG" mount bench:library "$MNT" 2>>"$WORK/mount.log" &
+  XDG_CACHE_HOME=$WORK/xdg-cache XDG_STATE_HOME=$WORK/xdg-state XDG_RUNTIME_DIR=$WORK/xdg-run \
+    "$BIN" --config "$CFG" mount bench:library "$MNT" --rc "$@" 2>>"$WORK/mount.log" &
   MOUNT_PID=$!
+  PACER_BEFORE='{"pacer_waits": 0, "pacer_wait_seconds": 0}'
   for _ in $(seq 600); do
     grep -q " $MNT " /proc/self/mountinfo && return 0
     sleep 0.1
   done
   echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+}
+
+# The mount's pacer counters so far (JSON). Asked only after a scan's
+# requests are counted: the answer includes the account's space, which may
+# cost a request.
+pacer_counters() {
+  XDG_RUNTIME_DIR=$WORK/xdg-run "$BIN" rc --rc-mount "$MNT" vfs/stats |
+    python3 -c 'import json,sys; c=json.load(sys.stdin)["counters"]
+print(json.dumps({k: c[k] for k in ("pacer_waits", "pacer_wait_seconds")}))'
 }
 
 # scan LABEL: find | ffprobe over the mount; prints one result line (JSON).
@@ -182,13 +194,18 @@ scan() {
   done < <(find "$MNT" -type f -print0)
   local seconds
   seconds=$(python3 -c "print(round($(now) - $started, 2))")
-  admin "http://$ADDR/_emulator/stats" |
-    python3 -c 'import json,sys
+  local stats pacer
+  stats=$(admin "http://$ADDR/_emulator/stats")
+  pacer=$(pacer_counters)
+  python3 -c 'import json,sys
 label, seconds, failed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-stats = json.load(sys.stdin)
+stats, before, after = (json.loads(a) for a in sys.argv[4:7])
 print(json.dumps({"scan": label, "seconds": seconds, "failed": failed,
-                  "requests": stats["requests"], "bytes_served": stats["bytes_served"]}))' \
-      "$1" "$seconds" "$failed"
+                  "requests": stats["requests"], "bytes_served": stats["bytes_served"],
+                  "pacer_waits": after["pacer_waits"] - before["pacer_waits"],
+                  "pacer_wait_seconds": after["pacer_wait_seconds"] - before["pacer_wait_seconds"]}))' \
+    "$1" "$seconds" "$failed" "$stats" "$PACER_BEFORE" "$pacer"
+  PACER_BEFORE=$pacer
 }
 
 echo "bench-scan: scanning $FILES files (cold, warm, after a restart)"
@@ -206,11 +223,14 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 files = int(sys.argv[2])
 kinds = sorted({k for row in rows for k in row["requests"]})
 print(f"\n{files} files; default flood control and pacing")
-header = f"{'scan':8} {'seconds':>8} {'s/file':>7} {'MiB served':>10} {'failed':>6}  requests by kind"
+header = (f"{'scan':8} {'seconds':>8} {'s/file':>7} {'MiB served':>10} {'failed':>6} "
+          f"{'paced':>5} {'waited s':>8}  requests by kind")
 print(header)
 for row in rows:
     by_kind = ", ".join(f"{k.split(':', 1)[-1]} {row['requests'][k]}" for k in kinds if row["requests"].get(k))
     print(f"{row['scan']:8} {row['seconds']:8.2f} {row['seconds'] / files:7.3f} "
-          f"{row['bytes_served'] / 1048576:10.1f} {row['failed']:6}  {by_kind or 'none'}")
+          f"{row['bytes_served'] / 1048576:10.1f} {row['failed']:6} "
+          f"{row['pacer_waits']:5} {row['pacer_wait_seconds']:8.2f}  {by_kind or 'none'}")
+print("paced: requests the pacer held back; waited s: their total wait (they overlap)")
 EOF
 grep -c " WARN \| ERROR " "$WORK/mount.log" | sed 's/^/mount log warnings and errors: /'

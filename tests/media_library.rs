@@ -1,14 +1,15 @@
-//! A media library rescanned after a restart of the mount: the probes
-//! (ffprobe of every file) come from the disk cache without a download, a
-//! file changed on the service meanwhile is probed afresh, and the disk
-//! cache in its default place stays within its bound.
+//! A media library rescanned after a restart of the mount: the walk and the
+//! probes (ffprobe of every file) come from the saved listings and the disk
+//! cache without a single request, a file changed on the service meanwhile
+//! is probed afresh, and the disk cache in its default place stays within
+//! its bound.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::{Mount, Seeder};
+use common::mount::{write_config, Mount, Seeder, REMOTE_NAME};
 use common::Emulator;
 
 /// A short clip: `faststart` puts the MP4 index at the start, else it is
@@ -81,25 +82,93 @@ fn bytes_served(emu: &Emulator) -> u64 {
     emu.stats()["bytes_served"].as_u64().unwrap()
 }
 
+/// Every request the emulator counted, of any kind (listings, account
+/// info, download links, downloads, uploads).
+fn all_requests(emu: &Emulator) -> u64 {
+    emu.stats()["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|count| count.as_u64().unwrap())
+        .sum()
+}
+
+/// The free space of the file system holding `path` (`statvfs`), in bytes.
+fn free_space(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a zeroed struct to fill.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let status = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    assert_eq!(
+        status,
+        0,
+        "statvfs {path:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    stats.f_bavail as u64 * stats.f_frsize as u64
+}
+
+/// What a media server's scan does: check the library's free space, walk
+/// it (`find`), then `ffprobe` every file found. Returns each file's path
+/// below `root` with its duration, sorted.
+fn scan_library(root: &Path) -> Vec<(String, f64)> {
+    assert!(free_space(root) > 0);
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                folders.push(path);
+            } else {
+                let shown = path.strip_prefix(root).unwrap().display().to_string();
+                found.push((shown, probe(&path)));
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
 #[test]
-fn a_restarted_mount_probes_the_library_without_a_download() {
+fn a_restarted_mount_probes_the_library_without_a_request() {
     let emu = Emulator::start();
     let work = tempfile::tempdir().unwrap();
     let files = seed_library(&emu, work.path());
     let cache = tempfile::tempdir().unwrap();
-    let cache_dir = cache.path().to_str().unwrap();
+    // One config, so one state dir (the saved listings), and one cache dir
+    // for both runs, as a restarted service has.
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, config_dir.path());
+    let args = ["--cache-dir", cache.path().to_str().unwrap()];
+    // The library's folder is mounted, as a media server's library path is.
+    let spec = format!("{REMOTE_NAME}:show");
 
-    let mount = Mount::start(&emu, "", &["--cache-dir", cache_dir]);
-    let first: Vec<f64> = files.iter().map(|f| probe(&mount.path().join(f))).collect();
+    emu.reset_stats();
+    let mount = Mount::start_remote(&config, &spec, &args);
+    let first = scan_library(mount.path());
+    assert_eq!(first.len(), files.len());
     assert!(download_requests(&emu) > 0);
+    // One download link per file: the probe's head and tail reads and the
+    // read-ahead share it.
+    assert_eq!(
+        emu.request_count("1fichier:download/get_token"),
+        files.len() as u64,
+        "{}",
+        emu.stats()
+    );
     mount.unmount();
 
     emu.reset_stats();
-    let mount = Mount::start(&emu, "", &["--cache-dir", cache_dir]);
-    let again: Vec<f64> = files.iter().map(|f| probe(&mount.path().join(f))).collect();
+    let mount = Mount::start_remote(&config, &spec, &args);
+    let again = scan_library(mount.path());
     assert_eq!(again, first);
+    // Not one request of any kind: the mount's start, the walk and the
+    // probes all answer from the saved listings and the disk cache.
     assert_eq!(
-        (download_requests(&emu), bytes_served(&emu)),
+        (all_requests(&emu), bytes_served(&emu)),
         (0, 0),
         "{}\n{}",
         emu.stats(),

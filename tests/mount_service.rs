@@ -81,6 +81,47 @@ fn readiness_and_stop_are_told_on_the_notify_socket() {
     assert!(!is_mounted(mount.path()));
 }
 
+#[test]
+fn the_uploads_drained_at_stop_are_counted_on_the_notify_socket() {
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let socket_path = sockets.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let mut mount = Mount::start_with_env(
+        &emu,
+        "",
+        &[
+            "--cache-dir",
+            cache_dir,
+            "--write-back",
+            "60s",
+            "--write-back-wait",
+            "10m",
+        ],
+        &[("NOTIFY_SOCKET", socket_path.as_os_str())],
+    );
+    receive_until(&socket, "READY=1");
+    std::fs::write(mount.path().join("kept.txt"), b"staged across the stop").unwrap();
+    // The service fails every call: the upload cannot finish.
+    emu.set_faults(serde_json::json!({"error_rate": 1.0}));
+    mount.signal(libc::SIGTERM);
+    let told = receive_until(&socket, "STATUS=stopping: waiting for 1 upload(s)");
+    assert!(
+        told.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
+        "{told:?}"
+    );
+    // systemctl stop's second request: stop waiting.
+    mount.signal(libc::SIGTERM);
+    let status = mount.wait_for_exit().expect("the mount did not stop");
+    emu.set_faults(serde_json::json!({"error_rate": 0.0}));
+    assert!(status.success(), "{status}; log:\n{}", mount.log());
+}
+
 /// A mount process whose stderr is a pipe, unmounted and reaped on Drop.
 struct PipedMount {
     child: Option<Child>,
@@ -327,8 +368,8 @@ fn mount_dash_t_fuse_filehostfs_mounts_with_o_options() {
 /// mount(8) with three ways to find filehostfs, each in turn, run by
 /// [`mount_8_finds_filehostfs_for_fuse_and_fuse3_types`]: `$1` the
 /// filehostfs binary, `$2` the spec, `$3` a scratch dir, `$4` the `-o`
-/// options. One line per case on stdout: name, the mount's source (its
-/// fsname), content and mode of film.txt as seen through the mount.
+/// options. One line per case on stdout: name, the mount's source (the
+/// spec), content and mode of film.txt as seen through the mount.
 const MOUNT_8_CASES: &str = r#"
 set -euo pipefail
 bin=$1 spec=$2 dir=$3 options=$4
@@ -364,6 +405,16 @@ install_link /sbin mount.fuse.filehostfs
 ln -s "$bin" "$(readlink -f /sbin)/mount.fuse3.filehostfs"
 attempt via-link fuse.filehostfs
 attempt fuse3-via-link fuse3.filehostfs
+# 3. An fstab line: `mount -a` mounts it, and a second `mount -a` finds it
+#    mounted (the mount's source is the line's spec) instead of stacking
+#    another mount on it.
+mnt=$dir/mnt-fstab
+mkdir -p "$mnt"
+echo "$spec $mnt fuse.filehostfs $options,log_file=$dir/fstab.log 0 0" >"$dir/fstab"
+timeout 120 mount -a -T "$dir/fstab" >>"$dir/fstab.out"
+timeout 120 mount -a -T "$dir/fstab" >>"$dir/fstab.out"
+echo "fstab $(findmnt -n -o SOURCE "$mnt" | tr '\n' ' ')$(timeout 60 cat "$mnt/film.txt")"
+timeout 60 umount "$mnt"
 "#;
 
 #[test]
@@ -403,14 +454,15 @@ fn mount_8_finds_filehostfs_for_fuse_and_fuse3_types() {
         String::from_utf8_lossy(&output.stderr)
     );
     let lines: Vec<&str> = said.lines().collect();
-    assert_eq!(lines.len(), 4, "{said}");
-    assert_eq!(lines[0], "via-mount.fuse3 filehostfs a-film 640");
+    assert_eq!(lines.len(), 5, "{said}");
+    assert_eq!(lines[0], "via-mount.fuse3 emu:media a-film 640");
     assert!(
         lines[1].starts_with("fuse3-without-link: mount failed"),
         "{said}"
     );
-    assert_eq!(lines[2], "via-link filehostfs a-film 640");
-    assert_eq!(lines[3], "fuse3-via-link filehostfs a-film 640");
+    assert_eq!(lines[2], "via-link emu:media a-film 640");
+    assert_eq!(lines[3], "fuse3-via-link emu:media a-film 640");
+    assert_eq!(lines[4], "fstab emu:media a-film");
 }
 
 fn listing_requests(emu: &Emulator) -> u64 {

@@ -12,6 +12,17 @@
 //!          body TEXT)           -- the Listing as JSON
 //! ```
 //!
+//! The account's space figures (what `statfs` shows) are kept beside them,
+//! so a restart neither asks for them again nor exceeds a service's limit
+//! on that call (1fichier: `user/info` once per five minutes) by forgetting
+//! when it last asked:
+//!
+//! ```text
+//! account_space(id INTEGER PRIMARY KEY,  -- always 0: one row
+//!               fetched_ms INTEGER, used INTEGER,
+//!               total INTEGER)           -- NULL when the service does not say
+//! ```
+//!
 //! The stored time is wall-clock time (an `Instant` means nothing after a
 //! restart): the caller turns it back into an age. A listing is a cache, so
 //! durability is relaxed (`synchronous=NORMAL`: a crash may lose the last
@@ -27,7 +38,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use tracing::warn;
 
-use crate::remote::{FolderId, Listing};
+use crate::remote::{FolderId, Listing, SpaceInfo};
 
 /// Bumped whenever `Listing`'s serialised shape changes incompatibly: rows
 /// of any other format are ignored.
@@ -39,6 +50,12 @@ CREATE TABLE IF NOT EXISTS listings (
     format INTEGER NOT NULL,
     fetched_ms INTEGER NOT NULL,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_space (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    fetched_ms INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    total INTEGER
 );
 ";
 
@@ -143,10 +160,53 @@ impl ListingStore {
         Ok(rows > 0)
     }
 
-    /// Forgets every listing (SIGHUP, or persisted listings turned off).
+    /// Forgets every listing and the space figures (SIGHUP, or persisted
+    /// listings turned off).
     pub fn clear(&self) -> Result<()> {
-        self.conn.lock().execute("DELETE FROM listings", [])?;
+        self.conn
+            .lock()
+            .execute_batch("DELETE FROM listings; DELETE FROM account_space;")?;
         Ok(())
+    }
+
+    /// Keeps the account's space figures, replacing the previous ones.
+    pub fn save_space(&self, space: SpaceInfo, fetched_at: SystemTime) -> Result<()> {
+        let stored = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.conn.lock().execute(
+            "INSERT INTO account_space (id, fetched_ms, used, total) VALUES (0, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET
+                 fetched_ms = excluded.fetched_ms, used = excluded.used, total = excluded.total",
+            params![
+                millis_since_epoch(fetched_at),
+                stored(space.used),
+                space.total.map(stored)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The account's last saved space figures and when they were fetched.
+    pub fn load_space(&self) -> Result<Option<(SpaceInfo, SystemTime)>> {
+        let row: Option<(i64, i64, Option<i64>)> = self
+            .conn
+            .lock()
+            .query_row(
+                "SELECT fetched_ms, used, total FROM account_space WHERE id = 0",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let bytes = |stored: i64| u64::try_from(stored).ok();
+        Ok(row.and_then(|(fetched_ms, used, total)| {
+            let space = SpaceInfo {
+                used: bytes(used)?,
+                total: match total {
+                    Some(total) => Some(bytes(total)?),
+                    None => None,
+                },
+            };
+            Some((space, time_of_millis(fetched_ms)))
+        }))
     }
 }
 
@@ -246,6 +306,33 @@ mod tests {
         assert!(store.load(&b).unwrap().is_some());
         store.clear().unwrap();
         assert_eq!(store.load(&b).unwrap(), None);
+    }
+
+    #[test]
+    fn space_figures_survive_reopening_and_clear_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let fetched = UNIX_EPOCH + Duration::from_millis(1_765_000_000_456);
+        {
+            let store = open(&dir);
+            assert_eq!(store.load_space().unwrap(), None);
+            let first = SpaceInfo {
+                used: 5,
+                total: Some(10),
+            };
+            store.save_space(first, fetched).unwrap();
+            let unknown_total = SpaceInfo {
+                used: u64::MAX,
+                total: None,
+            };
+            store.save_space(unknown_total, fetched).unwrap();
+        }
+        let store = open(&dir);
+        let (space, at) = store.load_space().unwrap().unwrap();
+        assert_eq!(space.total, None);
+        assert_eq!(space.used, i64::MAX as u64, "clamped to what SQLite holds");
+        assert_eq!(at, fetched);
+        store.clear().unwrap();
+        assert_eq!(store.load_space().unwrap(), None);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! and a folder's first access in a new run answers from the saved listing:
 //! at once and without a call while it is younger than the time-to-live;
 //! past it, at once too, while a refresh runs behind (stale-while-
-//! revalidate) and replaces it when it succeeds.
+//! revalidate) and replaces it when it succeeds. The account's space
+//! figures are saved too, and a new run answers `statfs` from them while
+//! they are younger than their time-to-live.
 //!
 //! # The metadata sync file is never part of a listing
 //!
@@ -32,6 +34,8 @@ use tracing::{debug, warn};
 
 use super::listing_store::ListingStore;
 use crate::metadata::sync::SYNC_FILE_NAME;
+use crate::remote::pacer::{with_priority, Priority};
+use crate::remote::resolve::{resolve_path_with, Resolved};
 use crate::remote::{FileEntry, FileId, FolderId, Listing, Remote, RemoteResult, SpaceInfo};
 
 /// 1fichier answers `user/info` at most once per 5 minutes per account.
@@ -162,12 +166,23 @@ impl MetaCache {
             if Instant::now() < restored.fresh_until {
                 return Ok(restored);
             }
-            // Past its time: answer with it now and refresh behind it.
+            // Past its time: answer with it now and refresh behind it. Nobody
+            // waits on the refresh, so reads waiting for the pacer go first.
             let refresh = self.shared_fetch(folder);
-            tokio::spawn(refresh);
+            tokio::spawn(with_priority(Priority::Background, refresh));
             return Ok(restored);
         }
         self.shared_fetch(folder).await
+    }
+
+    /// Resolves `path` below the remote's root through this cache: the
+    /// folders on the way answer from saved listings like any other, so a
+    /// restarted mount finds the folder it mounts without a call.
+    pub async fn resolve(&self, path: &str) -> RemoteResult<Resolved> {
+        resolve_path_with(self.inner.remote.root(), path, |folder| async move {
+            Ok(self.listing(&folder).await?.listing.clone())
+        })
+        .await
     }
 
     /// The listing an earlier run saved for `folder`, when this run has not
@@ -369,9 +384,13 @@ impl MetaCache {
         }
     }
 
-    /// Space used and total, cached for at least five minutes.
+    /// Space used and total, cached for at least five minutes, across
+    /// restarts too when listings are saved.
     pub async fn about(&self) -> RemoteResult<SpaceInfo> {
         let mut cached = self.inner.about.lock().await;
+        if cached.is_none() {
+            *cached = self.saved_space().await;
+        }
         if let Some((at, info)) = *cached {
             if at.elapsed() < self.inner.about_ttl {
                 return Ok(info);
@@ -380,6 +399,14 @@ impl MetaCache {
         match self.inner.remote.about().await {
             Ok(info) => {
                 *cached = Some((Instant::now(), info));
+                if let Some(store) = self.inner.store.get().cloned() {
+                    let fetched_at = SystemTime::now();
+                    in_background(move || {
+                        if let Err(error) = store.save_space(info, fetched_at) {
+                            warn!(%error, "cannot save the account's space for the next start");
+                        }
+                    });
+                }
                 Ok(info)
             }
             Err(error) => match *cached {
@@ -390,6 +417,29 @@ impl MetaCache {
                 None => Err(error),
             },
         }
+    }
+
+    /// The space figures an earlier run saved, dated as old as they are.
+    async fn saved_space(&self) -> Option<(Instant, SpaceInfo)> {
+        let store = self.inner.store.get()?.clone();
+        if self.inner.store_dropped.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (info, fetched_at) = match tokio::task::spawn_blocking(move || store.load_space()).await
+        {
+            Ok(Ok(Some(saved))) => saved,
+            Ok(Ok(None)) | Err(_) => return None,
+            Ok(Err(error)) => {
+                warn!(%error, "cannot read the saved account space; asking the service");
+                return None;
+            }
+        };
+        let age = SystemTime::now()
+            .duration_since(fetched_at)
+            .unwrap_or_default();
+        // Too old to express as an instant (early after boot): long expired.
+        let at = Instant::now().checked_sub(age)?;
+        Some((at, info))
     }
 }
 
@@ -516,6 +566,47 @@ mod tests {
             assert_eq!(cache.about().await.unwrap().used, 1000);
         }
         assert_eq!(remote.about_requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_cache_answers_statfs_from_the_saved_space_while_it_is_young() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ListingStore::open(&dir.path().join("listings.db")).unwrap());
+        let remote = Arc::new(MemoryRemote::new());
+        remote.add_file("a", vec![0; 1000]);
+        let hour = Duration::from_secs(3600);
+
+        let first = MetaCache::new(remote.clone(), hour);
+        first.persist_in(store.clone());
+        assert_eq!(first.about().await.unwrap().used, 1000);
+        assert_eq!(remote.about_requests(), 1);
+        for _ in 0..500 {
+            if store.load_space().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // A restart: the saved figures answer, without a call.
+        let restarted = MetaCache::new(remote.clone(), hour);
+        restarted.persist_in(store.clone());
+        assert_eq!(restarted.about().await.unwrap().used, 1000);
+        assert_eq!(remote.about_requests(), 1);
+
+        // Saved longer ago than the time-to-live: asked again.
+        let (space, _) = store.load_space().unwrap().unwrap();
+        store
+            .save_space(space, SystemTime::now() - 2 * hour)
+            .unwrap();
+        let late = MetaCache::new(remote.clone(), hour);
+        late.persist_in(store.clone());
+        late.about().await.unwrap();
+        assert_eq!(remote.about_requests(), 2);
+
+        // Without saved listings nothing saved is used.
+        let unsaved = MetaCache::new(remote.clone(), hour);
+        unsaved.about().await.unwrap();
+        assert_eq!(remote.about_requests(), 3);
     }
 
     /// The store's row for `folder` once a background save has landed.

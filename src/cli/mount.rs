@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::block::BlockCacheConfig;
 use crate::cache::listing_store::ListingStore;
+use crate::cache::meta::MetaCache;
 use crate::config::{Config, RemotePath};
 use crate::control::{ControlPaths, Counters, RcOptions, RcServer, RecentErrors};
 use crate::fs::{
@@ -20,7 +21,7 @@ use crate::fs::{
     KERNEL_READ_AHEAD,
 };
 use crate::remote::counting::CountingRemote;
-use crate::remote::resolve::{resolve_path, Resolved};
+use crate::remote::resolve::Resolved;
 use crate::remote::{FolderId, Remote};
 use crate::state_dir::StateDir;
 
@@ -126,7 +127,7 @@ pub struct MountOptions {
     #[arg(long)]
     pub consume_downloads: bool,
     /// Where this remote's durable state lives (mtimes, modes and extended
-    /// attributes set through the mount); overrides the remote's
+    /// attributes set through the mount, the saved listings); overrides the remote's
     /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -225,9 +226,10 @@ impl MountOptions {
     /// The FUSE session's set-up: the mount options, who may use the mount
     /// (`allow_other`), and one thread reading the kernel's requests (the
     /// callbacks hand anything slow to the runtime, so one is enough).
-    fn fuse_config(&self) -> fuser::Config {
+    /// `spec` (`REMOTE:[path]`) names the mount's source.
+    fn fuse_config(&self, spec: &str) -> fuser::Config {
         let mut mount_options = vec![
-            fuser::MountOption::FSName("filehostfs".into()),
+            fuser::MountOption::FSName(mount_source(spec)),
             fuser::MountOption::Subtype("filehostfs".into()),
             fuser::MountOption::DefaultPermissions,
             fuser::MountOption::NoDev,
@@ -247,6 +249,24 @@ impl MountOptions {
         config.acl = acl;
         config.n_threads = Some(1);
         config
+    }
+}
+
+/// The source a mount shows in the mount table (`df`, `findmnt`): its spec,
+/// as sshfs shows `user@host:path`, so that `mount -a` finds an fstab
+/// line's mount in place instead of stacking another one on it. A spec
+/// the mount options could not carry as it is (a comma or backslash, which
+/// fusermount3 reads as separators and escapes; a blank) shows as
+/// `filehostfs`.
+fn mount_source(spec: &str) -> String {
+    let plain = !spec.is_empty()
+        && !spec
+            .chars()
+            .any(|c| c == ',' || c == '\\' || c.is_whitespace() || c.is_control());
+    if plain {
+        spec.to_string()
+    } else {
+        "filehostfs".to_string()
     }
 }
 
@@ -423,9 +443,14 @@ async fn open_mount_root(
         None => config.remote(&target.remote)?.state_dir()?,
     };
     let remote = config.open_remote(&target.remote)?;
-    let listings = open_listing_store(&config, &target.remote, saved);
+    let listings = open_listing_store(&state_dir, saved);
     let max_streams = config.remote(&target.remote)?.max_streams;
-    let root = match resolve_path(remote.as_ref(), &target.path).await {
+    // Through the saved listings: a restart finds its folder without a call.
+    let resolver = MetaCache::new(remote.clone(), options.dir_cache_time);
+    if let Some(store) = &listings {
+        resolver.persist_in(store.clone());
+    }
+    let root = match resolver.resolve(&target.path).await {
         Ok(Resolved::Folder { id, .. }) => id,
         Ok(Resolved::File { .. }) => {
             anyhow::bail!("{spec} is a file, not a folder: mount the folder holding it")
@@ -444,12 +469,8 @@ async fn open_mount_root(
 /// answers from at once. Turned off (`--no-saved-listings`), they are
 /// forgotten so a later run cannot serve them either. Without a usable
 /// state dir the mount goes on, listing every folder again next time.
-fn open_listing_store(config: &Config, remote: &str, saved: bool) -> Option<Arc<ListingStore>> {
-    let opened = config
-        .remote(remote)
-        .and_then(|remote| remote.state_dir())
-        .and_then(|dir| Ok(ListingStore::open(&dir.listings_db())?));
-    match opened {
+fn open_listing_store(state_dir: &StateDir, saved: bool) -> Option<Arc<ListingStore>> {
+    match ListingStore::open(&state_dir.listings_db()) {
         Ok(store) if saved => Some(Arc::new(store)),
         Ok(store) => {
             if let Err(error) = store.clear() {
@@ -544,7 +565,7 @@ pub fn serve(
     } else {
         None
     };
-    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config())
+    let mut session = fuser::Session::new(filesystem, mountpoint, &options.fuse_config(spec))
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
     let session_over = Arc::new(AtomicBool::new(false));
@@ -917,6 +938,16 @@ mod tests {
         );
         assert_eq!(mount_device(table, Path::new("/tmp/b")), None);
         assert_eq!(mount_device("garbage\n\n1 2", Path::new("/tmp/a")), None);
+    }
+
+    #[test]
+    fn a_mount_shows_its_spec_as_source_when_the_options_can_carry_it() {
+        assert_eq!(mount_source("work:media/films"), "work:media/films");
+        assert_eq!(mount_source("work:"), "work:");
+        assert_eq!(mount_source("work:a,b"), "filehostfs");
+        assert_eq!(mount_source("work:a b"), "filehostfs");
+        assert_eq!(mount_source("work:a\\b"), "filehostfs");
+        assert_eq!(mount_source(""), "filehostfs");
     }
 
     #[test]

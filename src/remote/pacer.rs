@@ -5,6 +5,10 @@
 //! minutes, far below its overall rate). Every request first takes a token
 //! from the overall bucket and from its class bucket, so a mount never
 //! exceeds what the service tolerates, however many callers are waiting.
+//! Callers waiting for a token queue by [`Priority`]: what a reader is
+//! blocked on goes before speculative work (read-ahead, background
+//! revalidation), which waits at most [`MAX_DEFERRAL`] behind it; within
+//! a priority, in arrival order.
 //!
 //! [`Pacer::run`] wraps one logical operation: it paces each attempt and
 //! retries those that fail with a retryable [`RemoteError`] (rate limited or
@@ -12,7 +16,7 @@
 //! server asked for. A server-imposed wait also holds back every other
 //! request of this remote, because a flood lock applies to the whole client.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::Rng;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::{RemoteError, RemoteResult};
@@ -76,9 +81,7 @@ impl ClassLimit {
     }
 }
 
-/// Token bucket with reservations: callers that find it empty take a token
-/// "on credit" and are told how long to wait, so waiting callers are served
-/// in arrival order and the long-run rate never exceeds `rate`.
+/// Token bucket: `capacity` requests back to back, then `rate` per second.
 #[derive(Debug)]
 struct TokenBucket {
     rate: f64,
@@ -98,16 +101,77 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token; returns how long the caller must wait before using it.
-    fn reserve(&mut self, now: Instant) -> Duration {
+    /// How long until a whole token is there (zero: it is there now).
+    fn ready_in(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.updated = now;
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
+        self.updated = self.updated.max(now);
+        if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    /// Spends a token [`TokenBucket::ready_in`] said was there.
+    fn take(&mut self) {
+        self.tokens -= 1.0;
+    }
+}
+
+/// Who waits on a paced request. When several requests wait for a token,
+/// foreground ones get theirs first: the service's few calls per second go
+/// to what a reader is blocked on (the first block of a file being probed,
+/// a listing `ls` waits for) before speculative work (read-ahead,
+/// revalidating a listing that was already answered from the cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Someone is blocked until the answer comes (the default).
+    Foreground,
+    /// Nobody waits on the answer yet.
+    Background,
+}
+
+tokio::task_local! {
+    /// The priority of the requests made by the work running in this scope.
+    /// A task-local rather than an argument: who waits is known several
+    /// layers above the backend that sends the request (the block cache
+    /// knows a fetch is read-ahead), and every backend's pacing honours it
+    /// without each operation of the `Remote` trait carrying it.
+    static PRIORITY: Priority;
+}
+
+/// Runs `work`, its paced requests queued at `priority`.
+pub async fn with_priority<F: Future>(priority: Priority, work: F) -> F::Output {
+    PRIORITY.scope(priority, work).await
+}
+
+/// The priority of requests made here: foreground unless marked otherwise.
+pub fn current_priority() -> Priority {
+    PRIORITY.try_with(|p| *p).unwrap_or(Priority::Foreground)
+}
+
+/// A background request waits at most this long behind foreground ones;
+/// then it queues as one of them (by arrival, so before later ones): a
+/// long scan delays a revalidation, it does not starve it.
+pub const MAX_DEFERRAL: Duration = Duration::from_secs(15);
+
+/// One request waiting for its token.
+#[derive(Debug)]
+struct Waiter {
+    class: &'static str,
+    priority: Priority,
+    arrived: Instant,
+    /// Its tokens are taken; it may send as soon as it runs again.
+    granted: bool,
+}
+
+impl Waiter {
+    fn priority_at(&self, now: Instant) -> Priority {
+        if now.saturating_duration_since(self.arrived) >= MAX_DEFERRAL {
+            Priority::Foreground
+        } else {
+            self.priority
         }
     }
 }
@@ -118,6 +182,109 @@ struct PacerState {
     classes: HashMap<&'static str, TokenBucket>,
     /// Nobody sends before this instant (set from a server's wait request).
     paused_until: Option<Instant>,
+    /// Requests waiting for a token (or granted one and not yet running),
+    /// by arrival number.
+    queue: BTreeMap<u64, Waiter>,
+    next_arrival: u64,
+}
+
+/// What one [`PacerState::dispatch`] did.
+#[derive(Debug, PartialEq)]
+struct Dispatched {
+    /// Waiters granted their tokens.
+    granted: usize,
+    /// How long until a waiter left could be granted one; `None` when no
+    /// waiter is left without one.
+    next_in: Option<Duration>,
+}
+
+impl PacerState {
+    fn new(config: &PacerConfig, now: Instant) -> Self {
+        PacerState {
+            overall: TokenBucket::new(config.rate_per_sec, config.burst, now),
+            classes: HashMap::new(),
+            paused_until: None,
+            queue: BTreeMap::new(),
+            next_arrival: 0,
+        }
+    }
+
+    fn enqueue(&mut self, class: &'static str, priority: Priority, now: Instant) -> u64 {
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.queue.insert(
+            arrival,
+            Waiter {
+                class,
+                priority,
+                arrived: now,
+                granted: false,
+            },
+        );
+        arrival
+    }
+
+    /// Hands out the tokens there are at `now`, one at a time, each to the
+    /// waiter first in line among those whose class limit allows a request:
+    /// foreground before background, then by arrival.
+    fn dispatch(&mut self, now: Instant, limits: &HashMap<&'static str, ClassLimit>) -> Dispatched {
+        let mut granted = 0;
+        let ungranted = |queue: &BTreeMap<u64, Waiter>| queue.values().any(|w| !w.granted);
+        if let Some(until) = self.paused_until {
+            if now < until {
+                let next_in = ungranted(&self.queue).then(|| until - now);
+                return Dispatched { granted, next_in };
+            }
+            self.paused_until = None;
+        }
+        let PacerState {
+            overall,
+            classes,
+            queue,
+            ..
+        } = self;
+        loop {
+            let mut first: Option<((Priority, u64), u64)> = None;
+            let mut class_ready_in: Option<Duration> = None;
+            for (&arrival, waiter) in queue.iter().filter(|(_, w)| !w.granted) {
+                let class_wait = match limits.get(waiter.class) {
+                    Some(limit) => classes
+                        .entry(waiter.class)
+                        .or_insert_with(|| TokenBucket::new(limit.rate_per_sec, limit.burst, now))
+                        .ready_in(now),
+                    None => Duration::ZERO,
+                };
+                if class_wait.is_zero() {
+                    let place = (waiter.priority_at(now), arrival);
+                    if first.is_none_or(|(best, _)| place < best) {
+                        first = Some((place, arrival));
+                    }
+                } else {
+                    class_ready_in = Some(class_ready_in.map_or(class_wait, |d| d.min(class_wait)));
+                }
+            }
+            let Some((_, arrival)) = first else {
+                return Dispatched {
+                    granted,
+                    next_in: class_ready_in,
+                };
+            };
+            let overall_wait = overall.ready_in(now);
+            if !overall_wait.is_zero() {
+                return Dispatched {
+                    granted,
+                    next_in: Some(overall_wait),
+                };
+            }
+            overall.take();
+            let waiter = queue.get_mut(&arrival).expect("picked from the queue");
+            if let Some(bucket) = classes.get_mut(waiter.class) {
+                bucket.take();
+            }
+            waiter.granted = true;
+            granted += 1;
+        }
+    }
 }
 
 /// Paces and retries the requests of one remote. Share it (it is `Sync`);
@@ -127,18 +294,33 @@ pub struct Pacer {
     config: PacerConfig,
     class_limits: HashMap<&'static str, ClassLimit>,
     state: Mutex<PacerState>,
+    /// Woken whenever tokens are handed out or the queue changes.
+    changed: Notify,
     /// Requests waiting for a token right now.
     waiting: AtomicU64,
     /// Where waits are reported, once the mount hands its counters over.
     counters: OnceLock<Arc<Counters>>,
 }
 
-/// Counts one request as waiting for as long as it lives.
-struct WaitingGuard<'a>(&'a AtomicU64);
+/// A request's place in the queue; leaving it (granted, or cancelled while
+/// waiting) takes the request out.
+struct Place<'a> {
+    pacer: &'a Pacer,
+    arrival: u64,
+    /// Counted in `waiting`.
+    held_back: bool,
+}
 
-impl Drop for WaitingGuard<'_> {
+impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let removed = self.pacer.state.lock().queue.remove(&self.arrival);
+        if self.held_back {
+            self.pacer.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        if removed.is_some_and(|waiter| !waiter.granted) {
+            // It may have been first in line: the others look again.
+            self.pacer.changed.notify_waiters();
+        }
     }
 }
 
@@ -154,15 +336,11 @@ pub enum Retry {
 
 impl Pacer {
     pub fn new(config: PacerConfig) -> Self {
-        let now = Instant::now();
         Pacer {
-            state: Mutex::new(PacerState {
-                overall: TokenBucket::new(config.rate_per_sec, config.burst, now),
-                classes: HashMap::new(),
-                paused_until: None,
-            }),
+            state: Mutex::new(PacerState::new(&config, Instant::now())),
             config,
             class_limits: HashMap::new(),
+            changed: Notify::new(),
             waiting: AtomicU64::new(0),
             counters: OnceLock::new(),
         }
@@ -194,38 +372,59 @@ impl Pacer {
         (self.config.rate_per_sec * 3600.0).floor() as u64
     }
 
-    /// Waits until one request of `class` may be sent.
+    /// Waits until one request of `class` may be sent. Waiting requests
+    /// are served foreground first (see [`Priority`]), then in arrival order.
     pub async fn acquire(&self, class: &'static str) {
-        let wait = {
-            let now = Instant::now();
-            let mut state = self.state.lock();
-            let pause = state
-                .paused_until
-                .map(|until| until.saturating_duration_since(now))
-                .unwrap_or_default();
-            // Tokens are reserved for the moment the pause ends, so the
-            // requests queued behind a flood lock do not burst out together.
-            let start = now + pause;
-            let mut wait = pause + state.overall.reserve(start);
-            if let Some(limit) = self.class_limits.get(class) {
-                let bucket = state
-                    .classes
-                    .entry(class)
-                    .or_insert_with(|| TokenBucket::new(limit.rate_per_sec, limit.burst, now));
-                wait = wait.max(pause + bucket.reserve(start));
-            }
-            wait
+        let priority = current_priority();
+        let arrived = Instant::now();
+        let arrival = self.state.lock().enqueue(class, priority, arrived);
+        let mut place = Place {
+            pacer: self,
+            arrival,
+            held_back: false,
         };
-        if !wait.is_zero() {
-            tracing::trace!(class, ?wait, "pacer: waiting for a token");
-            self.waiting.fetch_add(1, Ordering::Relaxed);
-            // Counted down even when the waiting request is cancelled.
-            let _waiting = WaitingGuard(&self.waiting);
-            tokio::time::sleep(wait).await;
-            if let Some(counters) = self.counters.get() {
-                counters.pacer_wait(wait);
+        loop {
+            // Registered before looking, so a grant made meanwhile wakes us.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (dispatched, granted, granted_now) = {
+                let mut state = self.state.lock();
+                let is_granted =
+                    |state: &PacerState| state.queue.get(&arrival).is_some_and(|w| w.granted);
+                let before = is_granted(&state);
+                let dispatched = state.dispatch(Instant::now(), &self.class_limits);
+                let granted = is_granted(&state);
+                (dispatched, granted, granted && !before)
+            };
+            if dispatched.granted > usize::from(granted_now) {
+                // Tokens went to other waiters too: wake them.
+                self.changed.notify_waiters();
+            }
+            if granted {
+                break;
+            }
+            if !place.held_back {
+                place.held_back = true;
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(class, ?priority, "pacer: waiting for a token");
+            }
+            match dispatched.next_in {
+                Some(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = changed => {}
+                    }
+                }
+                None => changed.await,
             }
         }
+        if place.held_back {
+            if let Some(counters) = self.counters.get() {
+                counters.pacer_wait(arrived.elapsed());
+            }
+        }
+        drop(place);
     }
 
     /// Holds back every request of this remote for `wait`.
@@ -235,6 +434,8 @@ impl Pacer {
         if state.paused_until.is_none_or(|current| current < until) {
             state.paused_until = Some(until);
         }
+        drop(state);
+        self.changed.notify_waiters();
     }
 
     /// The backoff before retry number `retry` (1 = first retry), with jitter
@@ -326,18 +527,23 @@ mod tests {
         let t0 = Instant::now();
         let mut bucket = TokenBucket::new(2.0, 3, t0);
         for _ in 0..3 {
-            assert_eq!(bucket.reserve(t0), Duration::ZERO);
+            assert_eq!(bucket.ready_in(t0), Duration::ZERO);
+            bucket.take();
         }
-        let w4 = bucket.reserve(t0);
-        let w5 = bucket.reserve(t0);
+        let w4 = bucket.ready_in(t0);
         assert!((w4.as_secs_f64() - 0.5).abs() < 1e-9, "{w4:?}");
-        assert!((w5.as_secs_f64() - 1.0).abs() < 1e-9, "{w5:?}");
+        let half_second = t0 + Duration::from_millis(500);
+        assert_eq!(bucket.ready_in(half_second), Duration::ZERO);
+        bucket.take();
+        let w5 = bucket.ready_in(half_second);
+        assert!((w5.as_secs_f64() - 0.5).abs() < 1e-9, "{w5:?}");
         // After a long idle period the bucket is full again, not fuller.
         let later = t0 + Duration::from_secs(100);
         for _ in 0..3 {
-            assert_eq!(bucket.reserve(later), Duration::ZERO);
+            assert_eq!(bucket.ready_in(later), Duration::ZERO);
+            bucket.take();
         }
-        assert!(bucket.reserve(later) > Duration::ZERO);
+        assert!(bucket.ready_in(later) > Duration::ZERO);
     }
 
     #[test]
@@ -345,9 +551,131 @@ mod tests {
         let limit = ClassLimit::once_per(Duration::from_secs(300));
         let t0 = Instant::now();
         let mut bucket = TokenBucket::new(limit.rate_per_sec, limit.burst, t0);
-        assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        let wait = bucket.reserve(t0 + Duration::from_secs(100));
+        assert_eq!(bucket.ready_in(t0), Duration::ZERO);
+        bucket.take();
+        let wait = bucket.ready_in(t0 + Duration::from_secs(100));
         assert!((wait.as_secs_f64() - 200.0).abs() < 1e-6, "{wait:?}");
+    }
+
+    fn one_per_second() -> PacerConfig {
+        PacerConfig {
+            rate_per_sec: 1.0,
+            burst: 1,
+            ..PacerConfig::default()
+        }
+    }
+
+    /// Dispatches at `at` and returns who got a token then.
+    fn granted_at(
+        state: &mut PacerState,
+        at: Instant,
+        limits: &HashMap<&'static str, ClassLimit>,
+        names: &HashMap<u64, &'static str>,
+    ) -> Vec<&'static str> {
+        let before: Vec<u64> = state
+            .queue
+            .iter()
+            .filter(|(_, w)| w.granted)
+            .map(|(a, _)| *a)
+            .collect();
+        state.dispatch(at, limits);
+        let granted: Vec<&'static str> = state
+            .queue
+            .iter()
+            .filter(|(a, w)| w.granted && !before.contains(a))
+            .map(|(a, _)| names[a])
+            .collect();
+        state.queue.retain(|_, w| !w.granted);
+        granted
+    }
+
+    #[test]
+    fn waiting_foreground_requests_get_tokens_before_background_ones() {
+        let t0 = Instant::now();
+        let mut state = PacerState::new(&one_per_second(), t0);
+        let limits = HashMap::new();
+        let mut names = HashMap::new();
+        // The bucket's one token goes at once.
+        names.insert(state.enqueue("api", Priority::Foreground, t0), "first");
+        assert_eq!(granted_at(&mut state, t0, &limits, &names), ["first"]);
+        // Read-ahead queued before two probes waits behind them.
+        names.insert(state.enqueue("api", Priority::Background, t0), "ahead-1");
+        names.insert(state.enqueue("api", Priority::Background, t0), "ahead-2");
+        names.insert(state.enqueue("api", Priority::Foreground, t0), "probe-1");
+        names.insert(state.enqueue("api", Priority::Foreground, t0), "probe-2");
+        let nothing_yet = state.dispatch(t0, &limits);
+        assert_eq!(nothing_yet.granted, 0);
+        assert_eq!(nothing_yet.next_in, Some(Duration::from_secs(1)));
+        let order: Vec<_> = (1..=4)
+            .flat_map(|s| granted_at(&mut state, t0 + Duration::from_secs(s), &limits, &names))
+            .collect();
+        assert_eq!(order, ["probe-1", "probe-2", "ahead-1", "ahead-2"]);
+        assert_eq!(
+            state.dispatch(t0 + Duration::from_secs(5), &limits).next_in,
+            None
+        );
+    }
+
+    #[test]
+    fn a_background_request_waits_at_most_the_deferral_bound() {
+        let t0 = Instant::now();
+        let mut state = PacerState::new(&one_per_second(), t0);
+        let limits = HashMap::new();
+        let mut names = HashMap::new();
+        names.insert(state.enqueue("api", Priority::Foreground, t0), "first");
+        granted_at(&mut state, t0, &limits, &names);
+        names.insert(
+            state.enqueue("api", Priority::Background, t0),
+            "revalidation",
+        );
+        // A new probe arrives every second, as fast as the tokens come.
+        let mut served_at = None;
+        for second in 1..=30u64 {
+            let arrival = t0 + Duration::from_millis(second * 1000 - 500);
+            names.insert(state.enqueue("api", Priority::Foreground, arrival), "probe");
+            let now = t0 + Duration::from_secs(second);
+            if granted_at(&mut state, now, &limits, &names).contains(&"revalidation") {
+                served_at = Some(now - t0);
+                break;
+            }
+        }
+        assert_eq!(served_at, Some(MAX_DEFERRAL));
+    }
+
+    #[test]
+    fn a_request_held_by_its_class_limit_does_not_hold_up_others() {
+        let t0 = Instant::now();
+        let mut state = PacerState::new(&one_per_second(), t0);
+        let mut limits = HashMap::new();
+        limits.insert("info", ClassLimit::once_per(Duration::from_secs(300)));
+        let mut names = HashMap::new();
+        names.insert(state.enqueue("info", Priority::Foreground, t0), "info-1");
+        assert_eq!(granted_at(&mut state, t0, &limits, &names), ["info-1"]);
+        names.insert(state.enqueue("info", Priority::Foreground, t0), "info-2");
+        names.insert(state.enqueue("api", Priority::Background, t0), "list");
+        let one = t0 + Duration::from_secs(1);
+        assert_eq!(granted_at(&mut state, one, &limits, &names), ["list"]);
+        let left = state.dispatch(one, &limits).next_in.expect("info-2 waits");
+        assert!((left.as_secs_f64() - 299.0).abs() < 1e-3, "{left:?}");
+        let later = t0 + Duration::from_secs(301);
+        assert_eq!(granted_at(&mut state, later, &limits, &names), ["info-2"]);
+    }
+
+    #[test]
+    fn nothing_is_granted_while_the_server_asked_to_wait() {
+        let t0 = Instant::now();
+        let mut state = PacerState::new(&one_per_second(), t0);
+        let limits = HashMap::new();
+        let mut names = HashMap::new();
+        state.paused_until = Some(t0 + Duration::from_secs(30));
+        names.insert(state.enqueue("api", Priority::Foreground, t0), "probe");
+        let paused = state.dispatch(t0 + Duration::from_secs(10), &limits);
+        assert_eq!(
+            (paused.granted, paused.next_in),
+            (0, Some(Duration::from_secs(20)))
+        );
+        let end = t0 + Duration::from_secs(30);
+        assert_eq!(granted_at(&mut state, end, &limits, &names), ["probe"]);
     }
 
     #[test]
@@ -483,5 +811,68 @@ mod tests {
         pacer.acquire("info").await;
         pacer.acquire("info").await;
         assert!(t1.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_waiting_in_the_pacer_are_served_foreground_first() {
+        let pacer = Arc::new(Pacer::new(PacerConfig {
+            rate_per_sec: 5.0,
+            burst: 1,
+            ..PacerConfig::default()
+        }));
+        // Held back (as by a flood answer) until every request is queued.
+        pacer.state.lock().paused_until = Some(Instant::now() + Duration::from_secs(3600));
+        let queued = |n: u64| {
+            let pacer = pacer.clone();
+            async move {
+                for _ in 0..2000 {
+                    if pacer.waiting() == n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("{n} requests never queued");
+            }
+        };
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let request = |priority: Priority, name: &'static str| {
+            let (pacer, order) = (pacer.clone(), order.clone());
+            tokio::spawn(with_priority(priority, async move {
+                pacer.acquire("api").await;
+                order.lock().push(name);
+            }))
+        };
+        // A request given up while it waits leaves no hole in the line.
+        let abandoned = request(Priority::Foreground, "abandoned");
+        queued(1).await;
+        abandoned.abort();
+        queued(0).await;
+        // Queued one after the other, so their arrival order is known.
+        let mut tasks = Vec::new();
+        for (n, (priority, name)) in [
+            (Priority::Background, "read-ahead"),
+            (Priority::Background, "revalidation"),
+            (Priority::Foreground, "probe-1"),
+            (Priority::Foreground, "probe-2"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            tasks.push(request(priority, name));
+            queued(n as u64 + 1).await;
+        }
+        pacer.state.lock().paused_until = None;
+        pacer.changed.notify_waiters();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("served")
+                .unwrap();
+        }
+        assert_eq!(
+            *order.lock(),
+            ["probe-1", "probe-2", "read-ahead", "revalidation"]
+        );
+        assert_eq!(pacer.waiting(), 0);
     }
 }

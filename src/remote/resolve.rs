@@ -69,9 +69,26 @@ pub fn find_in(
 /// Resolves `path` (relative to the remote's root; empty = the root),
 /// listing each folder on the way.
 pub async fn resolve_path(remote: &dyn Remote, path: &str) -> RemoteResult<Resolved> {
+    resolve_path_with(remote.root(), path, |folder| async move {
+        remote.list_folder(&folder).await
+    })
+    .await
+}
+
+/// Resolves `path` below `root`, getting each folder's listing on the way
+/// from `list` (the service, or a cache in front of it).
+pub async fn resolve_path_with<L, F>(
+    root: FolderId,
+    path: &str,
+    mut list: L,
+) -> RemoteResult<Resolved>
+where
+    L: FnMut(FolderId) -> F,
+    F: std::future::Future<Output = RemoteResult<Listing>>,
+{
     let parts = components(path);
     let mut current = Resolved::Folder {
-        id: remote.root(),
+        id: root,
         name: String::new(),
         parent: None,
     };
@@ -86,7 +103,7 @@ pub async fn resolve_path(remote: &dyn Remote, path: &str) -> RemoteResult<Resol
                 )))
             }
         };
-        let listing = remote.list_folder(&folder).await?;
+        let listing = list(folder.clone()).await?;
         current = find_in(&listing, part, &folder, &shown)?;
     }
     Ok(current)

@@ -22,6 +22,7 @@ use super::memory::{MemoryTier, SpareBuffers};
 use super::probe::BlockRole;
 use super::streams::{StreamPermit, Streams};
 use crate::cache::FileSource;
+use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::{Remote, RemoteError};
 
 /// What the cache handle and its spawned fetches share.
@@ -127,9 +128,18 @@ impl Inner {
         let mut refusals = 0u32;
         while !senders.is_empty() {
             let before = next;
-            match self
-                .stream_run(&src, &mut next, &mut senders, read_ahead)
-                .await
+            // Nobody waits on a read-ahead yet: a token call it needs (a
+            // link) queues behind the ones readers wait on.
+            let priority = if read_ahead {
+                Priority::Background
+            } else {
+                Priority::Foreground
+            };
+            match with_priority(
+                priority,
+                self.stream_run(&src, &mut next, &mut senders, read_ahead),
+            )
+            .await
             {
                 Ok(()) => {}
                 Err(RemoteError::TooManyDownloads(message)) if refusals < MAX_REFUSALS => {
