@@ -48,6 +48,7 @@ use super::state::FsState;
 use crate::cache::meta::FetchedListing;
 use crate::metadata::sync::{decode, encode, FolderRecords, SyncFormatError, SYNC_FILE_NAME};
 use crate::metadata::{ContentGuard, Record, RecordKey};
+use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::{FileEntry, FileId, FolderId, RemoteError, UploadSource};
 
 /// Larger sync files are not read (about 300,000 records): a file of that
@@ -356,7 +357,11 @@ async fn run_writer(state: Weak<FsState>) {
             return;
         };
         match sync.next_due() {
-            Ok((folder, generation)) => write_and_book(&strong, folder, generation).await,
+            Ok((folder, generation)) => {
+                // Nobody waits on it: reads waiting for the pacer go first.
+                let write = write_and_book(&strong, folder, generation);
+                with_priority(Priority::Background, write).await
+            }
             Err(next) => {
                 // A change made meanwhile left a permit: no wake-up is lost.
                 let wake = sync.wake();
