@@ -143,7 +143,7 @@ async fn every_operation_and_its_errors() {
     );
     assert_eq!(
         errno(remote.rename_file(&first.id, &"x".repeat(256)).await),
-        libc::EINVAL
+        libc::ENAMETOOLONG
     );
     assert_eq!(errno(remote.rename_file(&first.id, "").await), libc::EINVAL);
 

@@ -3,7 +3,8 @@
 //! download connection paced, and a per-account limit on connections. A
 //! sequential reader's read-ahead spreads over several connections, never
 //! more than the account allows; a refused connection costs no read, and
-//! neither does a connection cut mid-stream.
+//! neither does a connection cut mid-stream; a media probe still costs at
+//! most three requests.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use filehostfs::remote::UploadSource;
@@ -236,4 +238,52 @@ fn a_connection_cut_mid_stream_resumes() {
     assert_eq!(digest, sha256_hex(&data));
     std::thread::sleep(Duration::from_millis(100));
     assert!(downloads(&emu)["peak"].as_u64().unwrap() <= ACCOUNT_LIMIT);
+}
+
+/// Every request the emulator answered (API and downloads).
+fn total_requests(emu: &Emulator) -> u64 {
+    emu.stats()["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_probe_costs_at_most_three_requests_over_the_hoster_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    // A clip of several blocks with its index at the end, like a film's.
+    let clip = dir.path().join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=10:size=640x360:rate=25,noise=alls=30:allf=t",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=10"])
+        .args(["-c:v", "mpeg4", "-b:v", "6M", "-c:a", "aac", "-b:a", "96k"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg is needed (scripts/test.sh installs it)");
+    assert!(status.success(), "ffmpeg failed");
+    seed(&config, &[("clip.mp4", &std::fs::read(&clip).unwrap())]);
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    assert_eq!(std::fs::read_dir(mount.path()).unwrap().count(), 1);
+    emu.reset_stats();
+    let output = Command::new("ffprobe")
+        .args(["-hide_banner", "-show_format", "-show_streams"])
+        .arg(mount.path().join("clip.mp4"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ffprobe: {output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("codec_type=video"), "{text}");
+    let requests = total_requests(&emu);
+    assert!(requests <= 3, "{requests} requests: {}", emu.stats());
+    assert!(downloads(&emu)["peak"].as_u64().unwrap() <= 2);
 }

@@ -21,13 +21,14 @@ use filehostfs::remote::{FileEntry, Remote, UploadSource};
 const SERVICES: [&str; 3] = ["1fichier", "fii.one", "file.io"];
 
 /// Every operation the table may list; the table must list exactly these.
-const OPERATIONS: [&str; 21] = [
+const OPERATIONS: [&str; 24] = [
     "list",
     "read",
     "read-foreign",
     "read-foreign-consented",
     "create",
     "overwrite",
+    "overwrite-unchanged",
     "unlink",
     "unlink-without-permission",
     "rename",
@@ -36,6 +37,8 @@ const OPERATIONS: [&str; 21] = [
     "rmdir",
     "link-xattr",
     "statfs",
+    "longest-name",
+    "name-too-long",
     "duplicate-names",
     "expiry",
     "utimens",
@@ -69,6 +72,7 @@ fn errno_named(name: &str) -> Option<i32> {
         "EIO" => libc::EIO,
         "ENOTEMPTY" => libc::ENOTEMPTY,
         "EFBIG" => libc::EFBIG,
+        "ENAMETOOLONG" => libc::ENAMETOOLONG,
         _ => return None,
     })
 }
@@ -291,6 +295,28 @@ impl Subject<'_> {
         Ok(())
     }
 
+    fn statvfs(&self) -> Result<libc::statvfs, i32> {
+        let path = CString::new(self.mount.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string and a zeroed out-parameter.
+        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
+        if rc != 0 {
+            return Err(errno_of(std::io::Error::last_os_error()));
+        }
+        Ok(stats)
+    }
+
+    /// The one file called `name` on the service.
+    fn only(&self, name: &str) -> FileEntry {
+        let found: Vec<FileEntry> = self
+            .listing()
+            .into_iter()
+            .filter(|f| f.name == name)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} on {}: {found:?}", self.service);
+        found.into_iter().next().unwrap()
+    }
+
     fn run(&self, operation: &str) -> Outcome {
         let tag = self.service.replace('.', "-");
         match operation {
@@ -399,6 +425,23 @@ impl Subject<'_> {
                 assert_eq!(std::fs::read(self.path(&name)).unwrap(), b"second version");
                 Ok(())
             }
+            "overwrite-unchanged" => {
+                let name = format!("unchanged-{tag}.txt");
+                let content = b"the same bytes again";
+                self.write_through_mount(&name, content)?;
+                let before = self.only(&name);
+                // `cp`: truncate, then write the very bytes the file has.
+                std::fs::write(self.path(&name), content).map_err(errno_of)?;
+                eventually("the rewrite to settle", || {
+                    common::mount::getxattr(&self.path(&name), "user.filehostfs.pending").is_err()
+                });
+                // Given time to (wrongly) upload and remove the old file.
+                std::thread::sleep(Duration::from_millis(1500));
+                let after = self.only(&name);
+                assert_eq!(after.id, before.id, "the file must keep its id");
+                assert_eq!(after.share_link, before.share_link);
+                Ok(())
+            }
             "unlink" => {
                 let name = format!("removed-{tag}.txt");
                 self.seed_foreign(&name, b"bye");
@@ -467,15 +510,32 @@ impl Subject<'_> {
                 Ok(())
             }
             "statfs" => {
-                let path = CString::new(self.mount.path().as_os_str().as_bytes()).unwrap();
-                // SAFETY: a valid C string and a zeroed out-parameter.
-                let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-                let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stats) };
-                if rc != 0 {
-                    return Err(errno_of(std::io::Error::last_os_error()));
-                }
-                assert!(stats.f_bsize > 0);
+                assert!(self.statvfs()?.f_bsize > 0);
                 Ok(())
+            }
+            "longest-name" | "name-too-long" => {
+                let longest = match self.service {
+                    "1fichier" => 250,
+                    _ => 255,
+                };
+                assert_eq!(self.statvfs()?.f_namemax, longest);
+                if operation == "longest-name" {
+                    let name = format!("{tag}{}", "n".repeat(longest as usize - tag.len()));
+                    self.write_through_mount(&name, b"long")
+                } else {
+                    let name = format!("{tag}{}", "n".repeat(longest as usize + 1 - tag.len()));
+                    let path = self.path(&name);
+                    let errno = std::fs::write(&path, b"long")
+                        .map_err(errno_of)
+                        .unwrap_err();
+                    for other in [
+                        std::fs::create_dir(&path).map_err(errno_of),
+                        std::fs::metadata(&path).map(drop).map_err(errno_of),
+                    ] {
+                        assert_eq!(other, Err(errno), "mkdir and lookup refuse it too");
+                    }
+                    Err(errno)
+                }
             }
             "duplicate-names" => {
                 let name = format!("twin-{tag}.txt");

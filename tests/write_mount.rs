@@ -661,14 +661,18 @@ fn impossible_sizes_and_names_are_refused_at_once() {
     let m = mount.path();
     // 1fichier takes names of at most 250 characters (after encoding).
     let long = "x".repeat(251);
-    let einval = |result: std::io::Result<()>, what: &str| {
+    let too_long = |result: std::io::Result<()>, what: &str| {
         let error = result.expect_err(what);
-        assert_eq!(error.raw_os_error(), Some(libc::EINVAL), "{what}: {error}");
+        assert_eq!(
+            error.raw_os_error(),
+            Some(libc::ENAMETOOLONG),
+            "{what}: {error}"
+        );
     };
-    einval(fs::write(m.join(&long), b"data"), "create");
-    einval(fs::create_dir(m.join(&long)), "mkdir");
+    too_long(fs::write(m.join(&long), b"data"), "create");
+    too_long(fs::create_dir(m.join(&long)), "mkdir");
     fs::write(m.join("short.txt"), b"data").unwrap();
-    einval(fs::rename(m.join("short.txt"), m.join(&long)), "rename");
+    too_long(fs::rename(m.join("short.txt"), m.join(&long)), "rename");
     // Over the service's 300 GB file size limit (sparse: no disk used).
     let file = fs::File::create(m.join("huge.bin")).unwrap();
     let error = file.set_len(300_000_000_001).unwrap_err();

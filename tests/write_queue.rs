@@ -237,7 +237,7 @@ async fn overwrite_uploads_the_new_version_then_removes_the_old() {
     let base = upload_bytes(&setup.remote, &setup.root(), "doc.txt", &original).await;
 
     let handle = queue
-        .open_remote(&setup.root(), "doc.txt", base.id.clone(), false)
+        .open_remote(&setup.root(), "doc.txt", &base, false)
         .unwrap();
     let bytes = setup
         .remote
@@ -274,7 +274,7 @@ async fn nothing_is_removed_while_a_copy_is_still_open() {
     let base = upload_bytes(&setup.remote, &setup.root(), "busy.txt", b"keep me").await;
     // Opened, not yet filled (so empty): the worker must leave the base alone.
     let handle = queue
-        .open_remote(&setup.root(), "busy.txt", base.id.clone(), false)
+        .open_remote(&setup.root(), "busy.txt", &base, false)
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     setup
@@ -304,7 +304,7 @@ async fn a_copy_opened_for_writing_but_unchanged_is_not_uploaded() {
     let base = upload_bytes(&setup.remote, &setup.root(), "same.txt", b"unchanged").await;
     setup.emu.reset_stats();
     let handle = queue
-        .open_remote(&setup.root(), "same.txt", base.id.clone(), false)
+        .open_remote(&setup.root(), "same.txt", &base, false)
         .unwrap();
     let bytes = setup
         .remote
@@ -325,6 +325,58 @@ async fn a_copy_opened_for_writing_but_unchanged_is_not_uploaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_rewritten_with_the_same_bytes_keeps_the_remote_file() {
+    let setup = Setup::new();
+    let queue = setup.queue(Duration::ZERO);
+    let content = pseudo_random(150_000, 9);
+    let base = upload_bytes(&setup.remote, &setup.root(), "same.bin", &content).await;
+    setup.emu.reset_stats();
+    // Truncated and written again (what `cp` and editors do).
+    let handle = queue
+        .open_remote(&setup.root(), "same.bin", &base, true)
+        .unwrap();
+    handle.write_at(&content, 0).unwrap();
+    handle.release().unwrap();
+    drain_all(&queue).await;
+    assert_eq!(setup.emu.request_count("1fichier:upload"), 0);
+    let (file, bytes) = only_file(&setup.remote, &setup.root(), "same.bin").await;
+    assert_eq!(file.id, base.id);
+    assert_eq!(bytes, content);
+    // Draining stopped the worker.
+    queue.start();
+
+    // Renamed before its upload: the kept file is renamed instead.
+    let handle = queue
+        .open_remote(&setup.root(), "same.bin", &base, true)
+        .unwrap();
+    handle.write_at(&content, 0).unwrap();
+    let id = handle.id();
+    handle.release().unwrap();
+    queue
+        .rename(id, &setup.root(), "moved.bin", Replaced::Nothing)
+        .unwrap();
+    drain_all(&queue).await;
+    assert_eq!(setup.emu.request_count("1fichier:upload"), 0);
+    let (moved, _) = only_file(&setup.remote, &setup.root(), "moved.bin").await;
+    assert_eq!(moved.id, base.id);
+    queue.start();
+
+    // One byte different: uploaded, the old file removed.
+    let mut changed = content.clone();
+    changed[7] ^= 0xff;
+    let handle = queue
+        .open_remote(&setup.root(), "moved.bin", &moved, true)
+        .unwrap();
+    handle.write_at(&changed, 0).unwrap();
+    handle.release().unwrap();
+    drain_all(&queue).await;
+    assert_eq!(setup.emu.request_count("1fichier:upload"), 1);
+    let (file, bytes) = only_file(&setup.remote, &setup.root(), "moved.bin").await;
+    assert_ne!(file.id, base.id);
+    assert_eq!(bytes, changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlink_before_the_upload_cancels_it() {
     let setup = Setup::new();
     let queue = setup.queue(Duration::from_secs(30));
@@ -338,7 +390,7 @@ async fn unlink_before_the_upload_cancels_it() {
 
     // Truncating an existing file then deleting it: the old version goes too.
     let handle = queue
-        .open_remote(&setup.root(), "old.txt", base.id.clone(), true)
+        .open_remote(&setup.root(), "old.txt", &base, true)
         .unwrap();
     handle.write_at(b"replacement", 0).unwrap();
     let overwrite = handle.id();
@@ -485,7 +537,7 @@ async fn empty_file_is_a_placeholder_until_it_has_content() {
     let empty_id = empty.id();
     empty.release().unwrap();
     let truncated = queue
-        .open_remote(&root, "truncated.txt", base.id.clone(), true)
+        .open_remote(&root, "truncated.txt", &base, true)
         .unwrap();
     truncated.release().unwrap();
     queue

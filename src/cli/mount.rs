@@ -465,10 +465,11 @@ async fn open_mount_root(
     Ok((source, max_streams, state_dir))
 }
 
-/// The listings saved in the remote's state dir, which a restarted mount
-/// answers from at once. Turned off (`--no-saved-listings`), they are
-/// forgotten so a later run cannot serve them either. Without a usable
-/// state dir the mount goes on, listing every folder again next time.
+/// The listings saved in the mount's state dir (`--state-dir`, else the
+/// remote's), which a restarted mount answers from at once. Turned off
+/// (`--no-saved-listings`), they are forgotten so a later run cannot serve
+/// them either. Without a usable store the mount goes on, listing every
+/// folder again next time.
 fn open_listing_store(state_dir: &StateDir, saved: bool) -> Option<Arc<ListingStore>> {
     match ListingStore::open(&state_dir.listings_db()) {
         Ok(store) if saved => Some(Arc::new(store)),

@@ -379,11 +379,12 @@ impl Filesystem for FilehostFs {
         &self,
         _req: &Request,
         _parent: INodeNo,
-        _link_name: &OsStr,
+        link_name: &OsStr,
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        fail("symlink", reply, &self.core.refusal(Unsupported::Symlink));
+        let refusal = self.core.refusal_of_name(Unsupported::Symlink, link_name);
+        fail("symlink", reply, &refusal);
     }
 
     fn rename(
@@ -408,10 +409,11 @@ impl Filesystem for FilehostFs {
         _req: &Request,
         _ino: INodeNo,
         _newparent: INodeNo,
-        _newname: &OsStr,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        fail("link", reply, &self.core.refusal(Unsupported::HardLink));
+        let refusal = self.core.refusal_of_name(Unsupported::HardLink, newname);
+        fail("link", reply, &refusal);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

@@ -203,6 +203,11 @@ impl Core {
         if !node.is_dir() {
             return Err(Error::NotADirectory);
         }
+        // A name the service could never store is not there: ENAMETOOLONG
+        // (POSIX), without fetching the listing.
+        if self.state.inodes.child(parent, name).is_none() {
+            namespace::refuse_too_long(&self.state, name)?;
+        }
         Ok(name)
     }
 
@@ -500,6 +505,7 @@ impl Core {
         let work = file_data::create(&self.state, parent, name, mode, flags)?;
         let (node, fh) = tokio::task::spawn_blocking(work).await??;
         self.state.inodes.remember_lookup(node.ino);
+        metadata_overlay::keep_create_mode(&self.state, node.ino, mode).await?;
         Ok((self.state.attr(&node), fh))
     }
 
@@ -509,6 +515,7 @@ impl Core {
         let work = file_data::mknod(&self.state, parent, name, mode)?;
         let node = tokio::task::spawn_blocking(work).await??;
         self.state.inodes.remember_lookup(node.ino);
+        metadata_overlay::keep_create_mode(&self.state, node.ino, mode).await?;
         Ok(self.state.attr(&node))
     }
 
@@ -569,7 +576,7 @@ impl Core {
             free: total.saturating_sub(used) / BLOCK,
             files: self.state.inodes.len() as u64,
             block_size: BLOCK as u32,
-            max_name: 255,
+            max_name: self.state.remote.capabilities().max_name_bytes,
         }
     }
 
@@ -665,6 +672,22 @@ impl Core {
         match self.writable() {
             Err(error) => error,
             Ok(()) => Error::Unsupported(change),
+        }
+    }
+
+    /// [`Core::refusal`] of a change that would create `name` (a symlink,
+    /// a hard link): a name too long for the service is ENAMETOOLONG
+    /// first, as for every new name.
+    pub fn refusal_of_name(&self, change: Unsupported, name: &OsStr) -> Error {
+        if let Err(error) = self.writable() {
+            return error;
+        }
+        match name
+            .to_str()
+            .map(|name| namespace::refuse_too_long(&self.state, name))
+        {
+            Some(Err(error)) => error,
+            _ => Error::Unsupported(change),
         }
     }
 

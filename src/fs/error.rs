@@ -87,6 +87,7 @@ impl Error {
             | libc::EPERM
             | libc::EXDEV
             | libc::EINVAL
+            | libc::ENAMETOOLONG
             | libc::EBADF
             | libc::ENOSYS
             | libc::EACCES => tracing::Level::DEBUG,
@@ -140,6 +141,7 @@ impl Errno for RemoteError {
             RemoteError::QuotaExceeded(_) => libc::ENOSPC,
             RemoteError::TooLarge(_) => libc::EFBIG,
             RemoteError::InvalidName(_) => libc::EINVAL,
+            RemoteError::NameTooLong(_) => libc::ENAMETOOLONG,
             RemoteError::NotEmpty(_) => libc::ENOTEMPTY,
             RemoteError::Unsupported(_) => libc::ENOTSUP,
             RemoteError::EmptyFile(_)
@@ -178,7 +180,8 @@ impl Errno for WriteBackError {
             WriteBackError::Remote(
                 error @ (RemoteError::QuotaExceeded(_)
                 | RemoteError::TooLarge(_)
-                | RemoteError::InvalidName(_)),
+                | RemoteError::InvalidName(_)
+                | RemoteError::NameTooLong(_)),
             ) => error.errno(),
             WriteBackError::Io(error) => error.errno(),
             WriteBackError::UnknownEntry(_) => libc::ENOENT,

@@ -119,7 +119,7 @@ async fn stage_for_writing_locked(
     let staged = state
         .write
         .queue
-        .open_remote(&folder, &node.name, file.id.clone(), truncate)?;
+        .open_remote(&folder, &node.name, &file, truncate)?;
     if !truncate {
         if let Err(errno) = copy_into_staging(state, &file, &staged).await {
             if let Err(error) = staged.discard() {
@@ -237,11 +237,12 @@ pub(crate) fn mknod(
     name: &OsStr,
     mode: u32,
 ) -> Result<impl FnOnce() -> Result<Node, Error> + Send + 'static, Error> {
+    // A name too long is refused first, whatever the node would have been.
+    let name = storable_name(state, name)?;
     if mode & libc::S_IFMT != libc::S_IFREG {
         // Devices, FIFOs and sockets cannot be stored by a file host.
         return Err(Error::NotPermitted);
     }
-    let name = storable_name(state, name)?;
     let state = state.clone();
     Ok(move || {
         let (node, staged) = new_pending_file(&state, parent, &name)?;

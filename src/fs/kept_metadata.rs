@@ -1,8 +1,11 @@
 //! The metadata store of a mount and its in-memory copy: `stat` is
 //! answered on the kernel loop, so it never reads the database. Every
 //! record is loaded when the mount starts; each change is written to the
-//! store (fsync'd) before it is applied in memory. How records are laid
-//! over what the services report: `metadata_overlay`.
+//! store (fsync'd) before it is applied in memory. Other mounts of the
+//! account on this machine share the store: when one of them changed it,
+//! the copy is loaded again at the next listing fetched from the service
+//! ([`MetadataOverlay::reload_shared`]). How records are laid over what
+//! the services report: `metadata_overlay`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +24,11 @@ use crate::writeback::EntryId;
 /// The metadata store of a mount and its in-memory copy.
 pub(crate) struct MetadataOverlay {
     store: Arc<MetadataStore>,
-    records: RwLock<HashMap<RecordKey, Record>>,
+    records: Arc<RwLock<HashMap<RecordKey, Record>>>,
+    /// The store's data version the copy was loaded at (it changes when
+    /// another mount writes); held while the copy is updated, so a reload
+    /// never drops a change of this mount made meanwhile.
+    loaded_at: Arc<Mutex<i64>>,
     /// The remote file each copy opened for writing started from: while
     /// the copy is unchanged, a change made through it (GNU `touch` opens
     /// the file, then sets its times) also applies to that file, which
@@ -34,10 +41,12 @@ impl MetadataOverlay {
     /// long as the mount) and loads every record.
     pub(crate) fn open(path: Option<&Path>) -> Result<MetadataOverlay, MetadataError> {
         let store = MetadataStore::open(path.unwrap_or(Path::new(":memory:")))?;
+        let version = store.data_version()?;
         let records = store.all()?.into_iter().collect();
         Ok(MetadataOverlay {
             store: Arc::new(store),
-            records: RwLock::new(records),
+            records: Arc::new(RwLock::new(records)),
+            loaded_at: Arc::new(Mutex::new(version)),
             copied_from: Mutex::new(HashMap::new()),
         })
     }
@@ -56,9 +65,38 @@ impl MetadataOverlay {
         guard: &ContentGuard,
         change: &MetadataChange,
     ) -> Result<(), MetadataError> {
+        let _loading = self.loaded_at.lock();
         let record = self.store.update(key, guard, change, SystemTime::now())?;
         self.records.write().insert(key.clone(), record);
         Ok(())
+    }
+
+    /// Work that loads the records again if another mount changed the
+    /// store since they were loaded (blocks on the disk: run it off the
+    /// async workers).
+    pub(crate) fn reload_shared(&self) -> impl FnOnce() + Send + 'static {
+        let (store, records, loaded_at) = (
+            self.store.clone(),
+            self.records.clone(),
+            self.loaded_at.clone(),
+        );
+        move || {
+            let mut loaded = loaded_at.lock();
+            let reloaded = store.data_version().and_then(|version| {
+                if version == *loaded {
+                    return Ok(None);
+                }
+                Ok(Some((version, store.all()?)))
+            });
+            match reloaded {
+                Ok(Some((version, all))) => {
+                    *records.write() = all.into_iter().collect();
+                    *loaded = version;
+                }
+                Ok(None) => {}
+                Err(error) => warn!(%error, "cannot read the metadata other mounts changed"),
+            }
+        }
     }
 
     /// Moves the record of `from` to `to` (an upload gave a pending file
@@ -69,6 +107,7 @@ impl MetadataOverlay {
         to: &RecordKey,
         guard: &ContentGuard,
     ) -> Result<(), MetadataError> {
+        let _loading = self.loaded_at.lock();
         if self.store.rekey(from, to, guard)? {
             let mut records = self.records.write();
             if let Some(mut record) = records.remove(from) {
@@ -81,6 +120,7 @@ impl MetadataOverlay {
 
     /// Drops the record of `key` (its file or folder is gone). Blocks.
     pub(crate) fn forget(&self, key: &RecordKey) {
+        let _loading = self.loaded_at.lock();
         if let Err(error) = self.store.forget(key) {
             warn!(%key, %error, "cannot drop a metadata record");
         }
@@ -106,6 +146,7 @@ impl MetadataOverlay {
         key: &RecordKey,
         incoming: &Record,
     ) -> Result<bool, MetadataError> {
+        let _loading = self.loaded_at.lock();
         let kept = self.store.records(std::slice::from_ref(key))?;
         if kept
             .iter()

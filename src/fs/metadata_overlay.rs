@@ -120,6 +120,26 @@ pub(crate) async fn keep(
     tokio::task::spawn_blocking(move || keep_blocking(&state, ino, change)).await?
 }
 
+/// The permission bits a new file was created with (`open(O_CREAT)`'s
+/// mode, the caller's umask applied), kept when they differ from what the
+/// mount shows by default: `tar -x` and `cp -p` create files with their
+/// final mode and may not `chmod` them after.
+pub(crate) async fn keep_create_mode(
+    state: &Arc<FsState>,
+    ino: u64,
+    mode: u32,
+) -> Result<(), Error> {
+    let perm = mode & 0o7777;
+    if perm == 0o666 & !u32::from(state.config.umask) & 0o7777 {
+        return Ok(());
+    }
+    let change = MetadataChange {
+        mode: Some(perm),
+        ..MetadataChange::default()
+    };
+    keep(state, ino, change).await
+}
+
 fn keep_blocking(state: &FsState, ino: u64, mut change: MetadataChange) -> Result<(), Error> {
     let mut pending = state.write.entry_of(ino);
     let base = pending.and_then(|entry| clean_copy_base(state, entry));

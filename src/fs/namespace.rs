@@ -37,9 +37,10 @@ fn utf8_name(name: &OsStr) -> Result<String, Error> {
 }
 
 /// A name for a new file or folder: EINVAL when the service could never
-/// store it (after the remote layer's reversible encoding); EPERM for the
-/// metadata sync file's name, reserved in every folder of every mount (the
-/// listing layer hides a file of that name: one created here would vanish).
+/// store it (after the remote layer's reversible encoding), ENAMETOOLONG
+/// when it is too long for the service; EPERM for the metadata sync file's
+/// name, reserved in every folder of every mount (the listing layer hides a
+/// file of that name: one created here would vanish).
 pub(super) fn storable_name(state: &FsState, name: &OsStr) -> Result<String, Error> {
     let name = utf8_name(name)?;
     if name == SYNC_FILE_NAME {
@@ -47,6 +48,15 @@ pub(super) fn storable_name(state: &FsState, name: &OsStr) -> Result<String, Err
     }
     state.remote.check_name(&name)?;
     Ok(name)
+}
+
+/// ENAMETOOLONG when `name` is longer than the service stores; any other
+/// objection to the name is left to the operation.
+pub(super) fn refuse_too_long(state: &FsState, name: &str) -> Result<(), Error> {
+    match state.remote.check_name(name) {
+        Err(error @ RemoteError::NameTooLong(_)) => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn folder_of(state: &FsState, ino: u64) -> Result<FolderId, Error> {

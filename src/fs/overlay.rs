@@ -121,6 +121,11 @@ impl FsState {
         let node = self.inodes.get(dir).ok_or(Error::NoSuchInode(dir))?;
         let folder = node.folder_id().ok_or(Error::NotADirectory)?.clone();
         let fetched = self.meta.listing(&folder).await?;
+        if self.inodes.applied_serial(dir) != Some(fetched.serial) {
+            // A listing new to this mount: what other mounts of the account
+            // kept for its files meanwhile shows with it.
+            tokio::task::spawn_blocking(self.metadata.reload_shared()).await?;
+        }
         super::metadata_sync::read_unread(self, &folder, &fetched).await;
         apply_listing(self, dir, &folder, &fetched)?;
         Ok(self.meta.remaining_ttl(&fetched))

@@ -82,6 +82,14 @@ impl MetadataStore {
         })
     }
 
+    /// A number that changes whenever another connection (another mount)
+    /// committed a change since this one last asked; this connection's own
+    /// changes leave it as it is (SQLite's `data_version`).
+    pub fn data_version(&self) -> Result<i64> {
+        let conn = self.conn.lock();
+        Ok(conn.pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
     /// The record of `key` if it was set for the content `guard` names.
     pub fn get(&self, key: &RecordKey, guard: &ContentGuard) -> Result<Option<Record>> {
         let conn = self.conn.lock();

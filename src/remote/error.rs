@@ -21,6 +21,9 @@ pub enum RemoteError {
     TooLarge(String),
     #[error("invalid name: {0}")]
     InvalidName(String),
+    /// Longer than the service stores (after its name encoding).
+    #[error("name too long: {0}")]
+    NameTooLong(String),
     #[error("folder not empty: {0}")]
     NotEmpty(String),
     #[error("the service cannot store empty files: {0}")]

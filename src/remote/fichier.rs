@@ -40,6 +40,13 @@ pub const DEFAULT_API_URL: &str = "https://api.1fichier.com/v1";
 const MAX_FILE_SIZE: u64 = 300_000_000_000;
 /// Longest folder name the service accepts (§4.3), applied to files too.
 const MAX_NAME_CHARS: usize = 250;
+/// Every local name of at most this many bytes fits in `MAX_NAME_CHARS`
+/// once encoded: the encoding turns each ASCII byte into one character and
+/// each other character (two bytes or more in UTF-8) into at most two, so
+/// a name never has more characters after encoding than it has bytes.
+/// Longer names made of multi-byte characters can still fit and are
+/// accepted (`check_name` counts characters, as the service does).
+const MAX_NAME_BYTES: u32 = MAX_NAME_CHARS as u32;
 /// Pacer class of `user/info.cgi`, limited far below the overall rate.
 const CLASS_ACCOUNT: &str = "1fichier:user/info";
 const CLASS_API: &str = "1fichier:api";
@@ -184,6 +191,7 @@ impl Fichier {
             files_expire: false,
             max_file_size: Some(MAX_FILE_SIZE),
             hash: Some(HashKind::Whirlpool),
+            max_name_bytes: MAX_NAME_BYTES,
         };
         Ok(Fichier {
             inner: Arc::new(Inner {
@@ -352,7 +360,7 @@ fn check_name(name: &str) -> RemoteResult<String> {
     }
     let encoded = names::encode(name);
     if encoded.chars().count() > MAX_NAME_CHARS {
-        return Err(RemoteError::InvalidName(format!(
+        return Err(RemoteError::NameTooLong(format!(
             "{name:?} is longer than {MAX_NAME_CHARS} characters once encoded"
         )));
     }
@@ -1294,7 +1302,18 @@ mod tests {
         assert!(check_name("").is_err());
         assert!(check_name("..").is_err());
         assert!(check_name("a/b").is_err());
-        assert!(check_name(&"x".repeat(251)).is_err());
+        assert!(matches!(
+            check_name(&"x".repeat(251)),
+            Err(RemoteError::NameTooLong(_))
+        ));
+        assert!(check_name(&"x".repeat(250)).is_ok());
+        // 250 characters once encoded: `$` becomes one full-width character,
+        // a look-alike two (escaped).
+        assert!(check_name(&"$".repeat(250)).is_ok());
+        assert!(check_name(&format!("{}＄", "x".repeat(248))).is_ok());
+        assert!(check_name(&format!("{}＄", "x".repeat(249))).is_err());
+        // More than 250 bytes, at most 250 characters: accepted.
+        assert!(check_name(&"é".repeat(200)).is_ok());
         assert_eq!(check_name(" a$").unwrap(), "␠a＄");
     }
 }

@@ -233,6 +233,9 @@ impl FiiOne {
                     files_expire: false,
                     max_file_size: Some(settings.plan.max_file_size()),
                     hash: None,
+                    // Titles are up to 255 characters, so every name of up
+                    // to 255 bytes fits.
+                    max_name_bytes: MAX_TITLE_CHARS as u32,
                 },
                 direct_links: Mutex::new(HashMap::new()),
             }),
@@ -420,7 +423,7 @@ fn check_title(name: &str) -> RemoteResult<()> {
         return Err(RemoteError::InvalidName(format!("{name:?}")));
     }
     if name.chars().count() > MAX_TITLE_CHARS {
-        return Err(RemoteError::InvalidName(format!(
+        return Err(RemoteError::NameTooLong(format!(
             "fii.one titles are limited to {MAX_TITLE_CHARS} characters"
         )));
     }
@@ -557,6 +560,10 @@ impl Remote for FiiOne {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.capabilities
+    }
+
+    fn check_name(&self, name: &str) -> RemoteResult<()> {
+        check_title(name)
     }
 
     fn root(&self) -> FolderId {

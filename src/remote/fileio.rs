@@ -33,7 +33,7 @@ use super::pacer::{Pacer, PacerConfig, Retry};
 use super::secret::ApiKey;
 use super::{
     ByteStream, Capabilities, DirectLink, FileEntry, FileId, FolderEntry, FolderId, Listing,
-    ProgressFn, Remote, RemoteError, RemoteResult, SpaceInfo, UploadSource,
+    ProgressFn, Remote, RemoteError, RemoteResult, SpaceInfo, UploadSource, NAME_MAX_BYTES,
 };
 
 /// The real service.
@@ -256,6 +256,7 @@ impl FileIo {
                 files_expire: true,
                 max_file_size: None,
                 hash: None,
+                max_name_bytes: NAME_MAX_BYTES,
             },
             fetching: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
@@ -608,6 +609,10 @@ impl Remote for FileIo {
         &self.capabilities
     }
 
+    fn check_name(&self, name: &str) -> RemoteResult<()> {
+        check_file_name(name)
+    }
+
     fn root(&self) -> FolderId {
         FolderId(ROOT_ID.to_string())
     }
@@ -705,9 +710,7 @@ impl Remote for FileIo {
         progress: Option<ProgressFn>,
     ) -> RemoteResult<FileEntry> {
         check_root(parent)?;
-        if name.is_empty() || name.contains(['/', '\0']) {
-            return Err(RemoteError::InvalidName(format!("{name:?}")));
-        }
+        check_file_name(name)?;
         let staged = self.stage(source).await?;
         let staged_path = staged.to_path_buf();
         let uploaded: WireUploaded = self
@@ -814,6 +817,20 @@ impl Remote for FileIo {
             total: me.max_storage_bytes.filter(|&t| t > 0),
         })
     }
+}
+
+/// Checks a local name before it is uploaded. file.io documents no limit
+/// on names, so the one local file systems apply holds (`NAME_MAX`).
+fn check_file_name(name: &str) -> RemoteResult<()> {
+    if name.is_empty() || name.contains(['/', '\0']) {
+        return Err(RemoteError::InvalidName(format!("{name:?}")));
+    }
+    if name.len() > NAME_MAX_BYTES as usize {
+        return Err(RemoteError::NameTooLong(format!(
+            "{name:?} has more than {NAME_MAX_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -179,6 +179,7 @@ impl MemoryRemote {
                 files_expire: false,
                 max_file_size: None,
                 hash: Some(HashKind::Sha256),
+                max_name_bytes: crate::remote::NAME_MAX_BYTES,
             },
             Some(1 << 30),
         )
@@ -590,6 +591,12 @@ impl Remote for MemoryRemote {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(RemoteError::InvalidName(format!("{name:?}")));
         }
+        let max = self.capabilities().max_name_bytes;
+        if name.len() > max as usize {
+            return Err(RemoteError::NameTooLong(format!(
+                "{name:?} has more than {max} bytes"
+            )));
+        }
         Ok(())
     }
 
@@ -756,6 +763,7 @@ mod tests {
                 files_expire: false,
                 max_file_size: Some(8),
                 hash: None,
+                max_name_bytes: 16,
             },
             Some(10),
         );

@@ -138,7 +138,15 @@ pub struct Capabilities {
     /// Largest file the service accepts, when known.
     pub max_file_size: Option<u64>,
     pub hash: Option<HashKind>,
+    /// Every name of at most this many bytes can be stored (what `statfs`
+    /// reports as the longest name). A service that counts characters may
+    /// accept some longer names too: [`Remote::check_name`] decides.
+    pub max_name_bytes: u32,
 }
+
+/// Linux's `NAME_MAX`: the longest name, in bytes, local file systems take;
+/// the limit applied where a service documents none of its own.
+pub const NAME_MAX_BYTES: u32 = 255;
 
 /// Called with the number of bytes sent so far.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -230,8 +238,9 @@ pub trait Remote: Send + Sync + 'static {
     }
 
     /// `InvalidName` when the service could never store a file or folder of
-    /// this (local) name, even encoded; lets the mount refuse it at once
-    /// instead of when the upload fails.
+    /// this (local) name, even encoded (`NameTooLong` when only its length
+    /// is the problem); lets the mount refuse it at once instead of when
+    /// the upload fails.
     fn check_name(&self, _name: &str) -> RemoteResult<()> {
         Ok(())
     }

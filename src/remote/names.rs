@@ -257,5 +257,15 @@ mod tests {
         fn arbitrary_unicode_round_trips(name in "\\PC{0,40}") {
             prop_assert_eq!(decode(&encode(&name)), name);
         }
+
+        /// What lets 1fichier's statfs promise names of 250 bytes: no
+        /// name has more characters once encoded than it has bytes.
+        #[test]
+        fn encoding_never_yields_more_characters_than_bytes(
+            chars in proptest::collection::vec(tricky_char(), 0..64)
+        ) {
+            let name: String = chars.into_iter().collect();
+            prop_assert!(encode(&name).chars().count() <= name.len(), "{:?}", name);
+        }
     }
 }

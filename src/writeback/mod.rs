@@ -66,6 +66,13 @@
 //! recovery with whatever reached the staging file (content that was never
 //! released carries no durability promise, but is kept rather than dropped).
 //!
+//! # Unchanged content
+//!
+//! A copy of a remote file whose content ends up identical to that file
+//! (same size and checksum, or same bytes where reading is free) is not
+//! uploaded: the upload step records the remote file itself as the upload,
+//! so it keeps its id and link (see `unchanged`).
+//!
 //! # Failures
 //!
 //! The Remote layer retries transient failures itself. When an upload still
@@ -91,6 +98,7 @@ mod journal;
 mod queue;
 mod recovery;
 mod staging;
+mod unchanged;
 mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -302,6 +310,19 @@ struct State {
     sending: HashMap<EntryId, Arc<std::sync::atomic::AtomicU64>>,
     /// Attempts the latest upload of an entry took, until it is finalized.
     succeeded_after: HashMap<EntryId, u32>,
+    /// The remote file each copy opened for writing started from, and
+    /// where it was then: content found identical to it keeps it instead
+    /// of being uploaded. (Not journaled: after a restart such an entry
+    /// is uploaded, as before.)
+    bases: HashMap<EntryId, BaseFile>,
+}
+
+/// A remote file opened for writing, as it was listed at `parent/name`.
+#[derive(Clone, Debug)]
+struct BaseFile {
+    parent: FolderId,
+    name: String,
+    file: FileEntry,
 }
 
 #[derive(Clone, Debug)]
@@ -354,6 +375,7 @@ impl WriteBack {
                 finished: std::collections::VecDeque::new(),
                 sending: HashMap::new(),
                 succeeded_after: HashMap::new(),
+                bases: HashMap::new(),
             }),
             wake: Notify::new(),
             progress_tx,
@@ -402,19 +424,28 @@ impl WriteBack {
     /// `truncate` the staged file starts empty; otherwise the caller must
     /// fill it with the current bytes ([`StagedHandle::fill`]) before
     /// letting anyone write, and [`StagedHandle::discard`] it if that fails.
+    /// Whatever is written, content that ends up identical to `base` is
+    /// not uploaded: `base` stays, with its id and link.
     pub fn open_remote(
         &self,
         parent: &FolderId,
         name: &str,
-        base: FileId,
+        base: &FileEntry,
         truncate: bool,
     ) -> Result<StagedHandle, WriteBackError> {
-        let handle =
-            self.inner
-                .new_entry(parent, name, vec![(base, ObsoleteReason::Base)], truncate)?;
+        let obsolete = vec![(base.id.clone(), ObsoleteReason::Base)];
+        let handle = self.inner.new_entry(parent, name, obsolete, truncate)?;
+        let mut state = self.inner.state.lock();
         if !truncate {
-            self.inner.state.lock().clean_copies.insert(handle.id);
+            state.clean_copies.insert(handle.id);
         }
+        let place = BaseFile {
+            parent: parent.clone(),
+            name: name.to_string(),
+            file: base.clone(),
+        };
+        state.bases.insert(handle.id, place);
+        drop(state);
         Ok(handle)
     }
 
@@ -662,7 +693,10 @@ impl WriteBack {
         let failure = state.failures.get(&id)?;
         matches!(
             failure.error,
-            RemoteError::QuotaExceeded(_) | RemoteError::TooLarge(_) | RemoteError::InvalidName(_)
+            RemoteError::QuotaExceeded(_)
+                | RemoteError::TooLarge(_)
+                | RemoteError::InvalidName(_)
+                | RemoteError::NameTooLong(_)
         )
         .then(|| WriteBackError::Remote(failure.error.clone()))
     }
@@ -756,6 +790,7 @@ impl State {
         self.uploaded_files.remove(&id);
         self.sending.remove(&id);
         self.succeeded_after.remove(&id);
+        self.bases.remove(&id);
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 
 use super::journal::{now_ms, EntryRecord, EntryState, ObsoleteReason, Progress};
+use super::unchanged::UnchangedError;
 use super::{duration_ms, view, EntryId, Failure, Inner, WriteBackError, WriteEvent};
 use crate::remote::{FileEntry, FileId, FolderId, ProgressFn, RemoteError, UploadSource};
 
@@ -398,6 +399,21 @@ impl Inner {
     }
 
     async fn upload(&self, row: &EntryRecord) -> Result<(), StepError> {
+        match self.keep_identical_base(row).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(UnchangedError::Remote(error)) if error.is_retryable() => {
+                return Err(StepError::Remote {
+                    error,
+                    generation: None,
+                })
+            }
+            // The comparison cannot be made: upload, which is always right.
+            Err(UnchangedError::Remote(error)) => {
+                tracing::debug!(entry = %row.id, %error, "cannot compare with the remote file");
+            }
+            Err(UnchangedError::Local(error)) => return Err(StepError::Local(error)),
+        }
         let generation = row.generation;
         let (parent, name) = (row.parent.clone(), row.name.clone());
         let size = self.staging.len(row.id).map_err(WriteBackError::from)?;

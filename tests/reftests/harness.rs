@@ -146,6 +146,7 @@ fn fichier_like() -> MemoryRemote {
             files_expire: false,
             max_file_size: None,
             hash: Some(HashKind::Sha256),
+            max_name_bytes: filehostfs::remote::NAME_MAX_BYTES,
         },
         Some(1 << 30),
     )

@@ -1,7 +1,9 @@
 //! Fetching: the state the cache's tasks share, and the fetches that fill
 //! claimed blocks from the disk tier or the service. One fetch covers a run
 //! of consecutive blocks with one Range request, delivering each block to
-//! its waiters as soon as its last byte arrives.
+//! its waiters as soon as its last byte arrives, and the reader that
+//! started it (a first read, a seek) its own bytes as soon as they have
+//! arrived: on a paced link a whole block takes tens of milliseconds more.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +26,29 @@ use super::streams::{StreamPermit, Streams};
 use crate::cache::FileSource;
 use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::{Remote, RemoteError};
+
+/// The bytes `range` of block `block`, wanted by the reader whose read
+/// started the fetch, as soon as they have arrived (dropped unanswered
+/// when the fetch ends without them: the reader then waits for the block).
+pub(super) struct FirstBytes {
+    pub(super) block: u64,
+    pub(super) range: std::ops::Range<usize>,
+    pub(super) sender: futures::channel::oneshot::Sender<Bytes>,
+}
+
+impl FirstBytes {
+    /// Answers the reader if `buffer`, the start of block `block`, holds
+    /// its bytes; gives itself back otherwise.
+    fn answer(self, block: u64, buffer: &[u8]) -> Option<FirstBytes> {
+        if block != self.block || buffer.len() < self.range.end {
+            return Some(self);
+        }
+        let _ = self
+            .sender
+            .send(Bytes::copy_from_slice(&buffer[self.range]));
+        None
+    }
+}
 
 /// What the cache handle and its spawned fetches share.
 pub(super) struct Inner {
@@ -105,7 +130,7 @@ impl Inner {
                 let _ = sender.send(Ok(data));
             }
             None => {
-                self.fetch_run(src, index, VecDeque::from([sender]), None)
+                self.fetch_run(src, index, VecDeque::from([sender]), None, None)
                     .await
             }
         }
@@ -114,13 +139,15 @@ impl Inner {
     /// Fetches blocks `first..first + senders.len()` with as few Range
     /// requests as the service allows, retrying from the first undelivered
     /// block after failures. A read-ahead fetch runs on one of the mount's
-    /// read-ahead streams (`stream`); a reader's own fetch holds none.
+    /// read-ahead streams (`stream`); a reader's own fetch holds none, and
+    /// may ask for its bytes ahead of their block (`first_bytes`).
     pub(super) async fn fetch_run(
         &self,
         src: FileSource,
         first: u64,
         mut senders: VecDeque<BlockSender>,
         mut stream: Option<StreamPermit>,
+        mut first_bytes: Option<FirstBytes>,
     ) {
         let read_ahead = stream.is_some();
         let mut next = first;
@@ -137,7 +164,7 @@ impl Inner {
             };
             match with_priority(
                 priority,
-                self.stream_run(&src, &mut next, &mut senders, read_ahead),
+                self.stream_run(&src, &mut next, &mut senders, read_ahead, &mut first_bytes),
             )
             .await
             {
@@ -199,6 +226,7 @@ impl Inner {
         next: &mut u64,
         senders: &mut VecDeque<BlockSender>,
         read_ahead: bool,
+        first_bytes: &mut Option<FirstBytes>,
     ) -> Result<(), RemoteError> {
         let start = *next * self.block_size;
         let _connection = self.streams.connection().await;
@@ -224,6 +252,9 @@ impl Inner {
                 }
                 let take = (want - buffer.len()).min(chunk.len());
                 buffer.extend_from_slice(&chunk.split_to(take));
+                if let Some(wanted) = first_bytes.take() {
+                    *first_bytes = wanted.answer(*next, &buffer);
+                }
                 if buffer.len() == want {
                     let sender = senders.pop_front().expect("checked non-empty");
                     let block = std::mem::take(&mut buffer).freeze();

@@ -40,7 +40,7 @@ use crate::control::Counters;
 use crate::remote::Remote;
 use claims::{InFlight, Job, Pending};
 use disk::DiskTier;
-use fetch::Inner;
+use fetch::{FirstBytes, Inner};
 use key::BlockKey;
 use memory::{MemoryTier, SpareBuffers};
 use streams::Streams;
@@ -230,7 +230,26 @@ impl BlockCache {
             self.inner
                 .inflight
                 .claim(src, first, through, last, self.inner.tiers());
-        self.spawn_jobs(src, jobs, None);
+        // A read within one block whose fetch starts here (a first read, a
+        // seek) takes its bytes as soon as they arrive.
+        let bs = self.inner.block_size;
+        let (first_bytes, early) = if first == last
+            && jobs
+                .iter()
+                .any(|job| matches!(job, Job::Fetch { first: at, .. } if *at == first))
+        {
+            let (sender, receiver) = oneshot::channel();
+            let range = (offset - first * bs) as usize..(end - first * bs) as usize;
+            let wanted = FirstBytes {
+                block: first,
+                range,
+                sender,
+            };
+            (Some(wanted), Some(receiver))
+        } else {
+            (None, None)
+        };
+        self.spawn_jobs(src, jobs, None, first_bytes);
         let ready = pending
             .iter()
             .filter(|p| matches!(p, Pending::Ready(_)))
@@ -248,6 +267,11 @@ impl BlockCache {
                 counters.cache_hit();
             }
         }
+        if let Some(early) = early {
+            if let Ok(bytes) = early.await {
+                return Ok(bytes);
+            }
+        }
         let mut blocks = Vec::with_capacity(pending.len());
         for (index, pending) in (first..).zip(pending) {
             let block = match pending {
@@ -259,7 +283,6 @@ impl BlockCache {
             };
             blocks.push(block);
         }
-        let bs = self.inner.block_size;
         if let [block] = blocks.as_slice() {
             let start = ((offset - first * bs) as usize).min(block.len());
             let stop = ((end - first * bs) as usize).min(block.len());
@@ -290,7 +313,12 @@ impl BlockCache {
             .inner
             .inflight
             .claim(src, first, last, 0, self.inner.tiers());
-        self.spawn_jobs(src, jobs, Some((max_blocks_per_request.max(1), ticket)));
+        self.spawn_jobs(
+            src,
+            jobs,
+            Some((max_blocks_per_request.max(1), ticket)),
+            None,
+        );
     }
 
     /// Waits until every block handed to the disk tier is written (before
@@ -339,17 +367,19 @@ impl BlockCache {
             .inner
             .inflight
             .claim(src, first, last, 0, self.inner.tiers());
-        self.spawn_jobs(src, jobs, None);
+        self.spawn_jobs(src, jobs, None, None);
     }
 
     /// Spawns the fetches of claimed blocks. With `read_ahead`, fetches are
     /// read-ahead: split into requests of that many blocks, each gated by a
     /// read-ahead permit and dropped if its ticket has gone stale by then.
+    /// `first_bytes` goes to the reader's own fetch of its block.
     fn spawn_jobs(
         &self,
         src: &FileSource,
         jobs: Vec<Job>,
         read_ahead: Option<(u64, ReadAheadTicket)>,
+        mut first_bytes: Option<FirstBytes>,
     ) {
         for job in jobs {
             match job {
@@ -364,9 +394,10 @@ impl BlockCache {
                     None => {
                         let inner = self.inner.clone();
                         let src = src.clone();
-                        self.inner
-                            .runtime
-                            .spawn(async move { inner.fetch_run(src, first, senders, None).await });
+                        let wanted = first_bytes.take_if(|wanted| wanted.block == first);
+                        self.inner.runtime.spawn(async move {
+                            inner.fetch_run(src, first, senders, None, wanted).await
+                        });
                     }
                     Some((split, ticket)) => {
                         let mut senders = senders;
@@ -392,7 +423,9 @@ impl BlockCache {
                                     inner.inflight.abandon(&src, part_first, part);
                                     return;
                                 }
-                                inner.fetch_run(src, part_first, part, Some(stream)).await
+                                inner
+                                    .fetch_run(src, part_first, part, Some(stream), None)
+                                    .await
                             });
                             run_first += take as u64;
                         }

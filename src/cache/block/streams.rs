@@ -1,9 +1,14 @@
 //! How many read-ahead connections a mount keeps open at once: as many as
 //! pay off. File hosters cap each download connection, so one stream is
 //! slow however fast the line is; on a fast line more streams only cost
-//! CPU. The set starts small and grows while the bytes read ahead per
-//! second grow with it, and stops when a step brings less than half of
-//! what it should; it never exceeds its configured bound, and a connection
+//! CPU. Read-ahead only runs for a reader that has proven sequential, so
+//! the set starts at a few connections and doubles after each short
+//! measurement while the bytes read ahead per second grow with it: a
+//! 256 MiB file read at 20 MiB/s per connection lasts under two seconds
+//! with eight of them, so every step of the ramp shows in the total. It
+//! stops when a step brings less than half of what it should (and takes
+//! the step back when it brought almost nothing: extra connections then
+//! only cost CPU); it never exceeds its configured bound, and a connection
 //! the service refuses (too many downloads) shrinks it below the number
 //! that was running then.
 //!
@@ -20,13 +25,16 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Read-ahead connections a mount starts with (before any measurement).
-const INITIAL_STREAMS: usize = 2;
+const INITIAL_STREAMS: usize = 4;
 /// Length of one throughput measurement: long enough for several 64 KiB
-/// chunks per connection even at a few MB/s each.
-const SAMPLE: Duration = Duration::from_millis(250);
+/// chunks per connection even at a few MB/s each, short enough that the
+/// ramp to eight connections takes a small part of a one-second read.
+const SAMPLE: Duration = Duration::from_millis(100);
 /// A step is kept growing only if it brought at least this share of the
 /// throughput it would add were every connection as fast as before.
 const WORTHWHILE_SHARE: f64 = 0.5;
+/// A step that brought less than this share is taken back.
+const USELESS_SHARE: f64 = 0.2;
 /// After a refusal the set stays at most at the size the service accepted
 /// for this long, then may probe again (another client of the account may
 /// have finished).
@@ -86,6 +94,10 @@ struct Sample {
     /// The limit when the sample started (a sample spanning a change is
     /// not a measurement of either size).
     limit: usize,
+    /// The first sample after a step: the new connections spend part of
+    /// it on their first round trip, so it is not a measurement of the
+    /// new size.
+    settling: bool,
 }
 
 impl Sample {
@@ -95,6 +107,14 @@ impl Sample {
             bytes: 0,
             saturated: false,
             limit,
+            settling: false,
+        }
+    }
+
+    fn after_step(limit: usize) -> Sample {
+        Sample {
+            settling: true,
+            ..Sample::new(limit)
         }
     }
 }
@@ -210,15 +230,21 @@ impl Streams {
             return;
         }
         let rate = state.sample.bytes as f64 / elapsed.as_secs_f64();
-        let measured = state.sample.saturated && state.sample.limit == state.limit;
+        let measured =
+            state.sample.saturated && state.sample.limit == state.limit && !state.sample.settling;
         state.sample = Sample::new(state.limit);
         if !measured || state.plateau {
             return;
         }
         if let Some((before, from, step)) = state.previous {
             let hoped = before * step as f64 / from as f64;
-            if rate - before < hoped * WORTHWHILE_SHARE {
+            let gained = rate - before;
+            if gained < hoped * WORTHWHILE_SHARE {
                 state.plateau = true;
+                if gained < hoped * USELESS_SHARE {
+                    state.limit = from;
+                    state.sample = Sample::new(from);
+                }
                 return;
             }
         }
@@ -227,13 +253,13 @@ impl Streams {
             _ => state.max,
         };
         let from = state.limit;
-        let to = (from + (from / 2).max(1)).min(ceiling).min(state.max);
+        let to = (from * 2).min(ceiling).min(state.max);
         if to <= from {
             return;
         }
         state.limit = to;
         state.previous = Some((rate, from, to - from));
-        state.sample = Sample::new(to);
+        state.sample = Sample::after_step(to);
         drop(state);
         self.freed.notify_waiters();
     }
@@ -272,32 +298,73 @@ mod tests {
     }
 
     #[test]
-    fn grows_while_throughput_grows_with_the_streams() {
-        let streams = Streams::new(8);
-        assert_eq!(streams.stats().limit, 2);
-        // Every stream delivers 1 unit per sample: throughput follows the limit.
+    fn doubles_while_throughput_grows_with_the_streams() {
+        let streams = Streams::new(32);
+        assert_eq!(streams.stats().limit, 4);
+        // Every stream delivers 1 unit per sample: throughput follows the
+        // limit. The sample right after each step is not judged.
+        let mut limits = Vec::new();
         for _ in 0..6 {
             let limit = streams.stats().limit as u64;
             measure(&streams, limit * 1_000_000, true);
+            limits.push(streams.stats().limit);
         }
-        assert_eq!(streams.stats().limit, 8);
+        assert_eq!(limits, [8, 8, 16, 16, 32, 32]);
     }
 
     #[test]
-    fn stops_when_a_step_brings_nothing() {
+    fn the_first_sample_after_a_step_is_not_judged() {
         let streams = Streams::new(16);
-        measure(&streams, 2_000_000, true); // 2 -> 3
-        assert_eq!(streams.stats().limit, 3);
-        measure(&streams, 2_050_000, true); // flat: plateau
+        measure(&streams, 4_000_000, true); // 4 -> 8
+                                            // The new connections are still on their first round trip.
+        measure(&streams, 4_000_000, true);
+        assert_eq!(streams.stats().limit, 8);
+        measure(&streams, 8_000_000, true); // paid off: 8 -> 16
+        assert_eq!(streams.stats().limit, 16);
+    }
+
+    #[test]
+    fn a_step_that_brings_nothing_is_taken_back_and_growth_stops() {
+        let streams = Streams::new(16);
+        measure(&streams, 4_000_000, true); // 4 -> 8
+        assert_eq!(streams.stats().limit, 8);
+        measure(&streams, 4_000_000, true); // settling
+        measure(&streams, 4_100_000, true); // flat: back to 4, plateau
+        assert_eq!(streams.stats().limit, 4);
         measure(&streams, 9_000_000, true);
-        assert_eq!(streams.stats().limit, 3);
+        measure(&streams, 9_000_000, true);
+        assert_eq!(streams.stats().limit, 4);
+    }
+
+    #[test]
+    fn a_step_that_brings_too_little_stops_growth_but_stays() {
+        let streams = Streams::new(32);
+        measure(&streams, 4_000_000, true); // 4 -> 8
+        measure(&streams, 4_000_000, true); // settling
+                                            // A third of the hoped-for gain: kept, but no further step.
+        measure(&streams, 5_300_000, true);
+        assert_eq!(streams.stats().limit, 8);
+        measure(&streams, 20_000_000, true);
+        measure(&streams, 20_000_000, true);
+        assert_eq!(streams.stats().limit, 8);
     }
 
     #[test]
     fn an_unsaturated_sample_says_nothing() {
         let streams = Streams::new(8);
-        measure(&streams, 2_000_000, false);
+        measure(&streams, 4_000_000, false);
+        assert_eq!(streams.stats().limit, 4);
+    }
+
+    #[test]
+    fn the_bound_caps_the_start_and_the_growth() {
+        let streams = Streams::new(2);
         assert_eq!(streams.stats().limit, 2);
+        measure(&streams, 2_000_000, true);
+        assert_eq!(streams.stats().limit, 2);
+        let streams = Streams::new(6);
+        measure(&streams, 4_000_000, true);
+        assert_eq!(streams.stats().limit, 6);
     }
 
     #[tokio::test]

@@ -76,6 +76,29 @@ async fn concurrent_readers_share_one_fetch() {
 }
 
 #[tokio::test]
+async fn a_first_read_gets_its_bytes_before_its_block_is_complete() {
+    let remote = Arc::new(MemoryRemote::new());
+    let data = pattern(4 * 4096);
+    let src = source(&remote, "a", &data);
+    let cache = BlockCache::new(remote.clone(), config(4096, 1 << 20, None)).unwrap();
+    // The connection dies 1000 bytes into the block: the block needs a
+    // second request (after a pause), the read's 100 bytes do not.
+    remote.cut_next_body_after(1000);
+    let got = cache.read(&src, 4096 + 200, 100, 1).await.unwrap();
+    assert_eq!(&got[..], &data[4096 + 200..4096 + 300]);
+    assert_eq!(remote.download_requests(), 1);
+    // The block itself arrives complete through the resumed fetch.
+    let block = cache.read(&src, 4096, 4096, 1).await.unwrap();
+    assert_eq!(&block[..], &data[4096..2 * 4096]);
+    assert_eq!(remote.download_requests(), 2);
+    // A read whose bytes lie beyond the cut waits for the whole block.
+    remote.cut_next_body_after(1000);
+    let got = cache.read(&src, 3 * 4096 + 2000, 100, 3).await.unwrap();
+    assert_eq!(&got[..], &data[3 * 4096 + 2000..3 * 4096 + 2100]);
+    assert_eq!(remote.download_requests(), 4);
+}
+
+#[tokio::test]
 async fn memory_stays_within_its_bound() {
     let remote = Arc::new(MemoryRemote::new());
     let data = pattern(100 * 1024);
