@@ -307,6 +307,13 @@ fn rc_and_status_print_what_the_api_says() {
     let socket = socket_of(&mount);
     std::fs::write(mount.path().join("waiting.txt"), b"later").unwrap();
     let mountpoint = mount.path().to_str().unwrap();
+    // close() returns before the kernel's release of the file reaches the
+    // mount; until it has, the queue still shows the file as being written,
+    // and the two answers below could straddle that change.
+    wait_for("the closed file to be queued", || {
+        let (_, queue) = post_unix(&socket, "vfs/queue", "{}");
+        (queue_item(&queue, "waiting.txt")?["state"] == "queued").then_some(())
+    });
 
     let printed = cli(&["rc", "vfs/queue", "--rc-mount", mountpoint]);
     let printed: Value = serde_json::from_str(&printed).unwrap();
