@@ -26,7 +26,10 @@
 //! state lives (default: `$XDG_STATE_HOME/filehostfs/<service>-<hash>`, see
 //! `crate::state_dir`), and `max_streams = N`: the most download
 //! connections a mount of it opens at once (say the account's limit here
-//! when the service has one; the mount's `--max-streams` bounds it too).
+//! when the service has one; the mount's `--max-streams` bounds it too),
+//! and `metadata_sync = true`: every mount of it shares the metadata it
+//! keeps (mtimes, modes, owners, `user.*` attributes) with other machines,
+//! like the mount's `--metadata-sync` (not for file.io).
 //!
 //! Where it is read from: `--config FILE`, else `$FILEHOSTFS_CONFIG`, else
 //! `$XDG_CONFIG_HOME/filehostfs/config.toml` (`~/.config/...`).
@@ -59,6 +62,11 @@ use crate::state_dir::{default_state_base, RemoteIdentity, StateDir};
 /// Environment variable naming the config file.
 pub const CONFIG_ENV: &str = "FILEHOSTFS_CONFIG";
 
+/// Why metadata sync is refused on file.io (config key and mount option).
+pub const METADATA_SYNC_ON_FILEIO: &str = "metadata_sync cannot be used with file.io: \
+     each download of a file spends one of its downloads (by default its only one) and \
+     file.io has no folders, so a shared metadata file would be gone after the first mount read it";
+
 /// One remote's table, as written in the file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +93,7 @@ struct RawRemote {
     auto_delete: Option<bool>,
     local_copies: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    metadata_sync: Option<bool>,
 }
 
 /// One remote's settings. Durations are given in seconds in the file.
@@ -126,6 +135,9 @@ pub struct RemoteConfig {
     /// Where this account's durable state lives (default: see
     /// [`crate::state_dir`]).
     pub state_dir: Option<PathBuf>,
+    /// Mounts share their metadata records with other machines (the
+    /// mount's `--metadata-sync`); refused for file.io.
+    pub metadata_sync: bool,
 }
 
 /// All remotes of one config file.
@@ -263,6 +275,9 @@ impl Config {
             only_for(raw.max_downloads.is_some(), "max_downloads", "file.io")?;
             only_for(raw.auto_delete.is_some(), "auto_delete", "file.io")?;
             only_for(raw.local_copies.is_some(), "local_copies", "file.io")?;
+            if raw.metadata_sync == Some(true) && raw.kind == "file.io" {
+                bail!("{shown}: [{name}]: {METADATA_SYNC_ON_FILEIO}");
+            }
             let local_copies = raw
                 .local_copies
                 .map(|f| expand_home(&f, base_dir.as_deref()));
@@ -277,6 +292,7 @@ impl Config {
                 },
                 local_copies,
                 state_dir: raw.state_dir.map(|d| expand_home(&d, base_dir.as_deref())),
+                metadata_sync: raw.metadata_sync.unwrap_or(false),
                 kind: raw.kind,
                 api_url: raw.api_url,
                 key: raw.key.map(ApiKey::new),
@@ -699,6 +715,30 @@ mod tests {
         assert!(RemotePath::parse("w:a/../b").is_err());
         // Only the first colon separates the remote.
         assert_eq!(RemotePath::parse("w:a:b").unwrap().path, "a:b");
+    }
+
+    #[test]
+    fn metadata_sync_is_a_key_refused_for_file_io() {
+        let c = Config::parse(
+            "[a]\ntype = \"1fichier\"\nkey = \"k\"\nmetadata_sync = true\n\
+             [b]\ntype = \"fii.one\"\nkey = \"k\"\n",
+            None,
+        )
+        .unwrap();
+        assert!(c.remote("a").unwrap().metadata_sync);
+        assert!(!c.remote("b").unwrap().metadata_sync);
+        let refused = Config::parse(
+            "[o]\ntype = \"file.io\"\nkey = \"k\"\nmetadata_sync = true\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{refused:#}").contains("file.io"), "{refused:#}");
+        // Saying no is fine everywhere.
+        Config::parse(
+            "[o]\ntype = \"file.io\"\nkey = \"k\"\nmetadata_sync = false\n",
+            None,
+        )
+        .unwrap();
     }
 
     #[test]

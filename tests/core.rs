@@ -41,6 +41,7 @@ fn config(staging: &Path, delay: Duration) -> FsConfig {
         read_only: false,
         consume_downloads: false,
         metadata_db: None,
+        metadata_sync: false,
     }
 }
 

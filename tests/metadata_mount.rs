@@ -271,7 +271,10 @@ fn rsync_twice_uploads_nothing_the_second_time() {
     mount.unmount();
     assert_eq!(emu.request_count("1fichier:upload"), 0, "{}", emu.stats());
 
-    let later = SystemTime::now() - Duration::from_secs(60);
+    // A fixed time long before the sources were written: "now minus a
+    // minute" met their own mtime (to the second) when the runs above took
+    // about a minute, and rsync then saw nothing to send.
+    let later = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     for i in [3usize, 77, 150] {
         let path = source
             .path()

@@ -21,7 +21,7 @@ use filehostfs::remote::{FileEntry, Remote, UploadSource};
 const SERVICES: [&str; 3] = ["1fichier", "fii.one", "file.io"];
 
 /// Every operation the table may list; the table must list exactly these.
-const OPERATIONS: [&str; 22] = [
+const OPERATIONS: [&str; 24] = [
     "list",
     "read",
     "read-foreign",
@@ -44,6 +44,8 @@ const OPERATIONS: [&str; 22] = [
     "utimens",
     "chmod",
     "user-xattr",
+    "metadata-sync",
+    "sync-file-name",
 ];
 
 /// How long anything asynchronous (uploads, listing refreshes) may take on
@@ -259,6 +261,20 @@ impl Subject<'_> {
                     .unwrap_or(false)
             },
         );
+    }
+
+    /// A mount of the same account as another machine would make it:
+    /// `--metadata-sync`, its own state dir.
+    fn sync_mount(&self, machine: &str) -> Mount {
+        let state = self.scratch.join(format!("state-{machine}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let state = state.to_str().unwrap().to_string();
+        let args = mount_args(&["--metadata-sync", "--no-disk-cache", "--state-dir", &state]);
+        Mount::start_remote(
+            &self.config,
+            &format!("{}:", self.remote_name),
+            &as_strs(&args),
+        )
     }
 
     fn wait_on_service(&self, what: &str, check: impl Fn(&[FileEntry]) -> bool) {
@@ -609,6 +625,43 @@ impl Subject<'_> {
                     Err(libc::ENOTSUP)
                 );
                 Ok(())
+            }
+            "metadata-sync" => {
+                let name = format!("synced-{tag}.txt");
+                self.write_through_mount(&name, b"synced")?;
+                // Two more machines: their own state dirs (metadata stores).
+                let (a, b) = (self.sync_mount("a"), self.sync_mount("b"));
+                let stamp = UNIX_EPOCH + Duration::from_secs(981_173_106);
+                let shown = |mount: &Mount| {
+                    std::fs::metadata(mount.path().join(&name))
+                        .and_then(|m| m.modified())
+                        .ok()
+                };
+                assert_ne!(shown(&b), Some(stamp));
+                set_mtime(&a.path().join(&name), stamp)?;
+                eventually("the time set on one machine to show on the other", || {
+                    shown(&b) == Some(stamp)
+                });
+                // A mount without the option reads nothing from the file.
+                std::thread::sleep(Duration::from_millis(1500));
+                assert_ne!(
+                    shown(&self.mount),
+                    Some(stamp),
+                    "read without --metadata-sync"
+                );
+                a.unmount();
+                b.unmount();
+                Ok(())
+            }
+            "sync-file-name" => {
+                let reserved = self.path(filehostfs::metadata::sync::SYNC_FILE_NAME);
+                let created = std::fs::write(&reserved, b"mine").map_err(errno_of);
+                let listed = std::fs::read_dir(self.mount.path())
+                    .unwrap()
+                    .flatten()
+                    .any(|e| e.path() == reserved);
+                assert!(!listed, "the reserved name is listed");
+                created
             }
             other => panic!("no check for {other}"),
         }

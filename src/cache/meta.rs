@@ -13,6 +13,15 @@
 //! revalidate) and replaces it when it succeeds. The account's space
 //! figures are saved too, and a new run answers `statfs` from them while
 //! they are younger than their time-to-live.
+//!
+//! # The metadata sync file is never part of a listing
+//!
+//! Every listing, fetched or restored, passes through [`FetchedListing::new`],
+//! which takes the hidden per-folder metadata file (`--metadata-sync`, see
+//! [`crate::metadata::sync`]) out of the folder's files and keeps it apart in
+//! [`FetchedListing::sync_files`]. This is the one place it is filtered: the
+//! mount never shows, counts or serves it, with or without the option, and
+//! only the metadata sync reads what is kept apart.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,9 +33,10 @@ use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::listing_store::ListingStore;
+use crate::metadata::sync::SYNC_FILE_NAME;
 use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::resolve::{resolve_path_with, Resolved};
-use crate::remote::{FileId, FolderId, Listing, Remote, RemoteResult, SpaceInfo};
+use crate::remote::{FileEntry, FileId, FolderId, Listing, Remote, RemoteResult, SpaceInfo};
 
 /// 1fichier answers `user/info` at most once per 5 minutes per account.
 pub const MIN_ABOUT_TTL: Duration = Duration::from_secs(5 * 60);
@@ -40,6 +50,27 @@ pub struct FetchedListing {
     /// Distinct for every fetch, so consumers can tell whether they have
     /// already digested this listing.
     pub serial: u64,
+    /// The folder's metadata sync files (normally one; several after two
+    /// machines wrote at once), never among `listing.files`.
+    pub sync_files: Vec<FileEntry>,
+}
+
+impl FetchedListing {
+    /// A listing as the mount may show it: the metadata sync files are
+    /// moved out of the files into [`FetchedListing::sync_files`].
+    pub fn new(mut listing: Listing, fresh_until: Instant, serial: u64) -> FetchedListing {
+        let (sync_files, files) = listing
+            .files
+            .into_iter()
+            .partition(|file| file.name == SYNC_FILE_NAME);
+        listing.files = files;
+        FetchedListing {
+            listing,
+            fresh_until,
+            serial,
+            sync_files,
+        }
+    }
 }
 
 type ListingFuture = Shared<BoxFuture<'static, RemoteResult<Arc<FetchedListing>>>>;
@@ -182,11 +213,11 @@ impl MetaCache {
             .duration_since(stored.fetched_at)
             .unwrap_or_default();
         let now = Instant::now();
-        let restored = Arc::new(FetchedListing {
-            listing: stored.listing,
-            fresh_until: now + self.inner.ttl.saturating_sub(age),
-            serial: self.inner.serials.fetch_add(1, Ordering::Relaxed),
-        });
+        let restored = Arc::new(FetchedListing::new(
+            stored.listing,
+            now + self.inner.ttl.saturating_sub(age),
+            self.inner.serials.fetch_add(1, Ordering::Relaxed),
+        ));
         let mut listings = self.inner.listings.lock();
         if listings.contains_key(folder) || self.inner.store_dropped.load(Ordering::SeqCst) {
             // Listed by this run meanwhile: that is newer.
@@ -198,6 +229,13 @@ impl MetaCache {
         }
         debug!(folder = %folder, age = ?age, "answering from the listing saved by the last run");
         Some(restored)
+    }
+
+    /// The folder's listing as the service has it now: joins a fetch in
+    /// flight or starts one, whatever is cached (the metadata sync lists a
+    /// folder right before writing its file there).
+    pub async fn fetch_now(&self, folder: &FolderId) -> RemoteResult<Arc<FetchedListing>> {
+        self.shared_fetch(folder).await
     }
 
     /// Joins the fetch in flight for `folder`, or starts one.
@@ -235,11 +273,8 @@ impl MetaCache {
                 Ok(listing) => {
                     debug!(folder = %folder, files = listing.files.len(), folders = listing.folders.len(),
                         elapsed = ?started.elapsed(), "listed folder");
-                    let fetched = Arc::new(FetchedListing {
-                        listing,
-                        fresh_until: started + inner.ttl,
-                        serial,
-                    });
+                    let fetched =
+                        Arc::new(FetchedListing::new(listing, started + inner.ttl, serial));
                     if current {
                         inner
                             .listings
@@ -482,6 +517,39 @@ mod tests {
         assert!(cache.fresh(&root).is_none());
         cache.listing(&root).await.unwrap();
         assert_eq!(remote.list_requests(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_metadata_sync_file_is_kept_out_of_every_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ListingStore::open(&dir.path().join("listings.db")).unwrap());
+        let remote = Arc::new(MemoryRemote::new());
+        remote.add_file("a", vec![1]);
+        remote.add_file(SYNC_FILE_NAME, vec![2]);
+        remote.add_file(SYNC_FILE_NAME, vec![3]);
+        let root = remote.root();
+        let cache = MetaCache::new(remote.clone(), Duration::from_secs(3600));
+        cache.persist_in(store.clone());
+        let fetched = cache.listing(&root).await.unwrap();
+        let names: Vec<_> = fetched.listing.files.iter().map(|f| &f.name).collect();
+        assert_eq!(names, ["a"]);
+        assert_eq!(fetched.sync_files.len(), 2);
+        assert!(fetched.sync_files.iter().all(|f| f.name == SYNC_FILE_NAME));
+        // A listing saved with the file (by an older program) is filtered
+        // when restored too.
+        saved(&store, &root, 1).await;
+        let mut with_file = store.load(&root).unwrap().unwrap().listing;
+        with_file.files.extend(fetched.sync_files.iter().cloned());
+        store.save(&root, &with_file, SystemTime::now()).unwrap();
+        let restarted = MetaCache::new(remote.clone(), Duration::from_secs(3600));
+        restarted.persist_in(store);
+        let restored = restarted.listing(&root).await.unwrap();
+        assert_eq!(restored.listing.files.len(), 1);
+        assert_eq!(restored.sync_files.len(), 2);
+        assert_eq!(remote.list_requests(), 1);
+        let refetched = restarted.fetch_now(&root).await.unwrap();
+        assert_eq!(refetched.listing.files.len(), 1);
+        assert_eq!(remote.list_requests(), 2);
     }
 
     #[tokio::test]

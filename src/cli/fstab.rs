@@ -200,13 +200,13 @@ mod tests {
     #[test]
     fn fstab_options_become_long_flags() {
         let request = translate(&words(
-            "work:media /mnt/media -o rw,dir_cache_time=5m,cache_dir=/var/cache/filehostfs,_netdev,x-systemd.automount,allow_other,uid=1000,gid=100,umask=027,config=/etc/filehostfs/config.toml,noauto,nofail,user",
+            "work:media /mnt/media -o rw,dir_cache_time=5m,cache_dir=/var/cache/filehostfs,_netdev,x-systemd.automount,allow_other,uid=1000,gid=100,umask=027,config=/etc/filehostfs/config.toml,noauto,nofail,user,metadata_sync",
         ))
         .unwrap();
         assert_eq!(
             request,
             HelperRequest::Mount(words(
-                "--config /etc/filehostfs/config.toml mount work:media /mnt/media --daemon --dir-cache-time 5m --cache-dir /var/cache/filehostfs --allow-other --uid 1000 --gid 100 --umask 027"
+                "--config /etc/filehostfs/config.toml mount work:media /mnt/media --daemon --dir-cache-time 5m --cache-dir /var/cache/filehostfs --allow-other --uid 1000 --gid 100 --umask 027 --metadata-sync"
             ))
         );
     }

@@ -131,6 +131,13 @@ pub struct MountOptions {
     /// `state_dir` (default: `$XDG_STATE_HOME/filehostfs/<account>`).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Share the metadata kept for this account (mtimes, modes, owners,
+    /// `user.*` attributes) with other machines mounting it with this
+    /// option: one hidden file per folder, written a little after changes
+    /// (last writer wins per file). Also the remote's `metadata_sync` key.
+    /// Not for file.io.
+    #[arg(long)]
+    pub metadata_sync: bool,
     /// file.io: lifetime of each file written (1h, 2d, 1w, 1m = a month, 1y,
     /// or a date); overrides the remote's `expires`.
     #[arg(long, value_name = "WHEN", value_parser = parse_expires)]
@@ -212,6 +219,7 @@ impl MountOptions {
             read_only: self.read_only,
             consume_downloads: self.consume_downloads,
             metadata_db: None,
+            metadata_sync: self.metadata_sync,
         })
     }
 
@@ -347,7 +355,7 @@ fn mount_in_foreground(config_path: Option<PathBuf>, args: MountArgs) -> anyhow:
         let dir = default_disk_cache_dir(config_path.as_deref(), &remote_name)?;
         fs_config.cache.disk = Some((dir, args.options.cache_max_size));
     }
-    fs_config.write.remote_name = Some(remote_name);
+    fs_config.write.remote_name = Some(remote_name.clone());
     let mountpoint = std::fs::canonicalize(&args.mountpoint).unwrap_or(args.mountpoint.clone());
     fs_config.write.scope = Some(format!("{} on {}", args.remote, mountpoint.display()));
     let runtime = build_runtime()?;
@@ -358,6 +366,15 @@ fn mount_in_foreground(config_path: Option<PathBuf>, args: MountArgs) -> anyhow:
         !args.no_saved_listings,
     ))?;
     fs_config.metadata_db = Some(state_dir.metadata_db());
+    fs_config.metadata_sync |= Config::load(config_path.as_deref())?
+        .remote(&remote_name)?
+        .metadata_sync;
+    if fs_config.metadata_sync && source.remote.capabilities().downloads_consume {
+        anyhow::bail!(
+            "--metadata-sync: {}",
+            crate::config::METADATA_SYNC_ON_FILEIO
+        );
+    }
     if let Some(limit) = remote_max_streams {
         fs_config.cache.max_streams = fs_config.cache.max_streams.min(limit);
     }

@@ -23,6 +23,8 @@ use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, NodeKind, ROOT_INO};
 use super::kept_metadata::MetadataOverlay;
 use super::metadata_overlay;
+use super::metadata_sync;
+use super::metadata_sync_state::MetadataSync;
 use super::namespace;
 use super::overlay::on_write_event;
 use super::pending::WriteState;
@@ -111,6 +113,10 @@ impl Core {
         let remote = TrackedRemote::wrap(remote, &meta);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
         let metadata = MetadataOverlay::open(config.metadata_db.as_deref())?;
+        // A service whose files vanish once downloaded (file.io) cannot
+        // carry a file every mount reads: the CLI refuses the option there.
+        let sync = (config.metadata_sync && !remote.capabilities().downloads_consume)
+            .then(|| MetadataSync::new(config.write.delay));
         let state = Arc::new(FsState {
             remote,
             meta,
@@ -123,8 +129,10 @@ impl Core {
             kernel_listings: Mutex::new(HashMap::new()),
             mounted_at: SystemTime::now(),
             write,
-            metadata,
+            metadata: Arc::new(metadata),
+            sync,
         });
+        metadata_sync::start(&state);
         metadata_overlay::drop_orphans(&state);
         let events = Arc::downgrade(&state);
         state.write.queue.set_listener(Arc::new(move |event| {
@@ -145,6 +153,7 @@ impl Core {
     /// core on the same staging dir, which may be opened once this
     /// returns (and every clone of this core is dropped).
     pub async fn kill(self) {
+        metadata_sync::stop(&self.state).await;
         self.state.write.queue.stop_and_wait().await;
     }
 

@@ -693,11 +693,7 @@ mod tests {
     }
 
     fn fetched(serial: u64, folders: Vec<FolderEntry>, files: Vec<FileEntry>) -> FetchedListing {
-        FetchedListing {
-            listing: Listing { folders, files },
-            fresh_until: Instant::now(),
-            serial,
-        }
+        FetchedListing::new(Listing { folders, files }, Instant::now(), serial)
     }
 
     fn names(table: &InodeTable, dir: u64) -> Vec<String> {

@@ -127,6 +127,41 @@ impl MetadataOverlay {
         self.records.write().remove(key);
     }
 
+    /// The records of `wanted` kept for the content each guard names, as
+    /// the store has them (other mounts on this machine share it): what a
+    /// folder's sync file carries. Blocks on the disk.
+    pub(crate) fn stored(
+        &self,
+        wanted: &[(RecordKey, ContentGuard)],
+    ) -> Result<HashMap<RecordKey, Record>, MetadataError> {
+        self.store.get_many(wanted)
+    }
+
+    /// Takes `incoming`, a record another machine shared for the content
+    /// the listing shows now, if it wins (last writer wins). A record kept
+    /// for other content is stale and gives way whatever its time. Durably,
+    /// then in memory; returns whether it was taken. Blocks on the disk.
+    pub(crate) fn merge_synced(
+        &self,
+        key: &RecordKey,
+        incoming: &Record,
+    ) -> Result<bool, MetadataError> {
+        let _loading = self.loaded_at.lock();
+        let kept = self.store.records(std::slice::from_ref(key))?;
+        if kept
+            .iter()
+            .any(|(_, record)| record.guard != incoming.guard)
+        {
+            self.store.forget(key)?;
+            self.records.write().remove(key);
+        }
+        let taken = self.store.merge_synced(key, incoming)?;
+        if taken {
+            self.records.write().insert(key.clone(), incoming.clone());
+        }
+        Ok(taken)
+    }
+
     /// The pending entries that have a record (recovery drops those whose
     /// entry is gone).
     pub(crate) fn pending_entries(&self) -> Vec<u64> {

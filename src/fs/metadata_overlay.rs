@@ -158,6 +158,10 @@ fn keep_blocking(state: &FsState, ino: u64, mut change: MetadataChange) -> Resul
             Err(error) => return Err(error.into()),
         }
     }
+    if base.is_some() {
+        // The remote file the copy started from has a changed record.
+        super::metadata_sync::node_changed(state, ino);
+    }
     if change == MetadataChange::default() || (pending.is_none() && base.is_some()) {
         return Ok(());
     }
@@ -172,6 +176,7 @@ fn keep_blocking(state: &FsState, ino: u64, mut change: MetadataChange) -> Resul
         }
     };
     state.metadata.change(&key, &guard, &change)?;
+    super::metadata_sync::node_changed(state, ino);
     Ok(())
 }
 

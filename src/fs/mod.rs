@@ -13,6 +13,8 @@ mod handles;
 pub mod inode;
 mod kept_metadata;
 mod metadata_overlay;
+mod metadata_sync;
+mod metadata_sync_state;
 mod namespace;
 mod overlay;
 mod pending;

@@ -10,6 +10,8 @@
 //! - A rename onto an existing file moves the source first and removes the
 //!   replaced file after, so the name is never missing.
 //! - mkdir on a service without folders: `EPERM`.
+//! - the metadata sync file's name (`.filehostfs-metadata.json`) cannot be
+//!   given to a new file or folder, nor be a rename's target: `EPERM`.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -20,6 +22,7 @@ use tracing::debug;
 use super::error::Error;
 use super::inode::{Node, NodeKind};
 use super::state::FsState;
+use crate::metadata::sync::SYNC_FILE_NAME;
 use crate::remote::{FolderId, RemoteError};
 use crate::writeback::{EntryId, Replaced, WriteBackError};
 
@@ -35,9 +38,14 @@ fn utf8_name(name: &OsStr) -> Result<String, Error> {
 
 /// A name for a new file or folder: EINVAL when the service could never
 /// store it (after the remote layer's reversible encoding), ENAMETOOLONG
-/// when it is too long for the service.
+/// when it is too long for the service; EPERM for the metadata sync file's
+/// name, reserved in every folder of every mount (the listing layer hides a
+/// file of that name: one created here would vanish).
 pub(super) fn storable_name(state: &FsState, name: &OsStr) -> Result<String, Error> {
     let name = utf8_name(name)?;
+    if name == SYNC_FILE_NAME {
+        return Err(Error::NotPermitted);
+    }
     state.remote.check_name(&name)?;
     Ok(name)
 }
@@ -221,11 +229,16 @@ pub(crate) fn rename(
             new_folder,
             new_name,
         };
-        if source.is_dir() {
+        let renamed = if source.is_dir() {
             rename_folder(&state, &source, target.as_ref(), &moved).await
         } else {
             rename_file(&state, &source, target.as_ref(), &moved).await
+        };
+        if renamed.is_ok() && moved.parent != moved.new_parent {
+            // Its record now belongs in the new folder's sync file.
+            super::metadata_sync::folder_changed(&state, &moved.new_folder);
         }
+        renamed
     })
 }
 

@@ -20,7 +20,16 @@ pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
         WriteEvent::Finalizing { entry, file, mtime } => {
             return super::metadata_overlay::finish_upload(state, *entry, file, *mtime);
         }
-        WriteEvent::Finalized { entry, file, .. } => (entry, file),
+        WriteEvent::Finalized {
+            entry,
+            file,
+            parent,
+        } => {
+            // The new file's record (its writer's mtime at least) is to be
+            // shared.
+            super::metadata_sync::folder_changed(state, parent);
+            (entry, file)
+        }
     };
     // The node turns into the remote file before its link goes: a
     // reader that finds no link then always finds the remote file
@@ -52,11 +61,7 @@ pub(crate) fn apply_listing(
     if fetched.listing.files.iter().any(is_hidden) {
         let mut listing = fetched.listing.clone();
         listing.files.retain(|f| !is_hidden(f));
-        let visible = FetchedListing {
-            listing,
-            fresh_until: fetched.fresh_until,
-            serial: fetched.serial,
-        };
+        let visible = FetchedListing::new(listing, fetched.fresh_until, fetched.serial);
         state.inodes.apply_listing(dir, &visible)?;
     } else {
         state.inodes.apply_listing(dir, fetched)?;
@@ -102,6 +107,10 @@ impl FsState {
         let node = self.inodes.get(dir)?;
         let folder = node.folder_id()?;
         let fetched = self.meta.fresh(folder)?;
+        if super::metadata_sync::has_unread(self, &fetched) {
+            // Its metadata sync file is read first, off the kernel loop.
+            return None;
+        }
         apply_listing(self, dir, folder, &fetched).ok()?;
         Some(self.meta.remaining_ttl(&fetched))
     }
@@ -117,6 +126,7 @@ impl FsState {
             // kept for its files meanwhile shows with it.
             tokio::task::spawn_blocking(self.metadata.reload_shared()).await?;
         }
+        super::metadata_sync::read_unread(self, &folder, &fetched).await;
         apply_listing(self, dir, &folder, &fetched)?;
         Ok(self.meta.remaining_ttl(&fetched))
     }

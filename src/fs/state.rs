@@ -15,6 +15,7 @@ use super::error::Error;
 use super::handles::{Handle, HandleTable};
 use super::inode::{InodeTable, Node, NodeKind};
 use super::kept_metadata::MetadataOverlay;
+use super::metadata_sync_state::MetadataSync;
 use super::pending::{WriteConfig, WriteState};
 use super::read::{OpenFile, ReadAheadConfig};
 use crate::cache::block::{BlockCache, BlockCacheConfig};
@@ -42,6 +43,9 @@ pub struct FsConfig {
     /// attributes; see [`crate::metadata`]), in the remote's state dir.
     /// `None`: kept in memory for as long as the filesystem lives.
     pub metadata_db: Option<std::path::PathBuf>,
+    /// `--metadata-sync`: share the metadata records with other machines
+    /// through one hidden file per remote folder (see `metadata_sync`).
+    pub metadata_sync: bool,
 }
 
 /// State shared by the kernel loop and the tasks it spawns.
@@ -61,7 +65,9 @@ pub(crate) struct FsState {
     pub(crate) kernel_listings: Mutex<HashMap<u64, KernelListing>>,
     pub(crate) mounted_at: SystemTime,
     pub write: WriteState,
-    pub(crate) metadata: MetadataOverlay,
+    pub(crate) metadata: Arc<MetadataOverlay>,
+    /// `--metadata-sync` (none without it).
+    pub(crate) sync: Option<MetadataSync>,
 }
 
 impl FsState {

@@ -1,5 +1,6 @@
 //! The end of a mount: handles the kernel left open are released and the
-//! write-back queue gets a bounded wait to finish its uploads.
+//! write-back queue (then the metadata sync) gets a bounded wait to finish
+//! its uploads.
 
 use std::time::Duration;
 
@@ -20,7 +21,13 @@ macro_rules! tell {
 /// At unmount: waits (bounded) for the queue and says what is left.
 /// `stop` ends the wait early (a second Ctrl-C): what is pending then stays
 /// journaled, as after a timeout.
+/// With `--metadata-sync`, the folders whose records changed get their sync
+/// files written after the uploads (which change records too), within the
+/// same bound.
 pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Future<Output = ()>) {
+    use futures::future::{FusedFuture as _, FutureExt as _};
+    let stop = stop.fuse();
+    futures::pin_mut!(stop);
     let write = &state.write;
     // The kernel sends nothing more: handles it did not release (the
     // session ended first) are released here, so their files get queued.
@@ -41,11 +48,18 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
     }
     let report = tokio::select! {
         report = write.queue.drain(write.unmount_wait) => report,
-        () = stop => {
+        () = &mut stop => {
             tell!("filehostfs: stop requested; not waiting for the uploads");
             write.queue.drain(Duration::ZERO).await
         }
     };
+    if !stop.is_terminated() {
+        let deadline = tokio::time::Instant::now() + write.unmount_wait;
+        tokio::select! {
+            () = super::metadata_sync::write_all(state, deadline) => {}
+            () = &mut stop => tell!("filehostfs: stop requested; metadata changes not shared yet stay in this machine's store"),
+        }
+    }
     if write.queue.pending().is_empty() && report.left.is_empty() {
         // Nothing journaled (not even a placeholder): leave no trace.
         let dir = write.queue.staging_dir();

@@ -51,7 +51,9 @@
 //! of one record are reconciled by "last writer wins per file": each record
 //! carries the time it last changed ([`Record::changed_ns`]) and the later
 //! one wins whole (see [`sync::newer`]); [`MetadataStore::merge_synced`]
-//! applies that rule to what another machine wrote.
+//! applies that rule to what another machine wrote. Reading and writing the
+//! files (when, through which calls, what is skipped) is the mount's side:
+//! `fs::metadata_sync`.
 
 pub mod record;
 pub mod store;

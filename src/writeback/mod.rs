@@ -1095,6 +1095,9 @@ impl Inner {
             state.journal.delete(id)?;
             state.forget(id);
             self.staging.remove(id)?;
+            // An unmount may be waiting for this entry (a copy the kernel
+            // released while the queue drains): it is done.
+            self.bump_progress();
             return Ok(());
         }
         let mut updated = row.clone();

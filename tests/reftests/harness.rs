@@ -182,6 +182,7 @@ fn config(staging: &std::path::Path) -> FsConfig {
         read_only: false,
         consume_downloads: false,
         metadata_db: None,
+        metadata_sync: false,
     }
 }
 
