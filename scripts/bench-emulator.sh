@@ -15,29 +15,18 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-3}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bench: installing ${need[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_need bench nginx:nginx-light curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+bench_build bench
 
-echo "bench: building release binary"
-cargo build --release --bin filehostfs --quiet
-BIN=target/release/filehostfs
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/filehostfs-bench.XXXXXX")
-emu_pid=""
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/filehostfs-bench.XXXXXX")
+work=$WORK
 nginx_pid=""
 cleanup() {
-  [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
   [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
-  rm -rf "$work"
+  bench_cleanup
 }
 trap cleanup EXIT
 
@@ -46,22 +35,13 @@ file="$work/www/big.bin"
 echo "bench: creating a ${SIZE_MIB} MiB file"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom >"$file"
 
-json_member() { # json_member NAME < json  (flat string members only)
-  sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"
-}
-
 # --- emulator ---------------------------------------------------------------
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$work/emu" --no-flood-control \
-  >"$work/emu.out" 2>"$work/emu.err" &
-emu_pid=$!
-for _ in $(seq 1 300); do
-  [ -s "$work/emu.out" ] && break
-  sleep 0.1
-done
-addr=$(head -n1 "$work/emu.out")
-[ -n "$addr" ] || { echo "bench: the emulator did not start" >&2; cat "$work/emu.err" >&2; exit 1; }
-key=$(head -n1 "$work/emu/keys.txt")
-api="http://$addr/v1"
+bench_keys
+start_emulator bench 127.0.0.1:0 --no-flood-control
+addr=$bench_ADDR
+api=$bench_API
+key=$KEY
+emu_pid=$bench_PID
 auth=(-H "Authorization: Bearer $key" -H "Content-Type: application/json")
 
 echo "bench: uploading to the emulator at $addr"

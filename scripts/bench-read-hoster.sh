@@ -31,94 +31,39 @@ RANDOM_READS=${RANDOM_READS:-200}
 CACHE_MEMORY=${CACHE_MEMORY:-256M}
 MOUNT_OPTS=${MOUNT_OPTS:-}
 
-need=()
-command -v fio >/dev/null 2>&1 || need+=(fio)
-command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bench-read: installing ${need[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_need bench-read fio ffprobe:ffmpeg curl openssl bindfs fusermount3:fuse3 python3
 # BIN=path/to/filehostfs compares another build (say, main's) in the same
 # minute on a loaded machine.
-if [ -z "${BIN:-}" ]; then
-  echo "bench-read: building (release)"
-  cargo build --release --quiet
-  BIN=$PWD/target/release/filehostfs
-fi
+bench_build bench-read
 
 WORK=$(mktemp -d /tmp/filehostfs-bench-hoster.XXXXXX)
 MNT=$WORK/mnt
 PASS=$WORK/passthrough
 mkdir -p "$MNT" "$PASS" "$WORK/local"
-EMU_PIDS=()
 MOUNT_PID=
 
-unmount_dir() {
-  if grep -q " $1 " /proc/self/mountinfo 2>/dev/null; then
-    fusermount3 -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || true
-  fi
-}
 unmount() {
-  unmount_dir "$MNT"
-  if [ -n "$MOUNT_PID" ]; then
-    for _ in $(seq 100); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$MOUNT_PID" 2>/dev/null || true
-    wait "$MOUNT_PID" 2>/dev/null || true
-    MOUNT_PID=
-  fi
+  stop_mount_process "$MNT" "$MOUNT_PID"
+  MOUNT_PID=
 }
 cleanup() {
   unmount
   unmount_dir "$PASS"
-  for pid in "${EMU_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
 ms_since() { python3 -c "print(($(now) - $1) * 1000)"; }
 
 # --- one emulator per link: TLS + hoster profile, and plain loopback ------
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
   -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-KEY=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-ADMIN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-echo "$KEY" >"$WORK/keys"
-echo "$ADMIN" >"$WORK/admin"
-
-# start_emulator NAME EXTRA-ARGS...: prints nothing; sets ${NAME}_API, ${NAME}_ADDR.
-start_emulator() {
-  local name=$1
-  shift
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/emu-$name" --keys-file "$WORK/keys" \
-    --admin-key-file "$WORK/admin" --no-flood-control "$@" \
-    >"$WORK/emu-$name.out" 2>"$WORK/emu-$name.log" &
-  EMU_PIDS+=($!)
-  for _ in $(seq 300); do
-    grep -q '^file.io ' "$WORK/emu-$name.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  local api
-  api=$(awk '$1 == "1fichier" {print $2}' "$WORK/emu-$name.out")
-  [ -n "$api" ] || { echo "the $name emulator did not start:"; cat "$WORK/emu-$name.log"; exit 1; }
-  printf -v "${name}_API" '%s' "$api"
-  printf -v "${name}_ADDR" '%s' "$(head -1 "$WORK/emu-$name.out")"
-}
-start_emulator hoster --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --profile hoster
-start_emulator loop
+bench_keys
+start_emulator hoster 127.0.0.1:0 --no-flood-control --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --profile hoster
+start_emulator loop 127.0.0.1:0 --no-flood-control
 admin() { curl -s --cacert "$WORK/cert.pem" -H "Authorization: Bearer $ADMIN" "$@"; }
 # The hoster's per-account download counters: "current peak refused".
 downloads() {
@@ -206,11 +151,8 @@ start_mount() {
   "$BIN" --config "$WORK/config.toml" mount "$1:" "$MNT" --cache-max-memory "$CACHE_MEMORY" --no-disk-cache \
     $MOUNT_OPTS 2>>"$WORK/mount.log" &
   MOUNT_PID=$!
-  for _ in $(seq 300); do
-    grep -q " $MNT " /proc/self/mountinfo && { ls "$MNT/bench" >/dev/null; return 0; }
-    sleep 0.1
-  done
-  echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+  wait_mounted "$MNT" "$MOUNT_PID" "$WORK/mount.log"
+  ls "$MNT/bench" >/dev/null
 }
 PEAK_RSS_KIB=0
 stop_mount() {

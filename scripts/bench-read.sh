@@ -37,70 +37,32 @@ CACHE_MEMORY=${CACHE_MEMORY:-256M}
 DISK_CACHE=${DISK_CACHE:-0}
 MOUNT_OPTS=${MOUNT_OPTS:-}
 
-need=()
-command -v fio >/dev/null 2>&1 || need+=(fio)
-command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bench-read: installing ${need[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-
-echo "bench-read: building (release)"
-cargo build --release --quiet
-BIN=$PWD/target/release/filehostfs
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_need bench-read fio ffprobe:ffmpeg curl fusermount3:fuse3 python3
+bench_build bench-read
 
 WORK=$(mktemp -d /tmp/filehostfs-bench.XXXXXX)
 MNT=$WORK/mnt
 mkdir -p "$MNT"
-EMU_PID=
 MOUNT_PID=
 
 unmount() {
-  if grep -q " $MNT " /proc/self/mountinfo 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
-  fi
-  if [ -n "$MOUNT_PID" ]; then
-    for _ in $(seq 100); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$MOUNT_PID" 2>/dev/null || true
-    wait "$MOUNT_PID" 2>/dev/null || true
-    MOUNT_PID=
-  fi
+  stop_mount_process "$MNT" "$MOUNT_PID"
+  MOUNT_PID=
 }
 
 cleanup() {
   unmount
-  if [ -n "$EMU_PID" ]; then
-    kill "$EMU_PID" 2>/dev/null || true
-    wait "$EMU_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print($(now) - $1)"; }
-
 # --- emulator ------------------------------------------------------------
-KEY=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-ADMIN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-echo "$KEY" >"$WORK/keys"
-echo "$ADMIN" >"$WORK/admin"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/emu" --keys-file "$WORK/keys" \
-  --admin-key-file "$WORK/admin" --no-flood-control >"$WORK/emu.out" 2>"$WORK/emu.log" &
-EMU_PID=$!
-for _ in $(seq 300); do
-  grep -q '^1fichier ' "$WORK/emu.out" 2>/dev/null && break
-  sleep 0.1
-done
-ADDR=$(head -1 "$WORK/emu.out")
-API=$(awk '$1 == "1fichier" {print $2}' "$WORK/emu.out")
-[ -n "$API" ] || { echo "the emulator did not start:"; cat "$WORK/emu.log"; exit 1; }
+bench_keys
+start_emulator bench 127.0.0.1:0 --no-flood-control
+ADDR=$bench_ADDR
+API=$bench_API
 admin() { curl -s -H "Authorization: Bearer $ADMIN" "$@"; }
 api() { curl -s -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" "$@"; }
 
@@ -208,11 +170,7 @@ start_mount() {
   "$BIN" --config "$CFG" mount bench: "$MNT" --cache-max-memory "$CACHE_MEMORY" \
     "${disk[@]}" $MOUNT_OPTS 2>>"$WORK/mount.log" &
   MOUNT_PID=$!
-  for _ in $(seq 300); do
-    grep -q " $MNT " /proc/self/mountinfo && return 0
-    sleep 0.1
-  done
-  echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+  wait_mounted "$MNT" "$MOUNT_PID" "$WORK/mount.log"
 }
 PEAK_RSS_KIB=0
 stop_mount() {

@@ -20,89 +20,38 @@ cd "$(dirname "$0")/.."
 FILES=${FILES:-60}
 FOLDERS=${FOLDERS:-6}
 
-need=()
-command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bench-scan: installing ${need[*]}"
-  sudo_cmd=()
-  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_need bench-scan ffprobe:ffmpeg curl fusermount3:fuse3 python3
 # PROFILE=dev uses the debug build (the scan waits on the service's pace,
 # not on the CPU, so its figures barely differ).
-PROFILE=${PROFILE:-release}
-echo "bench-scan: building ($PROFILE)"
-cargo build --profile "$PROFILE" --quiet --bin filehostfs
-case "$PROFILE" in
-  dev) BIN=$PWD/target/debug/filehostfs ;;
-  *) BIN=$PWD/target/$PROFILE/filehostfs ;;
-esac
+bench_build bench-scan "${PROFILE:-release}"
 
 WORK=$(mktemp -d /tmp/filehostfs-bench-scan.XXXXXX)
 MNT=$WORK/mnt
 mkdir -p "$MNT" "$WORK/xdg-cache" "$WORK/xdg-state" "$WORK/xdg-run"
 chmod 700 "$WORK/xdg-run"
-EMU_PID=
 MOUNT_PID=
 
 unmount() {
-  if grep -q " $MNT " /proc/self/mountinfo 2>/dev/null; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" 2>/dev/null || true
-  fi
-  if [ -n "$MOUNT_PID" ]; then
-    for _ in $(seq 300); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$MOUNT_PID" 2>/dev/null || true
-    wait "$MOUNT_PID" 2>/dev/null || true
-    MOUNT_PID=
-  fi
-}
-stop_emulator() {
-  if [ -n "$EMU_PID" ]; then
-    kill "$EMU_PID" 2>/dev/null || true
-    wait "$EMU_PID" 2>/dev/null || true
-    EMU_PID=
-  fi
+  stop_mount_process "$MNT" "$MOUNT_PID"
+  MOUNT_PID=
 }
 cleanup() {
   unmount
-  stop_emulator
-  rm -rf "$WORK"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-
 # --- emulator ------------------------------------------------------------
-KEY=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-ADMIN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-echo "$KEY" >"$WORK/keys"
-echo "$ADMIN" >"$WORK/admin"
-# start_emulator LISTEN [FLAGS...]
-start_emulator() {
-  local listen=$1
-  shift
-  : >"$WORK/emu.out"
-  "$BIN" serve --listen "$listen" --data-dir "$WORK/emu" --keys-file "$WORK/keys" \
-    --admin-key-file "$WORK/admin" "$@" >"$WORK/emu.out" 2>>"$WORK/emu.log" &
-  EMU_PID=$!
-  for _ in $(seq 300); do
-    grep -q '^1fichier ' "$WORK/emu.out" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "the emulator did not start:"; cat "$WORK/emu.log"; exit 1
-}
+bench_keys
 admin() { curl -s -H "Authorization: Bearer $ADMIN" "$@"; }
 api() { curl -s -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" "$@"; }
 
 # Seeding runs without flood control (it is not what is measured).
-start_emulator 127.0.0.1:0 --no-flood-control
-ADDR=$(head -1 "$WORK/emu.out")
-API=$(awk '$1 == "1fichier" {print $2}' "$WORK/emu.out")
+start_emulator scan 127.0.0.1:0 --no-flood-control
+ADDR=$scan_ADDR
+API=$scan_API
 
 # --- the library ---------------------------------------------------------
 echo "bench-scan: seeding $FILES videos in $FOLDERS folders"
@@ -148,8 +97,8 @@ rm -rf "$WORK/upload"
 BYTES_TOTAL=$(du -cb "$WORK"/clips/* | awk 'END {print $1}')
 
 # The measured service: default flood control, same address and data.
-stop_emulator
-start_emulator "$ADDR"
+stop_emulator scan
+start_emulator scan "$ADDR"
 
 CFG=$WORK/config.toml
 umask 077
@@ -168,11 +117,7 @@ start_mount() {
     "$BIN" --config "$CFG" mount bench:library "$MNT" --rc "$@" 2>>"$WORK/mount.log" &
   MOUNT_PID=$!
   PACER_BEFORE='{"pacer_waits": 0, "pacer_wait_seconds": 0}'
-  for _ in $(seq 600); do
-    grep -q " $MNT " /proc/self/mountinfo && return 0
-    sleep 0.1
-  done
-  echo "the mount did not appear:"; cat "$WORK/mount.log"; exit 1
+  wait_mounted "$MNT" "$MOUNT_PID" "$WORK/mount.log"
 }
 
 # The mount's pacer counters so far (JSON). Asked only after a scan's

@@ -29,30 +29,21 @@ SMALL_FILES=${SMALL_FILES:-1000}
 # control is off here, so this is the only limit on API calls).
 RATE=${RATE:-100}
 
-for tool in curl fusermount3 rsync; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is missing (scripts/test.sh installs it)" >&2; exit 1; }
-done
+# shellcheck source=lib/bench.sh
+. scripts/lib/bench.sh
+bench_need bench curl fusermount3:fuse3 rsync
+bench_build bench
 
-echo "bench: building release binary"
-cargo build --release --bin filehostfs --quiet
-BIN=$PWD/target/release/filehostfs
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/filehostfs-bench-write.XXXXXX")
-emu_pid=""
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/filehostfs-bench-write.XXXXXX")
+work=$WORK
 mount_pid=""
 cleanup() {
-  if [ -n "$mount_pid" ]; then
-    fusermount3 -u "$work/mnt" 2>/dev/null || fusermount3 -uz "$work/mnt" 2>/dev/null || true
-    kill "$mount_pid" 2>/dev/null && wait "$mount_pid" 2>/dev/null
-  fi
-  [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
-  rm -rf "$work"
+  stop_mount_process "$work/mnt" "$mount_pid"
+  bench_cleanup
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-json_member() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; }
 
 mkdir -p "$work/mnt" "$work/small"
 big="$work/big.bin"
@@ -63,19 +54,12 @@ for i in $(seq 1 "$SMALL_FILES"); do
 done
 
 # --- emulator ---------------------------------------------------------------
-admin_key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-echo "$admin_key" >"$work/admin.key"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$work/emu" --no-flood-control \
-  --admin-key-file "$work/admin.key" >"$work/emu.out" 2>"$work/emu.err" &
-emu_pid=$!
-for _ in $(seq 1 300); do
-  [ -s "$work/emu.out" ] && break
-  sleep 0.1
-done
-addr=$(head -n1 "$work/emu.out")
-[ -n "$addr" ] || { echo "bench: the emulator did not start" >&2; cat "$work/emu.err" >&2; exit 1; }
-key=$(grep -v '^#' "$work/emu/keys.txt" | head -n1 | awk '{print ($1 == "1fichier") ? $2 : $1}')
-api="http://$addr/v1"
+bench_keys
+start_emulator write 127.0.0.1:0 --no-flood-control
+addr=$write_ADDR
+api=$write_API
+key=$KEY
+admin_key=$ADMIN
 stats() { curl -sS -H "Authorization: Bearer $admin_key" "http://$addr/_emulator/stats"; }
 # Sum of every 1fichier endpoint counter.
 api_calls() { stats | grep -o '"1fichier:[^"]*":[0-9]*' | awk -F: '{ n += $NF } END { print n + 0 }'; }
@@ -105,11 +89,7 @@ chmod 600 "$work/config.toml"
 "$BIN" --config "$work/config.toml" mount bench: "$work/mnt" --cache-dir "$work/cache" \
   --write-back 0 --write-back-wait 10m >"$work/mount.out" 2>"$work/mount.err" &
 mount_pid=$!
-for _ in $(seq 1 300); do
-  grep -qs " $work/mnt " /proc/self/mountinfo && break
-  sleep 0.1
-done
-grep -qs " $work/mnt " /proc/self/mountinfo || { echo "bench: mount failed" >&2; cat "$work/mount.err" >&2; exit 1; }
+wait_mounted "$work/mnt" "$mount_pid" "$work/mount.err"
 
 echo "bench: cp of ${SIZE_MIB} MiB into the mount"
 t0=$(now)
@@ -156,11 +136,7 @@ mount_backup() {
   "$BIN" --config "$work/config.toml" mount bench: "$work/mnt" --cache-dir "$work/cache" \
     --state-dir "$work/state" --write-back 0 --write-back-wait 10m >>"$work/mount.out" 2>>"$work/mount.err" &
   mount_pid=$!
-  for _ in $(seq 1 300); do
-    grep -qs " $work/mnt " /proc/self/mountinfo && break
-    sleep 0.1
-  done
-  grep -qs " $work/mnt " /proc/self/mountinfo || { echo "bench: mount failed" >&2; exit 1; }
+  wait_mounted "$work/mnt" "$mount_pid" "$work/mount.err"
 }
 unmount_backup() {
   fusermount3 -u "$work/mnt"

@@ -5,8 +5,9 @@
 //! 3. no two files under `src/` import each other.
 //!
 //! Imports are the `use crate::...`, `use super::...` and `use self::...`
-//! items of a file outside its `#[cfg(test)]` module, each resolved to the
-//! file that defines the longest matching module path. A folder's `mod.rs`
+//! items of a file outside its `#[cfg(test)]` module, and the paths its
+//! code names inline the same way (`super::overlay::apply(...)`), each
+//! resolved to the file that defines the longest matching module path. A folder's `mod.rs`
 //! and the files directly in that folder are exempt from rule 3: the
 //! `mod.rs` declares and re-exports its children, which share the types it
 //! defines; that is the module's hierarchy, not a circle between peers.
@@ -115,6 +116,42 @@ fn use_paths(code: &str) -> Vec<String> {
     paths
 }
 
+/// Paths the code names inline, outside `use` items, from the crate root
+/// or a parent module: `super::overlay::apply` in `super::overlay::apply(x)`.
+fn inline_paths(code: &str) -> Vec<String> {
+    let code = without_use_items(code);
+    let mut paths = Vec::new();
+    for root in ["crate::", "super::", "self::"] {
+        for (at, _) in code.match_indices(root) {
+            // Part of a longer name or path (`my_super::`, `super::super::`).
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let path: String = code[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            paths.push(path.trim_end_matches(':').to_string());
+        }
+    }
+    paths
+}
+
+/// The code without its `use` items (their paths are read whole, braces
+/// and all, by [`use_paths`]).
+fn without_use_items(code: &str) -> String {
+    let mut kept = String::new();
+    let mut rest = code;
+    while let Some(at) = find_use(rest) {
+        kept.push_str(&rest[..at]);
+        let after = &rest[at..];
+        rest = &after[after.find(';').map_or(after.len(), |end| end + 1)..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
 /// Where the next `use` item starts (at the start of a line, after an
 /// optional visibility).
 fn find_use(code: &str) -> Option<usize> {
@@ -174,7 +211,8 @@ fn imports(files: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
     for (file, text) in files {
         let from = module_of(file);
         let mut targets = BTreeSet::new();
-        for path in use_paths(&production_code(text)) {
+        let code = production_code(text);
+        for path in use_paths(&code).into_iter().chain(inline_paths(&code)) {
             let Some(module) = resolve(&from, &path) else {
                 continue;
             };
@@ -313,6 +351,14 @@ fn the_checker_finds_each_broken_rule() {
         "fs/names.rs",
         "// use super::core::Core; in a comment only\npub(crate) use super::core::Core as C;\n",
     );
+    write(
+        "fs/read.rs",
+        "use super::write::Staged;\npub fn read() { let _ = my_super::x(); }\n",
+    );
+    write(
+        "fs/write.rs",
+        "pub fn write() -> u8 {\n    super::read::read();\n    super::super::remote::error::code()\n}\n",
+    );
     write("remote/mod.rs", "pub mod error;\n");
     write(
         "remote/error.rs",
@@ -324,14 +370,21 @@ fn the_checker_finds_each_broken_rule() {
         vec!["fs/core.rs".to_string()]
     );
     assert_eq!(errno_below_fs(&files), vec!["remote/error.rs".to_string()]);
-    // core <-> names and core <-> adapter; fs/mod.rs <-> core.rs is the
-    // folder's hierarchy; the comment and the test module import nothing.
+    // core <-> names and core <-> adapter (by `use`), read <-> write (one
+    // way by an inline path); fs/mod.rs <-> core.rs is the folder's
+    // hierarchy; the comment and the test module import nothing.
     assert_eq!(
         import_circles(&files),
         vec![
             ("fs/adapter.rs".to_string(), "fs/core.rs".to_string()),
             ("fs/core.rs".to_string(), "fs/names.rs".to_string()),
+            ("fs/read.rs".to_string(), "fs/write.rs".to_string()),
         ]
+    );
+    // An inline path is an import too, resolved like a `use` path.
+    assert_eq!(
+        imports(&files)["fs/write.rs"],
+        BTreeSet::from(["fs/read.rs".to_string(), "remote/error.rs".to_string()])
     );
     assert_eq!(
         imports(&files)["remote/error.rs"],

@@ -308,11 +308,13 @@ fn rc_and_status_print_what_the_api_says() {
     std::fs::write(mount.path().join("waiting.txt"), b"later").unwrap();
     let mountpoint = mount.path().to_str().unwrap();
     // close() returns before the kernel's release of the file reaches the
-    // mount; until it has, the queue still shows the file as being written,
-    // and the two answers below could straddle that change.
-    wait_for("the closed file to be queued", || {
+    // mount; until it has, the file has no next try yet (its state already
+    // reads "queued"), and the two answers below could straddle that change.
+    wait_for("the file to be queued", || {
         let (_, queue) = post_unix(&socket, "vfs/queue", "{}");
-        (queue_item(&queue, "waiting.txt")?["state"] == "queued").then_some(())
+        queue_item(&queue, "waiting.txt")?["next_try"]
+            .is_string()
+            .then_some(())
     });
 
     let printed = cli(&["rc", "vfs/queue", "--rc-mount", mountpoint]);
@@ -413,5 +415,44 @@ fn the_status_page_in_chromium_shows_an_upload_pending_then_done() {
         "{:?}",
         queue_rows(&dom)
     );
+    mount.unmount();
+}
+
+/// Not-found answers that a user's own actions expect are not recent
+/// errors: a shell probing for names that do not exist, and `rm` of a file
+/// another client removed first (the service answers "not found", which
+/// is still counted as a failed request). A file gone under a reader is.
+#[test]
+fn expected_not_found_answers_are_not_recent_errors() {
+    let emu = Emulator::start();
+    let seeder = Seeder::new(&emu);
+    let removed = seeder.upload("", "removed.txt", b"removed elsewhere");
+    let vanished = seeder.upload("", "vanished.txt", b"also removed elsewhere");
+    let mount = Mount::start(&emu, "", &["--rc", "--dir-cache-time", "1h"]);
+    let socket = socket_of(&mount);
+    for probe in ["nope", ".git", "nope/deeper", "removed.txt/x"] {
+        assert!(
+            std::fs::metadata(mount.path().join(probe)).is_err(),
+            "{probe}"
+        );
+    }
+    assert_eq!(names_in(mount.path()), ["removed.txt", "vanished.txt"]);
+    seeder.runtime.block_on(async {
+        seeder.remote.remove_file(&removed.id).await.unwrap();
+        seeder.remote.remove_file(&vanished.id).await.unwrap();
+    });
+    // The listing (kept for an hour) still shows both.
+    std::fs::remove_file(mount.path().join("removed.txt")).unwrap();
+    let (_, stats) = post_unix(&socket, "vfs/stats", "{}");
+    assert!(
+        stats["counters"]["request_errors"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["recent_errors"], json!([]), "{stats}");
+
+    assert!(std::fs::read(mount.path().join("vanished.txt")).is_err());
+    let (_, stats) = post_unix(&socket, "vfs/stats", "{}");
+    let errors = stats["recent_errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "{stats}");
     mount.unmount();
 }

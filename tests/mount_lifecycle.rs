@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mount::{
-    is_mounted, sha256_hex, sha256_of_file, test_bytes, write_config, Mount, Seeder, REMOTE_NAME,
+    is_mounted, private_dirs, sha256_hex, sha256_of_file, test_bytes, write_config, Mount, Seeder,
+    REMOTE_NAME,
 };
 use common::Emulator;
 
@@ -77,6 +78,7 @@ fn daemon_mode_returns_once_mounted_and_runs_detached() {
         .arg("--daemon")
         .arg("--log-file")
         .arg(&log)
+        .envs(private_dirs(dir.path()))
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -128,7 +130,8 @@ fn daemon_mode_fails_with_the_reason_when_the_mount_cannot_start() {
             .arg("mount")
             .arg(spec)
             .arg(mountpoint)
-            .arg("--daemon");
+            .arg("--daemon")
+            .envs(private_dirs(dir.path()));
         if let Some(log) = log_file {
             command.arg("--log-file").arg(log);
         }
@@ -173,6 +176,7 @@ fn bad_mount_arguments_fail_clearly() {
             .arg(remote)
             .arg(&mountpoint)
             .args(extra)
+            .envs(private_dirs(dir.path()))
             .output()
             .unwrap();
         assert!(!output.status.success(), "{remote} {extra:?} should fail");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mount::{is_mounted, release, write_config, Mount, MountTimes, Seeder, REMOTE_NAME};
+use common::mount::{is_mounted, private_dirs, release, write_config, Mount, Seeder, REMOTE_NAME};
 use common::write_mount::{RemoteView, WriteMount};
 use common::Emulator;
 
@@ -18,22 +18,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `filehostfs mount emu: MNT ARGS` with extra environment variables.
 fn start_with_env(emu: &Emulator, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Mount {
-    let dir = tempfile::Builder::new()
-        .prefix("filehostfs-mount-")
-        .tempdir()
-        .unwrap();
-    let mountpoint = dir.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let config = write_config(emu, dir.path());
-    let mut command_line: Vec<std::ffi::OsString> = vec![
-        "--config".into(),
-        config.into(),
-        "mount".into(),
-        format!("{REMOTE_NAME}:").into(),
-        mountpoint.clone().into(),
-    ];
-    command_line.extend(args.iter().map(Into::into));
-    Mount::launch_env(dir, mountpoint, command_line, MountTimes::default(), env)
+    Mount::start_with_env(emu, "", args, env)
 }
 
 /// The notify messages received until one holds the line `wanted`.
@@ -162,6 +147,7 @@ fn a_stderr_pipe_closed_before_sigint_still_stops_cleanly() {
         .arg(format!("{REMOTE_NAME}:"))
         .arg(&mountpoint)
         .args(["--write-back", "60s"])
+        .envs(private_dirs(dir.path()))
         .env("RUST_LOG", "filehostfs=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -311,6 +297,7 @@ fn mount_dash_t_fuse_filehostfs_mounts_with_o_options() {
         .arg(&mountpoint)
         .arg("-o")
         .arg(&options)
+        .envs(private_dirs(dir.path()))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -443,6 +430,7 @@ fn mount_8_finds_filehostfs_for_fuse_and_fuse3_types() {
         .arg(format!("{REMOTE_NAME}:media"))
         .arg(dir.path())
         .arg(&options)
+        .envs(private_dirs(dir.path()))
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -9,17 +9,16 @@
 mod common;
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use filehostfs::remote::UploadSource;
 use serde_json::{json, Value};
 
-use common::mount::{open_remote, sha256_hex, test_bytes, Mount};
+use common::mount::{
+    sha256_hex, sha256_of_file, test_bytes, write_config_with as write_config, Mount, Seeder,
+};
 use common::tls::make_certificate;
 use common::Emulator;
 
@@ -48,36 +47,12 @@ fn start_hoster(dir: &Path) -> Emulator {
     emu
 }
 
-/// A config naming the emulator's first account `emu`, trusting the test
-/// certificate, with `extra` lines.
-fn write_config(emu: &Emulator, dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    let text = format!(
-        "[emu]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nca_cert = \"{}\"\n{extra}",
-        emu.fichier_url(),
-        emu.key(),
-        emu.tls_cert().unwrap().display()
-    );
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 /// Uploads `files` into the account's root folder through the library.
 fn seed(config: &Path, files: &[(&str, &[u8])]) {
-    let (runtime, remote) = open_remote(config, "emu");
-    runtime.block_on(async {
-        let root = remote.root();
-        for (name, data) in files {
-            let reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
-                Box::pin(std::io::Cursor::new(data.to_vec()));
-            let size = data.len() as u64;
-            remote
-                .upload(&root, name, UploadSource::Reader { reader, size }, None)
-                .await
-                .unwrap_or_else(|e| panic!("uploading {name}: {e}"));
-        }
-    });
+    let seeder = Seeder::from_config(config, "emu");
+    for (name, data) in files {
+        seeder.upload("", name, data);
+    }
 }
 
 /// The emulator's download counters of the first account.
@@ -86,11 +61,7 @@ fn downloads(emu: &Emulator) -> Value {
 }
 
 fn sha256_of(path: &Path) -> String {
-    let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    sha256_hex(&data)
+    sha256_of_file(path)
 }
 
 #[test]

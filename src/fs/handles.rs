@@ -86,19 +86,31 @@ impl HandleTable {
         self.open.lock().remove(&fh)
     }
 
+    /// Takes every handle that `which` picks out of the table.
+    fn take_all(&self, which: impl Fn(&Handle) -> bool) -> Vec<Handle> {
+        let mut open = self.open.lock();
+        let picked: Vec<u64> = open
+            .iter()
+            .filter(|(_, handle)| which(handle))
+            .map(|(fh, _)| *fh)
+            .collect();
+        picked.iter().filter_map(|fh| open.remove(fh)).collect()
+    }
+
+    /// Closes every handle that reads a remote file (at unmount, for the
+    /// handles the kernel never released): removals that waited for them
+    /// can then be done before the queue is drained.
+    pub(crate) fn close_remote_readers(&self) {
+        drop(self.take_all(|handle| matches!(handle, Handle::RemoteReader(_))));
+    }
+
     /// Takes every write handle out of the table (at unmount, for the
     /// handles the kernel never released).
     pub(crate) fn drain_writers(&self) -> Vec<Arc<WriteHandle>> {
-        let mut open = self.open.lock();
-        let writers: Vec<u64> = open
-            .iter()
-            .filter(|(_, handle)| matches!(handle, Handle::StagedWriter(_)))
-            .map(|(fh, _)| *fh)
-            .collect();
-        writers
+        self.take_all(|handle| matches!(handle, Handle::StagedWriter(_)))
             .into_iter()
-            .filter_map(|fh| match open.remove(&fh) {
-                Some(Handle::StagedWriter(handle)) => Some(handle),
+            .filter_map(|handle| match handle {
+                Handle::StagedWriter(writer) => Some(writer),
                 _ => None,
             })
             .collect()

@@ -121,6 +121,20 @@ async fn remove_file_node(state: &Arc<FsState>, node: &Node) -> Result<(), Error
         return Ok(());
     }
     match &node.kind {
+        NodeKind::File(file) if state.write.queue.is_read(&file.id) => {
+            // Open handles go on reading it (POSIX): the queue removes it
+            // after their last close, or at the next start if the process
+            // dies first.
+            let folder = folder_of(state, node.parent)?;
+            let (queue, name, id) = (
+                state.write.queue.clone(),
+                node.name.clone(),
+                file.id.clone(),
+            );
+            tokio::task::spawn_blocking(move || queue.remove_once_unread(&folder, &name, id))
+                .await??;
+            Ok(())
+        }
         NodeKind::File(file) => match state.remote.remove_file(&file.id).await {
             Ok(()) | Err(RemoteError::NotFound(_)) => Ok(()),
             Err(error) => Err(error.into()),

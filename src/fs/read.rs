@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::block::{BlockCache, CacheResult, ReadAheadTicket};
 use crate::cache::FileSource;
+use crate::writeback::ReadHold;
 
 /// Read-ahead settings, in blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub struct OpenFile {
     run_counter: Arc<AtomicU64>,
     /// This file's share of the mount's read-ahead streams.
     file_streams: Arc<Semaphore>,
+    /// Keeps the write-back queue from removing the file under the reader.
+    _hold: Option<ReadHold>,
 }
 
 impl Drop for OpenFile {
@@ -92,13 +95,16 @@ struct StreamState {
 }
 
 impl OpenFile {
+    /// `hold`: what keeps the file on the service while it is open.
     pub fn new(
         ino: u64,
         source: FileSource,
         cache: BlockCache,
         config: ReadAheadConfig,
+        hold: Option<ReadHold>,
     ) -> Arc<Self> {
         Arc::new(OpenFile {
+            _hold: hold,
             ino,
             source,
             cache,
@@ -229,6 +235,7 @@ mod tests {
                 max_blocks_per_request: 4,
                 max_streams_per_file: 4,
             },
+            None,
         );
         (remote, file)
     }

@@ -207,7 +207,14 @@ impl FsState {
             .lock()
             .insert(ino, source.key.clone())
             .is_some_and(|previous| previous == source.key);
-        let file = OpenFile::new(ino, source, self.blocks.clone(), self.config.read_ahead);
+        let hold = self.write.queue.hold_while_read(&entry.id);
+        let file = OpenFile::new(
+            ino,
+            source,
+            self.blocks.clone(),
+            self.config.read_ahead,
+            Some(hold),
+        );
         let fh = self.handles.insert(Handle::RemoteReader(file));
         (fh, unchanged)
     }

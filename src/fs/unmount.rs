@@ -38,6 +38,7 @@ pub(crate) async fn finish_uploads(state: &FsState, stop: impl std::future::Futu
             }
         }
     }
+    state.handles.close_remote_readers();
     let outstanding = write.queue.outstanding();
     if outstanding > 0 {
         tell!(

@@ -11,15 +11,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use super::pacer::Pacer;
-use super::{
-    ByteStream, Capabilities, DirectLink, FileEntry, FileId, FolderEntry, FolderId, Listing,
-    ProgressFn, Remote, RemoteResult, SpaceInfo, UploadSource,
-};
+use super::layer::{Answer, Call, RemoteLayer};
+use super::{ByteStream, Remote, RemoteError, RemoteResult};
 use crate::control::{Counters, RecentErrors, RequestKind};
 
 /// Requests are counted per minute for the hourly total.
@@ -66,14 +62,14 @@ impl CountingRemote {
         }
     }
 
-    /// Counts a failed operation and keeps it for the status page.
-    fn outcome<T>(&self, what: &str, result: RemoteResult<T>) -> RemoteResult<T> {
-        if let Err(error) = &result {
-            self.counters.count_request_error();
+    /// Counts a failed operation and keeps it for the status page, unless
+    /// it is an answer its callers expect.
+    fn failed(&self, call: &Call<'_>, error: &RemoteError) {
+        self.counters.count_request_error();
+        if !is_expected(call, error) {
             self.errors
-                .push("remote", None, format!("{what} failed: {error}"));
+                .push("remote", None, format!("{} failed: {error}", what(call)));
         }
-        result
     }
 }
 
@@ -86,130 +82,82 @@ fn prune(minutes: &mut VecDeque<(Instant, u64)>, now: Instant) {
     }
 }
 
-#[async_trait]
-impl Remote for CountingRemote {
-    fn service(&self) -> &'static str {
-        self.inner.service()
+impl RemoteLayer for CountingRemote {
+    type Ticket = ();
+
+    fn inner(&self) -> &dyn Remote {
+        &*self.inner
     }
 
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
+    fn before(&self, call: &Call<'_>) -> RemoteResult<()> {
+        self.count(kind_of(call));
+        Ok(())
     }
 
-    fn root(&self) -> FolderId {
-        self.inner.root()
-    }
-
-    async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
-        self.count(RequestKind::List);
-        self.outcome("listing", self.inner.list_folder(folder).await)
-    }
-
-    async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
-        self.count(RequestKind::Info);
-        self.outcome("file info", self.inner.stat_file(file).await)
-    }
-
-    async fn create_folder(&self, parent: &FolderId, name: &str) -> RemoteResult<FolderEntry> {
-        self.count(RequestKind::Mkdir);
-        self.outcome("mkdir", self.inner.create_folder(parent, name).await)
-    }
-
-    async fn remove_folder(&self, folder: &FolderId) -> RemoteResult<()> {
-        self.count(RequestKind::Delete);
-        self.outcome("rmdir", self.inner.remove_folder(folder).await)
-    }
-
-    async fn remove_file(&self, file: &FileId) -> RemoteResult<()> {
-        self.count(RequestKind::Delete);
-        self.outcome("delete", self.inner.remove_file(file).await)
-    }
-
-    async fn rename_file(&self, file: &FileId, new_name: &str) -> RemoteResult<FileEntry> {
-        self.count(RequestKind::Rename);
-        self.outcome("rename", self.inner.rename_file(file, new_name).await)
-    }
-
-    async fn move_file(
-        &self,
-        file: &FileId,
-        destination: &FolderId,
-        new_name: Option<&str>,
-    ) -> RemoteResult<FileEntry> {
-        self.count(RequestKind::Rename);
-        let result = self.inner.move_file(file, destination, new_name).await;
-        self.outcome("move", result)
-    }
-
-    async fn rename_folder(&self, folder: &FolderId, new_name: &str) -> RemoteResult<()> {
-        self.count(RequestKind::Rename);
-        self.outcome("rename", self.inner.rename_folder(folder, new_name).await)
-    }
-
-    async fn move_folder(&self, folder: &FolderId, destination: &FolderId) -> RemoteResult<()> {
-        self.count(RequestKind::Rename);
-        let result = self.inner.move_folder(folder, destination).await;
-        self.outcome("move", result)
-    }
-
-    async fn upload(
-        &self,
-        parent: &FolderId,
-        name: &str,
-        source: UploadSource,
-        progress: Option<ProgressFn>,
-    ) -> RemoteResult<FileEntry> {
-        self.count(RequestKind::Upload);
-        let result = self.inner.upload(parent, name, source, progress).await;
-        if let Ok(file) = &result {
-            self.counters.add_upload(file.size);
+    fn after(&self, call: &Call<'_>, (): (), outcome: Result<Answer<'_>, &RemoteError>) {
+        match outcome {
+            Ok(Answer::File(file)) if matches!(call, Call::Upload { .. }) => {
+                self.counters.add_upload(file.size);
+            }
+            Ok(_) => {}
+            Err(error) => self.failed(call, error),
         }
-        self.outcome(&format!("upload of {name}"), result)
     }
 
-    async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        self.count(RequestKind::Download);
-        self.outcome("download link", self.inner.direct_link(file).await)
-    }
-
-    fn invalidate_link(&self, file: &FileId) {
-        self.inner.invalidate_link(file)
-    }
-
-    fn read_consumes_download(&self, file: &FileId) -> bool {
-        self.inner.read_consumes_download(file)
-    }
-
-    fn check_name(&self, name: &str) -> RemoteResult<()> {
-        self.inner.check_name(name)
-    }
-
-    async fn download_range(
-        &self,
-        file: &FileId,
-        offset: u64,
-        len: u64,
-    ) -> RemoteResult<ByteStream> {
-        self.count(RequestKind::Download);
-        let stream = self.outcome(
-            "download",
-            self.inner.download_range(file, offset, len).await,
-        )?;
+    fn received(&self, stream: ByteStream) -> ByteStream {
         let counters = self.counters.clone();
-        Ok(Box::pin(stream.inspect(move |chunk| {
+        Box::pin(stream.inspect(move |chunk| {
             if let Ok(bytes) = chunk {
                 counters.add_remote_read(bytes.len() as u64);
             }
-        })))
+        }))
     }
+}
 
-    async fn about(&self) -> RemoteResult<SpaceInfo> {
-        self.count(RequestKind::Info);
-        self.outcome("account info", self.inner.about().await)
+/// Which counter a call goes to.
+fn kind_of(call: &Call<'_>) -> RequestKind {
+    match call {
+        Call::List { .. } => RequestKind::List,
+        Call::Stat { .. } | Call::About => RequestKind::Info,
+        Call::CreateFolder { .. } => RequestKind::Mkdir,
+        Call::RemoveFolder { .. } | Call::RemoveFile { .. } => RequestKind::Delete,
+        Call::RenameFile { .. }
+        | Call::MoveFile { .. }
+        | Call::RenameFolder { .. }
+        | Call::MoveFolder { .. } => RequestKind::Rename,
+        Call::Upload { .. } => RequestKind::Upload,
+        Call::DirectLink { .. } | Call::Download { .. } => RequestKind::Download,
     }
+}
 
-    fn pacer(&self) -> Option<&Pacer> {
-        self.inner.pacer()
+/// Whether a failure is an answer every caller expects rather than a fault
+/// worth showing: removing what is already gone reached its goal (unlink,
+/// rmdir and the write-back queue's clean-ups, which may repeat a removal
+/// after a crash or a lost answer, take "not found" as done).
+fn is_expected(call: &Call<'_>, error: &RemoteError) -> bool {
+    matches!(
+        (call, error),
+        (
+            Call::RemoveFile { .. } | Call::RemoveFolder { .. },
+            RemoteError::NotFound(_)
+        )
+    )
+}
+
+/// How a failed call is named on the status page.
+fn what(call: &Call<'_>) -> String {
+    match call {
+        Call::List { .. } => "listing".into(),
+        Call::Stat { .. } => "file info".into(),
+        Call::CreateFolder { .. } => "mkdir".into(),
+        Call::RemoveFolder { .. } => "rmdir".into(),
+        Call::RemoveFile { .. } => "delete".into(),
+        Call::RenameFile { .. } | Call::RenameFolder { .. } => "rename".into(),
+        Call::MoveFile { .. } | Call::MoveFolder { .. } => "move".into(),
+        Call::Upload { name, .. } => format!("upload of {name}"),
+        Call::DirectLink { .. } => "download link".into(),
+        Call::Download { .. } => "download".into(),
+        Call::About => "account info".into(),
     }
 }
 
@@ -217,6 +165,7 @@ impl Remote for CountingRemote {
 mod tests {
     use super::*;
     use crate::remote::memory::MemoryRemote;
+    use crate::remote::FileId;
 
     #[tokio::test]
     async fn operations_and_bytes_are_counted_by_kind() {
@@ -241,5 +190,29 @@ mod tests {
         assert_eq!(snap.request_errors, 1);
         assert_eq!(remote.requests_last_hour(), 3);
         assert_eq!(errors.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn removing_what_is_already_gone_is_counted_but_not_listed() {
+        let memory = Arc::new(MemoryRemote::new());
+        let counters = Arc::new(Counters::new());
+        let errors = Arc::new(RecentErrors::default());
+        let remote = CountingRemote::new(memory.clone(), counters.clone(), errors.clone());
+        let gone = FileId("gone".into());
+        assert!(matches!(
+            remote.remove_file(&gone).await,
+            Err(RemoteError::NotFound(_))
+        ));
+        assert_eq!(counters.snapshot().request_errors, 1);
+        assert!(errors.list().is_empty(), "{:?}", errors.list());
+        // A file that vanished under a reader is a fault worth showing.
+        assert!(remote.download_range(&gone, 0, 10).await.is_err());
+        assert_eq!(counters.snapshot().request_errors, 2);
+        let listed = errors.list();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert!(
+            listed[0].message.starts_with("download failed"),
+            "{listed:?}"
+        );
     }
 }

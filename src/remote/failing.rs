@@ -6,15 +6,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{
-    ByteStream, Capabilities, DirectLink, FileEntry, FileId, FolderEntry, FolderId, Listing,
-    ProgressFn, Remote, RemoteError, RemoteResult, SpaceInfo, UploadSource,
-};
+use super::layer::{Call, RemoteLayer};
+use super::{Remote, RemoteError, RemoteResult};
 
 /// The kinds of operations failures are injected into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,115 +126,32 @@ impl Plan {
     }
 }
 
-#[async_trait]
-impl Remote for FailingRemote {
-    fn service(&self) -> &'static str {
-        self.inner.service()
+impl RemoteLayer for FailingRemote {
+    type Ticket = ();
+
+    fn inner(&self) -> &dyn Remote {
+        &*self.inner
     }
 
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
+    fn before(&self, call: &Call<'_>) -> RemoteResult<()> {
+        self.enter(operation_of(call))
     }
+}
 
-    fn root(&self) -> FolderId {
-        self.inner.root()
-    }
-
-    async fn list_folder(&self, folder: &FolderId) -> RemoteResult<Listing> {
-        self.enter(Operation::List)?;
-        self.inner.list_folder(folder).await
-    }
-
-    async fn stat_file(&self, file: &FileId) -> RemoteResult<FileEntry> {
-        self.enter(Operation::Stat)?;
-        self.inner.stat_file(file).await
-    }
-
-    async fn create_folder(&self, parent: &FolderId, name: &str) -> RemoteResult<FolderEntry> {
-        self.enter(Operation::CreateFolder)?;
-        self.inner.create_folder(parent, name).await
-    }
-
-    async fn remove_folder(&self, folder: &FolderId) -> RemoteResult<()> {
-        self.enter(Operation::RemoveFolder)?;
-        self.inner.remove_folder(folder).await
-    }
-
-    async fn remove_file(&self, file: &FileId) -> RemoteResult<()> {
-        self.enter(Operation::RemoveFile)?;
-        self.inner.remove_file(file).await
-    }
-
-    async fn rename_file(&self, file: &FileId, new_name: &str) -> RemoteResult<FileEntry> {
-        self.enter(Operation::Rename)?;
-        self.inner.rename_file(file, new_name).await
-    }
-
-    async fn move_file(
-        &self,
-        file: &FileId,
-        destination: &FolderId,
-        new_name: Option<&str>,
-    ) -> RemoteResult<FileEntry> {
-        self.enter(Operation::Move)?;
-        self.inner.move_file(file, destination, new_name).await
-    }
-
-    async fn rename_folder(&self, folder: &FolderId, new_name: &str) -> RemoteResult<()> {
-        self.enter(Operation::Rename)?;
-        self.inner.rename_folder(folder, new_name).await
-    }
-
-    async fn move_folder(&self, folder: &FolderId, destination: &FolderId) -> RemoteResult<()> {
-        self.enter(Operation::Move)?;
-        self.inner.move_folder(folder, destination).await
-    }
-
-    async fn upload(
-        &self,
-        parent: &FolderId,
-        name: &str,
-        source: UploadSource,
-        progress: Option<ProgressFn>,
-    ) -> RemoteResult<FileEntry> {
-        self.enter(Operation::Upload)?;
-        self.inner.upload(parent, name, source, progress).await
-    }
-
-    async fn direct_link(&self, file: &FileId) -> RemoteResult<DirectLink> {
-        self.enter(Operation::DirectLink)?;
-        self.inner.direct_link(file).await
-    }
-
-    fn invalidate_link(&self, file: &FileId) {
-        self.inner.invalidate_link(file)
-    }
-
-    fn read_consumes_download(&self, file: &FileId) -> bool {
-        self.inner.read_consumes_download(file)
-    }
-
-    fn check_name(&self, name: &str) -> RemoteResult<()> {
-        self.inner.check_name(name)
-    }
-
-    async fn download_range(
-        &self,
-        file: &FileId,
-        offset: u64,
-        len: u64,
-    ) -> RemoteResult<ByteStream> {
-        self.enter(Operation::Download)?;
-        self.inner.download_range(file, offset, len).await
-    }
-
-    async fn about(&self) -> RemoteResult<SpaceInfo> {
-        self.enter(Operation::About)?;
-        self.inner.about().await
-    }
-
-    fn pacer(&self) -> Option<&super::pacer::Pacer> {
-        self.inner.pacer()
+/// The kind of operation a call is, as failures are planned.
+fn operation_of(call: &Call<'_>) -> Operation {
+    match call {
+        Call::List { .. } => Operation::List,
+        Call::Stat { .. } => Operation::Stat,
+        Call::CreateFolder { .. } => Operation::CreateFolder,
+        Call::RemoveFolder { .. } => Operation::RemoveFolder,
+        Call::RemoveFile { .. } => Operation::RemoveFile,
+        Call::RenameFile { .. } | Call::RenameFolder { .. } => Operation::Rename,
+        Call::MoveFile { .. } | Call::MoveFolder { .. } => Operation::Move,
+        Call::Upload { .. } => Operation::Upload,
+        Call::DirectLink { .. } => Operation::DirectLink,
+        Call::Download { .. } => Operation::Download,
+        Call::About => Operation::About,
     }
 }
 
@@ -245,6 +159,7 @@ impl Remote for FailingRemote {
 mod tests {
     use super::*;
     use crate::remote::memory::MemoryRemote;
+    use crate::remote::UploadSource;
 
     fn setup() -> (Arc<MemoryRemote>, FailingRemote) {
         let memory = Arc::new(MemoryRemote::new());

@@ -12,6 +12,7 @@ pub mod fichier;
 pub mod fiione;
 pub mod fileio;
 pub mod http;
+pub mod layer;
 pub mod linked_download;
 #[cfg(any(test, feature = "memory-remote"))]
 pub mod memory;

@@ -283,6 +283,9 @@ pub(crate) struct Inner {
     progress_tx: watch::Sender<u64>,
     listener: RwLock<Option<Listener>>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Remote files that open handles of the mount read, and how many:
+    /// the queue removes none of them before the last is closed.
+    reading: Mutex<HashMap<FileId, usize>>,
 }
 
 struct State {
@@ -381,6 +384,7 @@ impl WriteBack {
             progress_tx,
             listener: RwLock::new(None),
             worker: Mutex::new(None),
+            reading: Mutex::new(HashMap::new()),
         };
         Ok((
             WriteBack {
@@ -669,6 +673,48 @@ impl WriteBack {
         Ok(())
     }
 
+    /// Keeps the queue from removing the remote file `file` until the
+    /// returned hold is dropped: a handle that reads a file goes on reading
+    /// it when the file is unlinked or replaced meanwhile, as POSIX wants of
+    /// an open descriptor (the removal waits for the last reader).
+    pub fn hold_while_read(&self, file: &FileId) -> ReadHold {
+        *self.inner.reading.lock().entry(file.clone()).or_default() += 1;
+        ReadHold {
+            inner: self.inner.clone(),
+            file: file.clone(),
+        }
+    }
+
+    /// Whether a handle of the mount reads the remote file `file`.
+    pub fn is_read(&self, file: &FileId) -> bool {
+        self.inner.is_read(file)
+    }
+
+    /// Removes the remote file `file` (shown as `name` in `parent`) once no
+    /// handle reads it. The removal is journaled before this returns, so
+    /// it happens even if the process dies first; the file is hidden from
+    /// listings meanwhile.
+    pub fn remove_once_unread(
+        &self,
+        parent: &FolderId,
+        name: &str,
+        file: FileId,
+    ) -> Result<(), WriteBackError> {
+        {
+            let mut state = self.inner.state.lock();
+            let record = state.journal.insert(NewEntry {
+                parent,
+                name,
+                state: EntryState::Cancelled,
+                mtime: SystemTime::now(),
+                obsolete: vec![(file, ObsoleteReason::Replaced)],
+            })?;
+            state.rows.insert(record.id, record);
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
     /// Sets the mtime shown for a pending file (the service keeps its own
     /// upload date once the file is uploaded).
     pub fn set_mtime(&self, id: EntryId, mtime: SystemTime) -> Result<(), WriteBackError> {
@@ -795,6 +841,10 @@ impl State {
 }
 
 impl Inner {
+    fn is_read(&self, file: &FileId) -> bool {
+        self.reading.lock().contains_key(file)
+    }
+
     fn new_entry(
         self: &Arc<Self>,
         parent: &FolderId,
@@ -1081,6 +1131,32 @@ impl Drop for UrgentGuard<'_> {
             if *count == 0 {
                 state.urgent.remove(&self.id);
             }
+        }
+    }
+}
+
+/// Keeps a remote file from being removed by the queue while a handle
+/// reads it ([`WriteBack::hold_while_read`]).
+pub struct ReadHold {
+    inner: Arc<Inner>,
+    file: FileId,
+}
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        let mut reading = self.inner.reading.lock();
+        let last = match reading.get_mut(&self.file) {
+            Some(count) => {
+                *count -= 1;
+                *count == 0
+            }
+            None => false,
+        };
+        if last {
+            reading.remove(&self.file);
+            drop(reading);
+            // A removal may have waited for this reader.
+            self.inner.wake.notify_one();
         }
     }
 }

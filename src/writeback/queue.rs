@@ -109,7 +109,14 @@ impl Inner {
     }
 
     fn decide(&self, row: &EntryRecord) -> Step {
-        let first_obsolete = row.obsolete.first().map(|(id, _)| id.clone());
+        // Files a handle still reads are removed after its last close.
+        let first_obsolete = row
+            .obsolete
+            .iter()
+            .map(|(id, _)| id)
+            .find(|id| !self.is_read(id))
+            .cloned();
+        let obsolete_left = !row.obsolete.is_empty();
         match &row.progress {
             Progress::Uploading { .. } => Step::Recover,
             Progress::Uploaded {
@@ -124,14 +131,18 @@ impl Inner {
                     Step::Relocate
                 } else if let Some(file) = first_obsolete {
                     Step::Remove(file)
-                } else if row.state == EntryState::Queued {
+                } else if row.state == EntryState::Queued && !obsolete_left {
                     Step::Finalize
                 } else {
                     Step::Wait
                 }
             }
             Progress::Idle => match row.state {
-                EntryState::Cancelled => first_obsolete.map_or(Step::Drop, Step::Remove),
+                EntryState::Cancelled => match first_obsolete {
+                    Some(file) => Step::Remove(file),
+                    None if obsolete_left => Step::Wait,
+                    None => Step::Drop,
+                },
                 EntryState::Held => first_obsolete.map_or(Step::Wait, Step::Remove),
                 // Still open: only an fsync uploads it (see `needs_step`);
                 // nothing it replaces is touched before it is released.

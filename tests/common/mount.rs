@@ -31,11 +31,21 @@ pub const REMOTE_NAME: &str = "emu";
 /// state dir (saved listings) is `dir/state`: each mount of a test starts
 /// without what another mount saved, unless it shares the config.
 pub fn write_config(emu: &Emulator, dir: &Path) -> PathBuf {
+    write_config_with(emu, dir, "")
+}
+
+/// [`write_config`] with `extra` lines for the account (e.g.
+/// `max_streams = 2\n`). An emulator over TLS is trusted by its certificate.
+pub fn write_config_with(emu: &Emulator, dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
+    let trust = emu
+        .tls_cert()
+        .map(|cert| format!("ca_cert = \"{}\"\n", cert.display()))
+        .unwrap_or_default();
     // The emulator runs without flood control in tests, so the client's
     // pacing (2 requests/s by default, as 1fichier asks) is lifted too.
     let text = format!(
-        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nstate_dir = \"{}\"\n",
+        "[{REMOTE_NAME}]\ntype = \"1fichier\"\napi_url = \"{}\"\nkey = \"{}\"\nrate = 1000.0\nburst = 100\nstate_dir = \"{}\"\n{trust}{extra}",
         emu.fichier_url(),
         emu.key(),
         dir.join("state").display()
@@ -132,26 +142,54 @@ impl Default for MountTimes {
     }
 }
 
+/// The environment that keeps a mount process's default dirs under `dir`:
+/// durable per-account state (the metadata store, saved listings) and the
+/// default caches (blocks, write-back staging) go with the test's files,
+/// never into the user's own dirs nor another test's. Tests that remount
+/// onto the same state or cache pass `--state-dir`, `--cache-dir` or these
+/// variables themselves.
+pub fn private_dirs(dir: &Path) -> [(&'static str, PathBuf); 2] {
+    [
+        ("XDG_STATE_HOME", dir.join("state")),
+        ("XDG_CACHE_HOME", dir.join("cache")),
+    ]
+}
+
+/// A fresh folder for one mount, holding its mount point (`mnt`), config,
+/// log and default state and cache dirs.
+pub fn mount_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("filehostfs-mount-")
+        .tempdir()
+        .unwrap();
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    (dir, mountpoint)
+}
+
+/// `--config CONFIG mount SPEC MOUNTPOINT ARGS...`.
+pub fn mount_command(
+    config: &Path,
+    spec: &str,
+    mountpoint: &Path,
+    args: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut command_line: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        config.into(),
+        "mount".into(),
+        spec.into(),
+        mountpoint.into(),
+    ];
+    command_line.extend(args.iter().map(Into::into));
+    command_line
+}
+
 impl Mount {
     /// Mounts `emu:<remote_path>` with extra `mount` arguments and waits
     /// until the mount is in place.
     pub fn start(emu: &Emulator, remote_path: &str, args: &[&str]) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("filehostfs-mount-")
-            .tempdir()
-            .unwrap();
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).unwrap();
-        let config = write_config(emu, dir.path());
-        let mut command_line: Vec<std::ffi::OsString> = vec![
-            "--config".into(),
-            config.into(),
-            "mount".into(),
-            format!("{REMOTE_NAME}:{remote_path}").into(),
-            mountpoint.clone().into(),
-        ];
-        command_line.extend(args.iter().map(Into::into));
-        Mount::launch(dir, mountpoint, command_line)
+        Mount::start_with_env(emu, remote_path, args, &[])
     }
 
     /// [`Mount::start`] with extra environment variables for the mount
@@ -162,41 +200,18 @@ impl Mount {
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("filehostfs-mount-")
-            .tempdir()
-            .unwrap();
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).unwrap();
+        let (dir, mountpoint) = mount_dir();
         let config = write_config(emu, dir.path());
-        let mut command_line: Vec<std::ffi::OsString> = vec![
-            "--config".into(),
-            config.into(),
-            "mount".into(),
-            format!("{REMOTE_NAME}:{remote_path}").into(),
-            mountpoint.clone().into(),
-        ];
-        command_line.extend(args.iter().map(Into::into));
+        let spec = format!("{REMOTE_NAME}:{remote_path}");
+        let command_line = mount_command(&config, &spec, &mountpoint, args);
         Mount::launch_env(dir, mountpoint, command_line, MountTimes::default(), env)
     }
 
     /// Mounts `spec` (`REMOTE:[path]`) of the config file `config`, for
     /// remotes of any service.
     pub fn start_remote(config: &Path, spec: &str, args: &[&str]) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("filehostfs-mount-")
-            .tempdir()
-            .unwrap();
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).unwrap();
-        let mut command_line: Vec<std::ffi::OsString> = vec![
-            "--config".into(),
-            config.into(),
-            "mount".into(),
-            spec.into(),
-            mountpoint.clone().into(),
-        ];
-        command_line.extend(args.iter().map(Into::into));
+        let (dir, mountpoint) = mount_dir();
+        let command_line = mount_command(config, spec, &mountpoint, args);
         Mount::launch(dir, mountpoint, command_line)
     }
 
@@ -238,10 +253,7 @@ impl Mount {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_filehostfs"))
             .args(command_line)
-            // Durable per-account state (the metadata store) goes with the
-            // test's files, never into the user's own state dir; tests that
-            // remount pass the same `--state-dir` to each mount.
-            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .envs(private_dirs(dir.path()))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "filehostfs=info".into()),
@@ -455,7 +467,17 @@ pub struct Seeder {
 impl Seeder {
     pub fn new(emu: &Emulator) -> Seeder {
         let dir = tempfile::tempdir().unwrap();
-        let (runtime, remote) = open_remote(&write_config(emu, dir.path()), REMOTE_NAME);
+        let config = write_config(emu, dir.path());
+        Seeder::with_config(&config, REMOTE_NAME, dir)
+    }
+
+    /// A seeder of the remote `name` of the config file `config`.
+    pub fn from_config(config: &Path, name: &str) -> Seeder {
+        Seeder::with_config(config, name, tempfile::tempdir().unwrap())
+    }
+
+    fn with_config(config: &Path, name: &str, dir: tempfile::TempDir) -> Seeder {
+        let (runtime, remote) = open_remote(config, name);
         Seeder {
             runtime,
             remote,

@@ -3,7 +3,6 @@
 //! pacer is fast (the harness's emulator has flood control off), and a view
 //! of the remote through the library to check what really arrived.
 
-use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use filehostfs::remote::{FileEntry, FolderId, Listing, Remote};
 use futures::StreamExt;
 
-use super::mount::{open_remote, Mount, MountTimes};
+use super::mount::{mount_command, mount_dir, open_remote, Mount, MountTimes};
 use super::Emulator;
 
 /// Mounting, unmounting and draining get this long (the machine is loaded).
@@ -44,23 +43,15 @@ impl WriteMount {
     }
 
     pub fn start_for_key(emu: &Emulator, key: &str, cache_dir: &Path, args: &[&str]) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("filehostfs-wmount-")
-            .tempdir()
-            .unwrap();
-        let mountpoint = dir.path().join("mnt");
-        std::fs::create_dir(&mountpoint).unwrap();
+        let (dir, mountpoint) = mount_dir();
         let config = write_fast_config(emu, key, dir.path());
-        let mut command_line: Vec<OsString> = vec![
-            "--config".into(),
-            config.into(),
-            "mount".into(),
-            format!("{REMOTE}:").into(),
-            mountpoint.clone().into(),
-            "--cache-dir".into(),
-            cache_dir.into(),
-        ];
-        command_line.extend(args.iter().map(Into::into));
+        let cache_dir = cache_dir.to_str().expect("a UTF-8 cache dir");
+        let args: Vec<&str> = ["--cache-dir", cache_dir]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        let command_line = mount_command(&config, &format!("{REMOTE}:"), &mountpoint, &args);
         // A longer grace than a read-only mount: the process may be finishing uploads.
         let times = MountTimes {
             timeout: WRITE_TIMEOUT,

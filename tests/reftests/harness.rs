@@ -14,7 +14,7 @@ use filehostfs::remote::{Capabilities, FolderId, HashKind, Remote};
 
 use crate::model::{File, Model, Node, NodeId, Shown};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub enum OpenMode {
     ReadOnly,
     ReadWrite,
@@ -22,7 +22,7 @@ pub enum OpenMode {
     Append,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// `open(O_CREAT|O_EXCL|O_RDWR)`.
     Create {
@@ -578,35 +578,43 @@ impl Harness {
     }
 
     async fn rename(&self, from: &[String], to: &[String], noreplace: bool) -> Result<(), i32> {
-        let (name, from_parent) = from.split_last().expect("a path has a name");
-        let (new_name, to_parent) = to.split_last().expect("a path has a name");
-        let from_parent = self.lookup_dir(from_parent).await?;
-        let to_parent = self.lookup_dir(to_parent).await?;
         // The kernel looks both names up before it asks for the rename.
-        let _ = self.core().lookup(from_parent, os(name)).await;
-        let _ = self.core().lookup(to_parent, os(new_name)).await;
+        let (from_dir, name) = self.looked_up(from).await?;
+        let (to_dir, new_name) = self.looked_up(to).await?;
         let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
         errno(
             self.core()
-                .rename(from_parent, os(name), to_parent, os(new_name), flags)
+                .rename(from_dir, name, to_dir, new_name, flags)
                 .await,
         )
     }
 
-    async fn unlink(&mut self, path: &[String]) -> Result<(), String> {
+    /// The folder holding `path` and the name in it, as the kernel has
+    /// them before it asks for a change: the folder looked up from the
+    /// root, then the name looked up in it (whatever that answers).
+    async fn looked_up<'p>(&self, path: &'p [String]) -> Result<(u64, &'p OsStr), i32> {
         let (name, parent) = path.split_last().expect("a path has a name");
-        let actual = match self.lookup_dir(parent).await {
-            Ok(dir) => {
-                let _ = self.core().lookup(dir, os(name)).await;
-                errno(self.core().unlink(dir, os(name)).await)
-            }
+        let dir = self.lookup_dir(parent).await?;
+        let _ = self.core().lookup(dir, os(name)).await;
+        Ok((dir, os(name)))
+    }
+
+    /// Removes `path` (which must exist) from the model.
+    fn model_remove(&mut self, path: &[String]) {
+        let (name, parent) = path.split_last().expect("a path has a name");
+        let parent = self.model.resolve_dir(parent).expect("a resolved path");
+        self.model.remove(parent, name);
+    }
+
+    async fn unlink(&mut self, path: &[String]) -> Result<(), String> {
+        let actual = match self.looked_up(path).await {
+            Ok((dir, name)) => errno(self.core().unlink(dir, name).await),
             Err(e) => Err(e),
         };
         let expected = match self.model.resolve(path) {
             Ok(id) if self.model.is_dir(id) => Err(libc::EISDIR),
             Ok(_) => {
-                let parent = self.model.resolve_dir(parent).expect("resolved above");
-                self.model.remove(parent, name);
+                self.model_remove(path);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -615,14 +623,11 @@ impl Harness {
     }
 
     async fn mkdir(&mut self, path: &[String]) -> Result<(), String> {
-        let (name, parent) = path.split_last().expect("a path has a name");
-        let actual = match self.lookup_dir(parent).await {
-            Ok(dir) => {
-                let _ = self.core().lookup(dir, os(name)).await;
-                errno(self.core().mkdir(dir, os(name)).await).map(|attr| attr.kind)
-            }
+        let actual = match self.looked_up(path).await {
+            Ok((dir, name)) => errno(self.core().mkdir(dir, name).await).map(|attr| attr.kind),
             Err(e) => Err(e),
         };
+        let (name, parent) = path.split_last().expect("a path has a name");
         let expected = match self.model.resolve_dir(parent) {
             Ok(dir) if self.model.children(dir).contains_key(name) => Err(libc::EEXIST),
             Ok(dir) => {
@@ -635,20 +640,15 @@ impl Harness {
     }
 
     async fn rmdir(&mut self, path: &[String]) -> Result<(), String> {
-        let (name, parent) = path.split_last().expect("a path has a name");
-        let actual = match self.lookup_dir(parent).await {
-            Ok(dir) => {
-                let _ = self.core().lookup(dir, os(name)).await;
-                errno(self.core().rmdir(dir, os(name)).await)
-            }
+        let actual = match self.looked_up(path).await {
+            Ok((dir, name)) => errno(self.core().rmdir(dir, name).await),
             Err(e) => Err(e),
         };
         let expected = match self.model.resolve(path) {
             Ok(id) if !self.model.is_dir(id) => Err(libc::ENOTDIR),
             Ok(id) if !self.model.children(id).is_empty() => Err(libc::ENOTEMPTY),
             Ok(_) => {
-                let parent = self.model.resolve_dir(parent).expect("resolved above");
-                self.model.remove(parent, name);
+                self.model_remove(path);
                 Ok(())
             }
             Err(e) => Err(e),
