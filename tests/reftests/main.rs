@@ -16,6 +16,13 @@
 //! the smallest shrunk one). Run a saved sequence with
 //! `REFTEST_REPLAY=FILE cargo test --test reftests replay -- --ignored`,
 //! and paste it into a named test below once understood.
+//!
+//! `failures/` keeps sequences that still fail now and then, not yet
+//! understood: `restart-while-recovery-reuploads.json` fails about one run
+//! in six (also before the fix of readers of removed files): after a kill,
+//! the restarted core re-uploads a file that was fsynced and written
+//! again, and a read of it answers ENOENT, likely a listing fetched before
+//! the upload finished applied after it.
 
 mod harness;
 mod model;
