@@ -4,9 +4,9 @@
 //! step both show the same names, sizes, contents, modes and mtimes.
 //!
 //! A mount per case is slow, so there are few cases of many steps each
-//! (and little shrinking). mtimes set explicitly must be equal to the
-//! nanosecond; those left by a write are the two writes' own clocks, so
-//! they only have to be close.
+//! (and little shrinking; `MODEL_CASES=N` runs N cases instead of 8).
+//! mtimes set explicitly must be equal to the nanosecond; those left by a
+//! write are the two writes' own clocks, so they only have to be close.
 
 mod common;
 
@@ -253,7 +253,10 @@ fn a_mount_behaves_like_a_local_folder_for_metadata() {
     unsafe { libc::umask(0o022) };
     let emu = Emulator::start();
     let config = Config {
-        cases: 8,
+        cases: std::env::var("MODEL_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(8),
         max_shrink_iters: 4,
         failure_persistence: None,
         ..Config::default()

@@ -156,6 +156,23 @@ fn the_table_is_well_formed() {
     assert!(std::panic::catch_unwind(|| parse_table(&bad_cell)).is_err());
 }
 
+#[test]
+fn the_readmes_copy_of_the_table_is_the_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let semantics = std::fs::read_to_string(root.join("docs/SEMANTICS.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table = semantics
+        .split("<!-- semantics-table:start -->\n")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- semantics-table:end -->").next())
+        .expect("docs/SEMANTICS.md marks its table");
+    assert!(
+        readme.contains(table.trim()),
+        "README.md's table under \"What each operation does on each service\" \
+         must be docs/SEMANTICS.md's table, row for row"
+    );
+}
+
 /// One service under test: its remote's name in the config, the mount, and
 /// a client of the same account for seeding and checking.
 struct Subject<'a> {

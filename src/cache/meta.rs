@@ -216,7 +216,7 @@ impl MetaCache {
         let restored = Arc::new(FetchedListing::new(
             stored.listing,
             now + self.inner.ttl.saturating_sub(age),
-            self.inner.serials.fetch_add(1, Ordering::Relaxed),
+            self.inner.serials.fetch_add(1, Ordering::SeqCst),
         ));
         let mut listings = self.inner.listings.lock();
         if listings.contains_key(folder) || self.inner.store_dropped.load(Ordering::SeqCst) {
@@ -244,7 +244,7 @@ impl MetaCache {
         match inflight.get(folder) {
             Some((_, future)) => future.clone(),
             None => {
-                let serial = self.inner.serials.fetch_add(1, Ordering::Relaxed);
+                let serial = self.inner.serials.fetch_add(1, Ordering::SeqCst);
                 let future = self.fetch(folder.clone(), serial).boxed().shared();
                 inflight.insert(folder.clone(), (serial, future.clone()));
                 future
@@ -307,6 +307,15 @@ impl MetaCache {
                 }
             }
         }
+    }
+
+    /// A clock of listing fetches: the serial the next fetch will get. A
+    /// listing whose serial is below what this read at some moment was
+    /// requested before that moment (the mount's own changes use this to
+    /// tell a listing that predates them).
+    pub fn serial_clock(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let inner = self.inner.clone();
+        move || inner.serials.load(Ordering::SeqCst)
     }
 
     /// Forgets a folder's listing (after a change made through the mount),

@@ -109,6 +109,7 @@ impl Core {
     ) -> Result<(Core, Recovery), Error> {
         let blocks = BlockCache::new(remote.clone(), config.cache.clone())?;
         let meta = MetaCache::new(remote.clone(), config.dir_cache_time);
+        let listing_clock = meta.serial_clock();
         // Changes made from here on outdate saved listings (warm restarts).
         let remote = TrackedRemote::wrap(remote, &meta);
         let (write, recovery) = WriteState::open(&config.write, remote.clone())?;
@@ -121,7 +122,7 @@ impl Core {
             remote,
             meta,
             blocks,
-            inodes: InodeTable::new(root),
+            inodes: InodeTable::new(root).with_listing_clock(listing_clock),
             config,
             runtime: tokio::runtime::Handle::current(),
             handles: HandleTable::new(),

@@ -96,10 +96,19 @@ struct Children {
     by_name: BTreeMap<String, u64>,
     /// Serial of the listing these children were built from (0: none yet).
     applied_serial: u64,
+    /// The listing clock when the mount last changed these children itself
+    /// (an upload finished, a rename, a removal, a new entry): a listing
+    /// requested before that describes the folder as it was, and applying it
+    /// would undo the change (a just-uploaded file vanishing, a renamed one
+    /// going back to its old name).
+    changed_at: u64,
 }
 
 pub struct InodeTable {
     tables: Mutex<Tables>,
+    /// The listing cache's fetch clock ([`crate::cache::meta::MetaCache::serial_clock`]);
+    /// without one, every listing is applied.
+    listing_clock: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 struct Tables {
@@ -138,6 +147,51 @@ impl InodeTable {
                 by_remote,
                 next_ino: ROOT_INO + 1,
             }),
+            listing_clock: None,
+        }
+    }
+
+    /// Lets the table tell listings requested before its own changes (see
+    /// [`Children::changed_at`]) by the listing cache's `clock`.
+    pub fn with_listing_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.listing_clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Whether a listing of `dir` with `serial` was requested before the
+    /// mount's last change of that folder (see [`Children::changed_at`]).
+    pub fn predates_change(&self, dir: u64, serial: u64) -> bool {
+        serial < self.changed_at(dir)
+    }
+
+    /// The listing clock at the mount's last change of folder `dir` (0:
+    /// none); it moves whenever the mount changes the folder.
+    pub fn changed_at(&self, dir: u64) -> u64 {
+        let tables = self.tables.lock();
+        tables
+            .slots
+            .get(&dir)
+            .and_then(|s| s.children.as_ref())
+            .map_or(0, |c| c.changed_at)
+    }
+
+    /// Notes that the mount changed folder `dir` by other means than this
+    /// table (an upload finished there, maybe of a file not looked up yet).
+    pub fn note_changed(&self, dir: u64) {
+        let mut tables = self.tables.lock();
+        self.changed(&mut tables, &[dir]);
+    }
+
+    /// Notes that the mount itself changed the children of `dirs`.
+    fn changed(&self, tables: &mut Tables, dirs: &[u64]) {
+        let Some(clock) = &self.listing_clock else {
+            return;
+        };
+        let now = clock();
+        for dir in dirs {
+            if let Some(children) = tables.slots.get_mut(dir).and_then(|s| s.children.as_mut()) {
+                children.changed_at = children.changed_at.max(now);
+            }
         }
     }
 
@@ -227,6 +281,11 @@ impl InodeTable {
         if children.applied_serial == fetched.serial {
             return Ok(());
         }
+        if children.applied_serial != 0 && fetched.serial < children.changed_at {
+            // Requested before this mount's last change here: the table is
+            // newer. The next listing requested after it is applied.
+            return Ok(());
+        }
         let old: Vec<(String, u64)> = children
             .by_name
             .iter()
@@ -282,6 +341,22 @@ impl InodeTable {
 
     /// Adds a local-only file `name` to folder `dir` (write path).
     pub fn insert_local(&self, dir: u64, name: &str, file: LocalFile) -> Result<Node, InodeError> {
+        self.add_local(dir, name, file, true)
+    }
+
+    /// Shows a pending file the write-back queue already had in folder
+    /// `dir` (laid over a listing: not a change of the folder).
+    pub fn show_local(&self, dir: u64, name: &str, file: LocalFile) -> Result<Node, InodeError> {
+        self.add_local(dir, name, file, false)
+    }
+
+    fn add_local(
+        &self,
+        dir: u64,
+        name: &str,
+        file: LocalFile,
+        is_change: bool,
+    ) -> Result<Node, InodeError> {
         let mut tables = self.tables.lock();
         let slot = tables.slots.get(&dir).ok_or(InodeError::NoSuchInode(dir))?;
         let children = slot.children.as_ref().ok_or(InodeError::NotAFolder(dir))?;
@@ -311,6 +386,9 @@ impl InodeTable {
             .and_then(|s| s.children.as_mut())
             .expect("checked above");
         children.by_name.insert(name.to_string(), ino);
+        if is_change {
+            self.changed(&mut tables, &[dir]);
+        }
         Ok(node)
     }
 
@@ -325,6 +403,10 @@ impl InodeTable {
         let old_key = remote_key(&slot.node.kind);
         slot.node.kind = kind;
         let new_key = remote_key(&slot.node.kind);
+        let parent = slot.node.parent;
+        if old_key != new_key {
+            self.changed(&mut tables, &[parent]);
+        }
         if old_key != new_key {
             if let Some(old_key) = old_key {
                 if tables.by_remote.get(&old_key) == Some(&ino) {
@@ -372,6 +454,7 @@ impl InodeTable {
             .expect("checked above")
             .by_name
             .insert(name.to_string(), ino);
+        self.changed(&mut tables, &[dir]);
         Ok(node)
     }
 
@@ -421,12 +504,23 @@ impl InodeTable {
         if let Some(old) = replaced.filter(|old| *old != ino) {
             tables.unlist(old);
         }
+        self.changed(&mut tables, &[dir, new_dir]);
         Ok(ino)
     }
 
     /// Removes `name` from folder `dir` at once (write path: unlink, rmdir,
     /// rename away), without waiting for the next listing.
     pub fn remove_child(&self, dir: u64, name: &str) -> Option<u64> {
+        self.drop_child(dir, name, true)
+    }
+
+    /// Hides `name` of folder `dir` behind a pending file of that name
+    /// (laid over a listing: not a change of the folder).
+    pub fn hide_child(&self, dir: u64, name: &str) -> Option<u64> {
+        self.drop_child(dir, name, false)
+    }
+
+    fn drop_child(&self, dir: u64, name: &str, is_change: bool) -> Option<u64> {
         let mut tables = self.tables.lock();
         let ino = tables
             .slots
@@ -436,6 +530,9 @@ impl InodeTable {
             .by_name
             .remove(name)?;
         tables.unlist(ino);
+        if is_change {
+            self.changed(&mut tables, &[dir]);
+        }
         Some(ino)
     }
 }
@@ -703,6 +800,41 @@ mod tests {
             .into_iter()
             .map(|n| n.name)
             .collect()
+    }
+
+    /// A listing requested before the mount's own change (here: a rename
+    /// done through the mount) describes the folder as it was; applying it
+    /// would put the file back under its old name. Found by the reference
+    /// tests: an upload finishing while a listing was in flight made the
+    /// file vanish until the next listing.
+    #[test]
+    fn a_listing_requested_before_a_change_of_ours_is_not_applied() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let clock = std::sync::Arc::new(AtomicU64::new(2));
+        let table = InodeTable::new(FolderId("0".into())).with_listing_clock({
+            let clock = clock.clone();
+            move || clock.load(Ordering::SeqCst)
+        });
+        let a = file("aaaa1", "a.txt", 1);
+        table
+            .apply_listing(ROOT_INO, &fetched(1, vec![], vec![a.clone()]))
+            .unwrap();
+        // Listing 2 is requested, then the file is renamed, then it arrives.
+        let in_flight = fetched(2, vec![], vec![a.clone()]);
+        clock.store(3, Ordering::SeqCst);
+        table
+            .rename_child(ROOT_INO, "a.txt", ROOT_INO, "b.txt")
+            .unwrap();
+        table.apply_listing(ROOT_INO, &in_flight).unwrap();
+        assert_eq!(names(&table, ROOT_INO), vec!["b.txt"]);
+        // One requested after the change is applied.
+        let mut renamed = a;
+        renamed.name = "b.txt".into();
+        table
+            .apply_listing(ROOT_INO, &fetched(3, vec![], vec![renamed]))
+            .unwrap();
+        assert_eq!(table.applied_serial(ROOT_INO), Some(3));
+        assert_eq!(names(&table, ROOT_INO), vec!["b.txt"]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! ([`MetadataOverlay::reload_shared`]). How records are laid over what
 //! the services report: `metadata_overlay`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,7 +34,16 @@ pub(crate) struct MetadataOverlay {
     /// the file, then sets its times) also applies to that file, which
     /// stays when the copy is dropped unchanged.
     pub(crate) copied_from: Mutex<HashMap<EntryId, FileEntry>>,
+    /// Pending records moved to their uploaded file, newest last: a change
+    /// decided for a pending key just before its upload finished (`chmod`
+    /// racing the write-back) follows the record instead of landing on a
+    /// key nothing reads any more. Only touched under `loaded_at`, like
+    /// the moves themselves; bounded, since such a race spans a moment.
+    moved: Mutex<VecDeque<(RecordKey, RecordKey, ContentGuard)>>,
 }
+
+/// How many recent moves [`MetadataOverlay::moved`] remembers.
+const REMEMBERED_MOVES: usize = 1024;
 
 impl MetadataOverlay {
     /// Opens the store at `path` (none: an in-memory store that lives as
@@ -48,6 +57,7 @@ impl MetadataOverlay {
             records: Arc::new(RwLock::new(records)),
             loaded_at: Arc::new(Mutex::new(version)),
             copied_from: Mutex::new(HashMap::new()),
+            moved: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -66,9 +76,20 @@ impl MetadataOverlay {
         change: &MetadataChange,
     ) -> Result<(), MetadataError> {
         let _loading = self.loaded_at.lock();
-        let record = self.store.update(key, guard, change, SystemTime::now())?;
-        self.records.write().insert(key.clone(), record);
+        let (key, guard) = self.follow_move(key, guard);
+        let record = self.store.update(&key, &guard, change, SystemTime::now())?;
+        self.records.write().insert(key, record);
         Ok(())
+    }
+
+    /// Where the record of `key` lives now (its own place unless an upload
+    /// moved it). Called under `loaded_at`.
+    fn follow_move(&self, key: &RecordKey, guard: &ContentGuard) -> (RecordKey, ContentGuard) {
+        let moved = self.moved.lock();
+        match moved.iter().rev().find(|(from, _, _)| from == key) {
+            Some((_, to, to_guard)) => (to.clone(), to_guard.clone()),
+            None => (key.clone(), guard.clone()),
+        }
     }
 
     /// Work that loads the records again if another mount changed the
@@ -108,6 +129,13 @@ impl MetadataOverlay {
         guard: &ContentGuard,
     ) -> Result<(), MetadataError> {
         let _loading = self.loaded_at.lock();
+        {
+            let mut moved = self.moved.lock();
+            if moved.len() == REMEMBERED_MOVES {
+                moved.pop_front();
+            }
+            moved.push_back((from.clone(), to.clone(), guard.clone()));
+        }
         if self.store.rekey(from, to, guard)? {
             let mut records = self.records.write();
             if let Some(mut record) = records.remove(from) {
@@ -173,5 +201,58 @@ impl MetadataOverlay {
                 _ => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::FileId;
+
+    fn uploaded() -> FileEntry {
+        FileEntry {
+            id: FileId("uploaded".into()),
+            name: "f".into(),
+            size: 3,
+            modified: chrono::Utc::now(),
+            checksum: Some("abc".into()),
+            mime: None,
+            share_link: None,
+            expires: None,
+        }
+    }
+
+    /// `chmod` of a file whose upload finishes meanwhile: the change was
+    /// decided for the pending key, and lands after the record moved.
+    #[test]
+    fn a_change_for_a_pending_key_after_its_upload_follows_the_record() {
+        let overlay = MetadataOverlay::open(None).unwrap();
+        let pending = RecordKey::Pending(7);
+        let file = uploaded();
+        let (key, guard) = (
+            RecordKey::File(file.id.clone()),
+            ContentGuard::for_file(&file),
+        );
+        let mtime = MetadataChange {
+            mtime_ns: Some(1_000),
+            ..MetadataChange::default()
+        };
+        overlay
+            .change(&pending, &ContentGuard::Pending, &mtime)
+            .unwrap();
+        overlay.rekey(&pending, &key, &guard).unwrap();
+        let chmod = MetadataChange {
+            mode: Some(0o600),
+            ..MetadataChange::default()
+        };
+        overlay
+            .change(&pending, &ContentGuard::Pending, &chmod)
+            .unwrap();
+        let kept = overlay
+            .get(&key, &guard)
+            .expect("the uploaded file's record");
+        assert_eq!(kept.mode, Some(0o600));
+        assert_eq!(kept.mtime_ns, Some(1_000));
+        assert!(overlay.pending_entries().is_empty());
     }
 }

@@ -25,6 +25,10 @@ pub(crate) fn on_write_event(state: &FsState, event: &WriteEvent) {
             file,
             parent,
         } => {
+            // A listing of the folder requested before now lacks the file.
+            if let Some(dir) = state.inodes.folder_ino(parent) {
+                state.inodes.note_changed(dir);
+            }
             // The new file's record (its writer's mtime at least) is to be
             // shared.
             super::metadata_sync::folder_changed(state, parent);
@@ -84,11 +88,11 @@ fn show_pending(state: &FsState, dir: u64, pending: &PendingFile) {
     };
     // A remote file of the same name that the journal does not know yet
     // (e.g. the unrecorded copy of an interrupted upload) gives way.
-    let node = match state.inodes.insert_local(dir, &pending.name, local.clone()) {
+    let node = match state.inodes.show_local(dir, &pending.name, local.clone()) {
         Ok(node) => node,
         Err(_) => {
-            state.inodes.remove_child(dir, &pending.name);
-            match state.inodes.insert_local(dir, &pending.name, local) {
+            state.inodes.hide_child(dir, &pending.name);
+            match state.inodes.show_local(dir, &pending.name, local) {
                 Ok(node) => node,
                 Err(error) => {
                     warn!(name = %pending.name, %error, "cannot show a pending file");
@@ -100,6 +104,10 @@ fn show_pending(state: &FsState, dir: u64, pending: &PendingFile) {
     state.write.links.lock().insert(node.ino, pending.id);
 }
 
+/// How many times a listing that predates the mount's own change is
+/// requested again before the table keeps its view.
+const STALE_LISTING_RETRIES: usize = 3;
+
 impl FsState {
     /// If folder `dir`'s listing is cached and fresh, makes sure the inode
     /// table shows it and returns how long it stays fresh.
@@ -107,11 +115,22 @@ impl FsState {
         let node = self.inodes.get(dir)?;
         let folder = node.folder_id()?;
         let fetched = self.meta.fresh(folder)?;
+        let is_new = self.inodes.applied_serial(dir) != Some(fetched.serial);
+        if is_new && self.inodes.predates_change(dir, fetched.serial) {
+            // Listed anew off the kernel loop.
+            return None;
+        }
         if super::metadata_sync::has_unread(self, &fetched) {
             // Its metadata sync file is read first, off the kernel loop.
             return None;
         }
+        let before = self.inodes.changed_at(dir);
         apply_listing(self, dir, folder, &fetched).ok()?;
+        if is_new && self.inodes.changed_at(dir) != before {
+            // An upload finished while the pending files were laid over
+            // the listing: list again, off the kernel loop.
+            return None;
+        }
         Some(self.meta.remaining_ttl(&fetched))
     }
 
@@ -120,14 +139,36 @@ impl FsState {
     pub async fn ensure_listing(&self, dir: u64) -> Result<Duration, Error> {
         let node = self.inodes.get(dir).ok_or(Error::NoSuchInode(dir))?;
         let folder = node.folder_id().ok_or(Error::NotADirectory)?.clone();
-        let fetched = self.meta.listing(&folder).await?;
-        if self.inodes.applied_serial(dir) != Some(fetched.serial) {
-            // A listing new to this mount: what other mounts of the account
-            // kept for its files meanwhile shows with it.
-            tokio::task::spawn_blocking(self.metadata.reload_shared()).await?;
+        // A listing requested before this mount's own last change there
+        // (an upload finishing while it was in flight), or one laid over
+        // pending files while an upload finished, would undo the change (the
+        // file vanishing, or shown as a pending file the queue no longer
+        // has): list again, a bounded number of times (a folder changed
+        // without pause keeps the table's own view, see `apply_listing`).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let last_try = tries > STALE_LISTING_RETRIES;
+            let fetched = self.meta.listing(&folder).await?;
+            // Only a listing not applied yet can undo anything.
+            let is_new = self.inodes.applied_serial(dir) != Some(fetched.serial);
+            if is_new && !last_try && self.inodes.predates_change(dir, fetched.serial) {
+                self.meta.invalidate(&folder);
+                continue;
+            }
+            if is_new {
+                // A listing new to this mount: what other mounts of the
+                // account kept for its files meanwhile shows with it.
+                tokio::task::spawn_blocking(self.metadata.reload_shared()).await?;
+            }
+            super::metadata_sync::read_unread(self, &folder, &fetched).await;
+            let before = self.inodes.changed_at(dir);
+            apply_listing(self, dir, &folder, &fetched)?;
+            if is_new && !last_try && self.inodes.changed_at(dir) != before {
+                self.meta.invalidate(&folder);
+                continue;
+            }
+            return Ok(self.meta.remaining_ttl(&fetched));
         }
-        super::metadata_sync::read_unread(self, &folder, &fetched).await;
-        apply_listing(self, dir, &folder, &fetched)?;
-        Ok(self.meta.remaining_ttl(&fetched))
     }
 }
