@@ -4,62 +4,14 @@
 
 mod common;
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
+use common::file_meta::{mode, mtime, set_xattr, stamp, touch_d};
 use common::write_mount::{wait_until, RemoteView, WriteMount};
 use common::Emulator;
-
-/// 2001-02-03 04:05:06.123456789 UTC, as `touch -d` spells it.
-const STAMP: &str = "2001-02-03 04:05:06.123456789 +0000";
-const STAMP_NS: u64 = 981_173_106_123_456_789;
-
-fn stamp() -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(STAMP_NS)
-}
-
-fn touch_d(path: &Path) {
-    let status = Command::new("touch")
-        .arg("-d")
-        .arg(STAMP)
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "touch -d {}", path.display());
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let c_name = CString::new(name).unwrap();
-    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-    let rc = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-fn mtime(path: &Path) -> SystemTime {
-    fs::metadata(path).unwrap().modified().unwrap()
-}
 
 struct Dirs {
     cache: tempfile::TempDir,

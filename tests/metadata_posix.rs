@@ -14,25 +14,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::file_meta::{mode, mtime, stamp, STAMP};
 use common::mount::Mount;
 use common::write_mount::{wait_until, RemoteView, WriteMount};
 use common::Emulator;
-
-/// 2001-02-03 04:05:06.123456789 UTC, as `touch -d` spells it.
-const STAMP: &str = "2001-02-03 04:05:06.123456789 +0000";
-const STAMP_NS: u64 = 981_173_106_123_456_789;
-
-fn stamp() -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(STAMP_NS)
-}
-
-fn mtime(path: &Path) -> SystemTime {
-    fs::metadata(path).unwrap().modified().unwrap()
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
 
 fn run(command: &mut Command) {
     let out = command.output().unwrap();

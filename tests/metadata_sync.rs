@@ -294,59 +294,16 @@ fn the_sync_file_name_is_stored_unchanged_on_every_service() {
 // ---------------------------------------------------------------------------
 // Through real mounts.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::file_meta::{mode, mtime, set_xattr, stamp, touch_d, STAMP_NS};
 use common::mount::Mount;
 use common::write_mount::{wait_until, RemoteView, WriteMount};
 use common::Emulator;
 use filehostfs::remote::{FileEntry, UploadSource};
-
-/// 2001-02-03 04:05:06.123456789 UTC, as `touch -d` spells it.
-const STAMP: &str = "2001-02-03 04:05:06.123456789 +0000";
-const STAMP_NS: u64 = 981_173_106_123_456_789;
-
-fn stamp() -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(STAMP_NS)
-}
-
-fn touch_d(path: &Path) {
-    let status = Command::new("touch")
-        .arg("-d")
-        .arg(STAMP)
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "touch -d {}", path.display());
-}
-
-fn mtime(path: &Path) -> SystemTime {
-    std::fs::metadata(path).unwrap().modified().unwrap()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let c_name = CString::new(name).unwrap();
-    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-    let rc = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(rc, 0, "setxattr {name} on {}", path.display());
-}
 
 /// One "machine": its own cache dir (write-back journal) and state dir
 /// (metadata store) for mounts of the emulator's first account.
@@ -455,7 +412,7 @@ fn times_modes_and_attributes_set_on_one_machine_show_on_another() {
     assert_ne!(mtime(&on_b.join("shared.txt")), stamp());
 
     touch_d(&on_a.join("shared.txt"));
-    set_xattr(&on_a.join("shared.txt"), "user.origin", b"machine a");
+    set_xattr(&on_a.join("shared.txt"), "user.origin", b"machine a").unwrap();
     std::fs::set_permissions(
         on_a.join("docs/inner.txt"),
         std::fs::Permissions::from_mode(0o600),

@@ -15,6 +15,7 @@
 
 pub mod control;
 pub mod fichier_client;
+pub mod file_meta;
 pub mod mount;
 pub mod multi;
 pub mod remote;

@@ -1,0 +1,60 @@
+//! What the metadata tests set and read on files: a fixed timestamp as
+//! `touch -d` spells it, the file's mode and mtime, `user.*` attributes.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// 2001-02-03 04:05:06.123456789 UTC, as `touch -d` spells it.
+pub const STAMP: &str = "2001-02-03 04:05:06.123456789 +0000";
+pub const STAMP_NS: u64 = 981_173_106_123_456_789;
+
+/// [`STAMP`] as a time.
+pub fn stamp() -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(STAMP_NS)
+}
+
+/// `touch -d STAMP path`, which must succeed.
+pub fn touch_d(path: &Path) {
+    let status = Command::new("touch")
+        .arg("-d")
+        .arg(STAMP)
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "touch -d {}", path.display());
+}
+
+/// `setxattr(2)` of `name` on `path`.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = CString::new(name).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The permission bits `stat` shows.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The mtime `stat` shows.
+pub fn mtime(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
