@@ -9,37 +9,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::file_meta::{mode, mtime, set_xattr, stamp, touch_d};
-use common::write_mount::{wait_until, RemoteView, WriteMount};
+use common::file_meta::{mode, mtime, set_xattr, stamp, touch_d, Dirs};
+use common::write_mount::{wait_until, RemoteView};
 use common::Emulator;
-
-struct Dirs {
-    cache: tempfile::TempDir,
-    state: tempfile::TempDir,
-}
-
-impl Dirs {
-    fn new() -> Dirs {
-        Dirs {
-            cache: tempfile::tempdir().unwrap(),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn mount(&self, emu: &Emulator, extra: &[&str]) -> common::mount::Mount {
-        let state = self.state.path().to_str().unwrap().to_string();
-        let mut args = vec![
-            "--state-dir",
-            &state,
-            "--write-back",
-            "0",
-            "--dir-cache-time",
-            "0",
-        ];
-        args.extend_from_slice(extra);
-        WriteMount::start(emu, self.cache.path(), &args)
-    }
-}
 
 #[test]
 fn times_modes_and_attributes_survive_upload_and_remount() {

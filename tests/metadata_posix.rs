@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::file_meta::{mode, mtime, stamp, STAMP};
+use common::file_meta::{mode, mtime, stamp, Dirs, STAMP};
 use common::mount::Mount;
-use common::write_mount::{wait_until, RemoteView, WriteMount};
+use common::write_mount::{wait_until, RemoteView};
 use common::Emulator;
 
 fn run(command: &mut Command) {
@@ -26,39 +26,6 @@ fn run(command: &mut Command) {
         "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A cache dir and a state dir kept across remounts.
-struct Dirs {
-    cache: tempfile::TempDir,
-    state: tempfile::TempDir,
-}
-
-impl Dirs {
-    fn new() -> Dirs {
-        Dirs {
-            cache: tempfile::tempdir().unwrap(),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn mount(&self, emu: &Emulator, extra: &[&str]) -> Mount {
-        self.mount_with_cache(emu, self.cache.path(), extra)
-    }
-
-    fn mount_with_cache(&self, emu: &Emulator, cache: &Path, extra: &[&str]) -> Mount {
-        let state = self.state.path().to_str().unwrap().to_string();
-        let mut args = vec![
-            "--state-dir",
-            &state,
-            "--write-back",
-            "0",
-            "--dir-cache-time",
-            "0",
-        ];
-        args.extend_from_slice(extra);
-        WriteMount::start(emu, cache, &args)
-    }
 }
 
 /// Waits until the mount shows `path` as the service's file, not a

@@ -58,3 +58,45 @@ pub fn mode(path: &Path) -> u32 {
 pub fn mtime(path: &Path) -> SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
+
+/// A cache dir and a state dir kept across remounts: one machine's mount
+/// of the emulator's account, as the metadata tests remount it.
+pub struct Dirs {
+    pub cache: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        Dirs {
+            cache: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A write mount with these dirs (uploads at once, listings never
+    /// trusted), plus `extra` arguments.
+    pub fn mount(&self, emu: &super::Emulator, extra: &[&str]) -> super::mount::Mount {
+        self.mount_with_cache(emu, self.cache.path(), extra)
+    }
+
+    /// [`Dirs::mount`] with another cache dir.
+    pub fn mount_with_cache(
+        &self,
+        emu: &super::Emulator,
+        cache: &Path,
+        extra: &[&str],
+    ) -> super::mount::Mount {
+        let state = self.state.path().to_str().unwrap().to_string();
+        let mut args = vec![
+            "--state-dir",
+            &state,
+            "--write-back",
+            "0",
+            "--dir-cache-time",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        super::write_mount::WriteMount::start(emu, cache, &args)
+    }
+}
