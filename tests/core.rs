@@ -9,40 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Emulator;
-use filehostfs::cache::block::BlockCacheConfig;
 use filehostfs::fs::error::Errno as _;
-use filehostfs::fs::{Core, FsConfig, ReadAheadConfig, WriteConfig};
+use filehostfs::fs::{Core, FsConfig};
 use filehostfs::remote::Remote;
 
 fn config(staging: &Path, delay: Duration) -> FsConfig {
-    FsConfig {
-        cache: BlockCacheConfig {
-            block_size: 64 << 10,
-            max_memory: 4 << 20,
-            disk: None,
-            max_streams: 2,
-        },
-        read_ahead: ReadAheadConfig {
-            max_blocks: 4,
-            max_blocks_per_request: 2,
-            max_streams_per_file: 2,
-        },
-        dir_cache_time: Duration::ZERO,
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-        write: WriteConfig {
-            cache_dir: Some(staging.to_path_buf()),
-            remote_name: Some("core-test".into()),
-            scope: None,
-            delay,
-            unmount_wait: Duration::from_secs(60),
-        },
-        read_only: false,
-        consume_downloads: false,
-        metadata_db: None,
-        metadata_sync: false,
-    }
+    common::core_config::small_core(staging, "core-test", delay)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

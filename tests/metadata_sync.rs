@@ -645,8 +645,7 @@ fn file_io_refuses_the_option() {
 use std::ffi::OsStr;
 use std::sync::Arc;
 
-use filehostfs::cache::block::BlockCacheConfig;
-use filehostfs::fs::{AttrChange, Core, FsConfig, ReadAheadConfig, WriteConfig};
+use filehostfs::fs::{AttrChange, Core, FsConfig};
 use filehostfs::remote::Remote;
 
 /// A core with `--metadata-sync`, its metadata in memory (its own
@@ -654,32 +653,8 @@ use filehostfs::remote::Remote;
 /// `debounce` after the last change.
 fn sync_core_config(staging: &Path, debounce: Duration) -> FsConfig {
     FsConfig {
-        cache: BlockCacheConfig {
-            block_size: 64 << 10,
-            max_memory: 4 << 20,
-            disk: None,
-            max_streams: 2,
-        },
-        read_ahead: ReadAheadConfig {
-            max_blocks: 4,
-            max_blocks_per_request: 2,
-            max_streams_per_file: 2,
-        },
-        dir_cache_time: Duration::ZERO,
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-        write: WriteConfig {
-            cache_dir: Some(staging.to_path_buf()),
-            remote_name: Some("sync-test".into()),
-            scope: None,
-            delay: debounce,
-            unmount_wait: Duration::from_secs(60),
-        },
-        read_only: false,
-        consume_downloads: false,
-        metadata_db: None,
         metadata_sync: true,
+        ..common::core_config::small_core(staging, "sync-test", debounce)
     }
 }
 

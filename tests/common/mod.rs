@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod control;
+pub mod core_config;
 pub mod fichier_client;
 pub mod file_meta;
 pub mod mount;
