@@ -258,3 +258,28 @@ fn a_probe_costs_at_most_three_requests_over_the_hoster_link() {
     assert!(requests <= 3, "{requests} requests: {}", emu.stats());
     assert!(downloads(&emu)["peak"].as_u64().unwrap() <= 2);
 }
+
+#[test]
+fn a_seek_in_an_open_file_costs_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let data = test_bytes(64 * MIB, 41);
+    seed(&config, &[("film.bin", &data)]);
+    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    let file = File::open(mount.path().join("film.bin")).unwrap();
+    // A player reads the head (and so holds the link), then jumps.
+    let mut head = vec![0; 4096];
+    file.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(head, data[..4096]);
+    std::thread::sleep(Duration::from_millis(200));
+    emu.reset_stats();
+    let middle = 32 * MIB;
+    let mut block = vec![0; MIB];
+    file.read_exact_at(&mut block, middle as u64).unwrap();
+    assert_eq!(sha256_hex(&block), sha256_hex(&data[middle..middle + MIB]));
+    // Whatever the read set off afterwards counts too.
+    std::thread::sleep(Duration::from_millis(300));
+    let requests = total_requests(&emu);
+    assert_eq!(requests, 1, "{}", emu.stats());
+}

@@ -4,16 +4,16 @@
 //! the previous one ended (give or take the small reordering of the kernel's
 //! asynchronous reads) extends a sequential run; anything else is a seek and
 //! starts a new run with no read-ahead at all. Within a run, the first time
-//! the reader enters a new block the window opens at one block; from then
-//! on the reader has proven sequential and the window grows fourfold at
-//! each new block, up to the configured maximum (on a hoster link a whole
-//! file may take a second or two, so a slow ramp costs a visible share of
-//! it). The blocks ahead of the reader are topped up to the window as soon
-//! as a whole read-ahead request fits in it again, so a connection that
-//! finishes its request finds the next one waiting instead of idling until
-//! half the window is read — and a stream reaches full speed within a few
-//! blocks while a probe that reads a header and jumps to the tail (what
-//! media scanners do) never triggers a large fetch.
+//! the reader enters a new block the window opens at one block; the second
+//! time, the reader has proven sequential and the window opens at once to
+//! the configured maximum (on a hoster link a whole file may take a second
+//! or two, so every step of a slow ramp shows in the total). The blocks
+//! ahead of the reader are topped up in whole requests as soon as one fits
+//! in the window again, so a connection that finishes its request finds
+//! the next one waiting instead of idling until half the window is read,
+//! and never spends a round trip on a sliver; while a probe that reads a
+//! header and jumps to the tail (what media scanners do) never triggers a
+//! large fetch.
 //!
 //! Cached blocks are never thrown away on a seek: a reader jumping back
 //! finds them in the block cache.
@@ -45,10 +45,6 @@ pub struct ReadAheadConfig {
 /// file is fetched in the same request: container indexes (MP4 `moov`, MKV
 /// cues) often straddle the last two blocks.
 const TAIL_BLOCKS: u64 = 1;
-
-/// How much the window grows at each new block once the reader is
-/// sequential.
-const WINDOW_GROWTH: u64 = 4;
 
 /// How one read is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,14 +153,19 @@ impl OpenFile {
             state.window = if state.window == 0 {
                 1
             } else {
-                (state.window * WINDOW_GROWTH).min(self.config.max_blocks)
+                self.config.max_blocks
             };
             let window = state.window.min(self.config.max_blocks);
             let ahead = state.requested_until.saturating_sub(last + 1);
             let request = self.config.max_blocks_per_request.clamp(1, window.max(1));
             if window > 0 && ahead + request <= window {
                 let from = state.requested_until.max(last + 1);
-                let to = (last + window).min(blocks - 1);
+                // Whole requests only (the file's end aside): a short one
+                // costs a connection the same round trip as a full one.
+                let room = (last + window + 1).saturating_sub(from);
+                let to = (from + room / request * request)
+                    .min(blocks)
+                    .saturating_sub(1);
                 if from <= to {
                     prefetch = Some((from, to));
                     state.requested_until = to + 1;

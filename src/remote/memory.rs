@@ -148,6 +148,8 @@ pub struct MemoryRemote {
     list_delay: Mutex<Duration>,
     cut_after: Mutex<Option<usize>>,
     downloads: AtomicU64,
+    /// Offset of every download request, in the order they arrived.
+    download_offsets: Mutex<Vec<u64>>,
     lists: AtomicU64,
     uploads: AtomicU64,
     invalidations: AtomicU64,
@@ -206,6 +208,7 @@ impl MemoryRemote {
             list_delay: Mutex::default(),
             cut_after: Mutex::default(),
             downloads: AtomicU64::default(),
+            download_offsets: Mutex::default(),
             lists: AtomicU64::default(),
             uploads: AtomicU64::default(),
             invalidations: AtomicU64::default(),
@@ -290,6 +293,11 @@ impl MemoryRemote {
 
     pub fn download_requests(&self) -> u64 {
         self.downloads.load(Ordering::SeqCst)
+    }
+
+    /// Offsets of the download requests so far, in arrival order.
+    pub fn download_offsets(&self) -> Vec<u64> {
+        self.download_offsets.lock().clone()
     }
 
     pub fn list_requests(&self) -> u64 {
@@ -607,6 +615,7 @@ impl Remote for MemoryRemote {
         len: u64,
     ) -> RemoteResult<ByteStream> {
         self.downloads.fetch_add(1, Ordering::SeqCst);
+        self.download_offsets.lock().push(offset);
         let delay = *self.download_delay.lock();
         tokio::time::sleep(delay).await;
         let data = self.account.lock().file(file)?.data.clone();

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::claims::{BlockSender, InFlight, Tiers};
 use super::disk::DiskTier;
@@ -22,7 +22,7 @@ use super::error::CacheError;
 use super::key::BlockKey;
 use super::memory::{MemoryTier, SpareBuffers};
 use super::probe::BlockRole;
-use super::streams::{StreamPermit, Streams};
+use super::streams::{Connection, StreamPermit, Streams};
 use crate::cache::FileSource;
 use crate::remote::pacer::{with_priority, Priority};
 use crate::remote::{Remote, RemoteError};
@@ -130,7 +130,7 @@ impl Inner {
                 let _ = sender.send(Ok(data));
             }
             None => {
-                self.fetch_run(src, index, VecDeque::from([sender]), None, None)
+                self.fetch_run(src, index, VecDeque::from([sender]), None, None, None)
                     .await
             }
         }
@@ -140,13 +140,15 @@ impl Inner {
     /// requests as the service allows, retrying from the first undelivered
     /// block after failures. A read-ahead fetch runs on one of the mount's
     /// read-ahead streams (`stream`); a reader's own fetch holds none, and
-    /// may ask for its bytes ahead of their block (`first_bytes`).
+    /// may ask for its bytes ahead of their block (`first_bytes`). A
+    /// `connection` slot already held serves the first request.
     pub(super) async fn fetch_run(
         &self,
         src: FileSource,
         first: u64,
         mut senders: VecDeque<BlockSender>,
         mut stream: Option<StreamPermit>,
+        mut connection: Option<Connection>,
         mut first_bytes: Option<FirstBytes>,
     ) {
         let read_ahead = stream.is_some();
@@ -164,7 +166,14 @@ impl Inner {
             };
             match with_priority(
                 priority,
-                self.stream_run(&src, &mut next, &mut senders, read_ahead, &mut first_bytes),
+                self.stream_run(
+                    &src,
+                    &mut next,
+                    &mut senders,
+                    read_ahead,
+                    connection.take(),
+                    &mut first_bytes,
+                ),
             )
             .await
             {
@@ -226,12 +235,18 @@ impl Inner {
         next: &mut u64,
         senders: &mut VecDeque<BlockSender>,
         read_ahead: bool,
+        connection: Option<Connection>,
         first_bytes: &mut Option<FirstBytes>,
     ) -> Result<(), RemoteError> {
         let start = *next * self.block_size;
-        let _connection = self.streams.connection().await;
+        let _connection = match connection {
+            Some(connection) => connection,
+            None => self.streams.connection().await,
+        };
         let end = ((*next + senders.len() as u64) * self.block_size).min(src.size);
         self.remote_requests.fetch_add(1, Ordering::Relaxed);
+        let sent = std::time::Instant::now();
+        trace!(file = %src.id, start, end, read_ahead, "range request");
         let mut stream = self
             .remote
             .download_range(&src.id, start, end - start)
@@ -267,6 +282,7 @@ impl Inner {
                 }
             }
         }
+        trace!(file = %src.id, start, end, ms = sent.elapsed().as_millis() as u64, "range request ended");
         if senders.is_empty() {
             Ok(())
         } else {

@@ -38,7 +38,7 @@ use tokio::runtime::Handle;
 use super::{ContentKey, FileSource};
 use crate::control::Counters;
 use crate::remote::Remote;
-use claims::{InFlight, Job, Pending};
+use claims::{BlockSender, InFlight, Job, Pending};
 use disk::DiskTier;
 use fetch::{FirstBytes, Inner};
 use key::BlockKey;
@@ -371,8 +371,9 @@ impl BlockCache {
     }
 
     /// Spawns the fetches of claimed blocks. With `read_ahead`, fetches are
-    /// read-ahead: split into requests of that many blocks, each gated by a
-    /// read-ahead permit and dropped if its ticket has gone stale by then.
+    /// read-ahead: split into requests of that many blocks, sent in file
+    /// order as read-ahead permits free up, and dropped if their ticket has
+    /// gone stale by then.
     /// `first_bytes` goes to the reader's own fetch of its block.
     fn spawn_jobs(
         &self,
@@ -381,6 +382,7 @@ impl BlockCache {
         read_ahead: Option<(u64, ReadAheadTicket)>,
         mut first_bytes: Option<FirstBytes>,
     ) {
+        let mut read_ahead_queue: Vec<(u64, VecDeque<BlockSender>)> = Vec::new();
         for job in jobs {
             match job {
                 Job::Disk { index, sender } => {
@@ -396,44 +398,73 @@ impl BlockCache {
                         let src = src.clone();
                         let wanted = first_bytes.take_if(|wanted| wanted.block == first);
                         self.inner.runtime.spawn(async move {
-                            inner.fetch_run(src, first, senders, None, wanted).await
+                            inner
+                                .fetch_run(src, first, senders, None, None, wanted)
+                                .await
                         });
                     }
-                    Some((split, ticket)) => {
+                    Some((split, _)) => {
                         let mut senders = senders;
                         let mut run_first = first;
                         while !senders.is_empty() {
                             let take = (*split as usize).min(senders.len());
-                            let part: VecDeque<_> = senders.drain(..take).collect();
-                            let inner = self.inner.clone();
-                            let src = src.clone();
-                            let part_first = run_first;
-                            let ticket = ticket.clone();
-                            self.inner.runtime.spawn(async move {
-                                let Some(_file_stream) = ticket.file_stream().await else {
-                                    inner.inflight.abandon(&src, part_first, part);
-                                    return;
-                                };
-                                if !ticket.is_current() {
-                                    inner.inflight.abandon(&src, part_first, part);
-                                    return;
-                                }
-                                let stream = inner.streams.acquire().await;
-                                if !ticket.is_current() {
-                                    inner.inflight.abandon(&src, part_first, part);
-                                    return;
-                                }
-                                inner
-                                    .fetch_run(src, part_first, part, Some(stream), None)
-                                    .await
-                            });
+                            read_ahead_queue.push((run_first, senders.drain(..take).collect()));
                             run_first += take as u64;
                         }
                     }
                 },
             }
         }
+        if let Some((_, ticket)) = read_ahead {
+            if !read_ahead_queue.is_empty() {
+                self.spawn_read_ahead(src, read_ahead_queue, ticket);
+            }
+        }
     }
+
+    /// Sends read-ahead requests in file order, each once it holds one of
+    /// the file's streams and one of the mount's: the request nearest the
+    /// reader is the one it will wait for first, so it must not be the one
+    /// left queued behind requests further ahead.
+    fn spawn_read_ahead(
+        &self,
+        src: &FileSource,
+        parts: Vec<(u64, VecDeque<BlockSender>)>,
+        ticket: ReadAheadTicket,
+    ) {
+        let inner = self.inner.clone();
+        let src = src.clone();
+        self.inner.runtime.spawn(async move {
+            let mut parts = parts.into_iter();
+            while let Some((part_first, part)) = parts.next() {
+                let permits = async {
+                    let file_stream = ticket.file_stream().await.filter(|_| ticket.is_current())?;
+                    let stream = inner.streams.acquire().await;
+                    ticket.is_current().then_some((file_stream, stream))
+                }
+                .await;
+                let Some((file_stream, stream)) = permits else {
+                    // The reader moved on: nothing of this read-ahead is sent.
+                    for (first, blocks) in std::iter::once((part_first, part)).chain(parts) {
+                        inner.inflight.abandon(&src, first, blocks);
+                    }
+                    return;
+                };
+                // The connection slot too: the fetches, once spawned, would
+                // race for it.
+                let connection = inner.streams.connection().await;
+                let inner = inner.clone();
+                let src = src.clone();
+                inner.runtime.clone().spawn(async move {
+                    let _file_stream = file_stream;
+                    inner
+                        .fetch_run(src, part_first, part, Some(stream), Some(connection), None)
+                        .await
+                });
+            }
+        });
+    }
+
     async fn block(&self, src: &FileSource, index: u64) -> CacheResult<Bytes> {
         let block_key = BlockKey::of(src, index);
         // A fetch whose task died without answering is claimed again; a few

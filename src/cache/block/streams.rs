@@ -29,7 +29,7 @@ const INITIAL_STREAMS: usize = 4;
 /// Length of one throughput measurement: long enough for several 64 KiB
 /// chunks per connection even at a few MB/s each, short enough that the
 /// ramp to eight connections takes a small part of a one-second read.
-const SAMPLE: Duration = Duration::from_millis(100);
+const SAMPLE: Duration = Duration::from_millis(50);
 /// A step is kept growing only if it brought at least this share of the
 /// throughput it would add were every connection as fast as before.
 const WORTHWHILE_SHARE: f64 = 0.5;

@@ -310,6 +310,43 @@ async fn prefetch_fills_the_cache_in_bounded_requests() {
     assert!(cache.try_read_cached(&src, 0, 10).is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_ahead_requests_go_out_in_file_order() {
+    // Two connections for sixteen requests: the ones waiting must go out
+    // nearest first, as the reader will want them.
+    let remote = Arc::new(MemoryRemote::new());
+    let data = pattern(32 * 1024);
+    let src = source(&remote, "a", &data);
+    remote.set_download_delay(Duration::from_millis(5));
+    let mut cfg = config(1024, 1 << 20, None);
+    cfg.max_streams = 2;
+    let cache = BlockCache::new(remote.clone(), cfg).unwrap();
+    let stream = Arc::new(AtomicU64::new(0));
+    cache.prefetch(
+        &src,
+        0,
+        31,
+        2,
+        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+    );
+    for _ in 0..300 {
+        if (0..32).all(|i| cache.is_cached(&src, i)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!((0..32).all(|i| cache.is_cached(&src, i)));
+    let offsets = remote.download_offsets();
+    assert_eq!(offsets.len(), 16);
+    // Requests holding their connections at the same moment may reach the
+    // service in either order, but never one further ahead than the two
+    // connections allow.
+    for (sent, offset) in offsets.iter().enumerate() {
+        let part = (*offset / 2048) as usize;
+        assert!(part.abs_diff(sent) <= 1, "sent in this order: {offsets:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_refused_connection_shrinks_the_streams_instead_of_failing() {
     let remote = Arc::new(MemoryRemote::new());
