@@ -22,11 +22,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cache::block::{BlockCache, CacheResult, ReadAheadTicket};
+use crate::cache::block::{BlockCache, CacheResult, FileStreams, ReadAheadTicket};
 use crate::cache::FileSource;
 use crate::writeback::ReadHold;
 
@@ -66,7 +65,7 @@ pub struct OpenFile {
     /// queued for the previous run stale.
     run_counter: Arc<AtomicU64>,
     /// This file's share of the mount's read-ahead streams.
-    file_streams: Arc<Semaphore>,
+    file_streams: Arc<FileStreams>,
     /// Keeps the write-back queue from removing the file under the reader.
     _hold: Option<ReadHold>,
 }
@@ -107,7 +106,7 @@ impl OpenFile {
             config,
             stream: Mutex::new(StreamState::default()),
             run_counter: Arc::new(AtomicU64::new(0)),
-            file_streams: Arc::new(Semaphore::new(config.max_streams_per_file.max(1))),
+            file_streams: FileStreams::new(config.max_streams_per_file),
         })
     }
 

@@ -46,7 +46,7 @@ use memory::{MemoryTier, SpareBuffers};
 use streams::Streams;
 
 pub use error::{CacheError, CacheResult};
-pub use read_ahead::ReadAheadTicket;
+pub use read_ahead::{FileStreams, ReadAheadTicket};
 pub use streams::StreamStats;
 
 /// Sizing of the block cache.
@@ -423,9 +423,9 @@ impl BlockCache {
     }
 
     /// Sends read-ahead requests in file order, each once it holds one of
-    /// the file's streams and one of the mount's: the request nearest the
-    /// reader is the one it will wait for first, so it must not be the one
-    /// left queued behind requests further ahead.
+    /// the file's streams and one of the mount's, after the file's earlier
+    /// batches: the request nearest the reader is the one it will wait for
+    /// first, so it must not be left queued behind requests further ahead.
     fn spawn_read_ahead(
         &self,
         src: &FileSource,
@@ -435,6 +435,7 @@ impl BlockCache {
         let inner = self.inner.clone();
         let src = src.clone();
         self.inner.runtime.spawn(async move {
+            let _turn = ticket.send_turn().await;
             let mut parts = parts.into_iter();
             while let Some((part_first, part)) = parts.next() {
                 let permits = async {

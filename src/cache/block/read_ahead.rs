@@ -1,11 +1,32 @@
 //! Read-ahead tickets: a read-ahead request still queued when its reader
-//! has moved on is dropped unsent, and one file's read-ahead never holds
-//! more than its share of the mount's streams.
+//! has moved on is dropped unsent, one file's read-ahead never holds more
+//! than its share of the mount's streams, and its requests go out in file
+//! order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
+
+/// One open file's read-ahead connections, and its turn to send.
+#[derive(Debug)]
+pub struct FileStreams {
+    permits: Arc<Semaphore>,
+    /// Held while one batch of read-ahead requests is being sent, so a
+    /// later batch (further ahead) never overtakes an earlier one waiting
+    /// for connections. Tokio's mutex is fair: batches go in order.
+    send_order: Mutex<()>,
+}
+
+impl FileStreams {
+    /// At most `streams` read-ahead connections at once for the file.
+    pub fn new(streams: usize) -> Arc<Self> {
+        Arc::new(FileStreams {
+            permits: Arc::new(Semaphore::new(streams.max(1))),
+            send_order: Mutex::new(()),
+        })
+    }
+}
 
 /// Issued with each read-ahead request; stale once the reader that asked
 /// has moved elsewhere (its stream counter changed).
@@ -13,14 +34,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct ReadAheadTicket {
     stream: Arc<AtomicU64>,
     issued: u64,
-    /// The file's own bound on read-ahead connections.
-    file_streams: Arc<Semaphore>,
+    file_streams: Arc<FileStreams>,
 }
 
 impl ReadAheadTicket {
-    /// `file_streams` bounds the read-ahead connections of one open file
-    /// (one semaphore per file, holding that many permits).
-    pub fn new(stream: &Arc<AtomicU64>, file_streams: &Arc<Semaphore>) -> Self {
+    pub fn new(stream: &Arc<AtomicU64>, file_streams: &Arc<FileStreams>) -> Self {
         ReadAheadTicket {
             stream: stream.clone(),
             issued: stream.load(Ordering::Acquire),
@@ -32,8 +50,13 @@ impl ReadAheadTicket {
         self.stream.load(Ordering::Acquire) == self.issued
     }
 
+    /// Waits for the file's turn to send a batch of requests.
+    pub(super) async fn send_turn(&self) -> MutexGuard<'_, ()> {
+        self.file_streams.send_order.lock().await
+    }
+
     /// Waits for one of the file's read-ahead connections.
     pub(super) async fn file_stream(&self) -> Option<OwnedSemaphorePermit> {
-        self.file_streams.clone().acquire_owned().await.ok()
+        self.file_streams.permits.clone().acquire_owned().await.ok()
     }
 }

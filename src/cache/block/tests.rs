@@ -264,7 +264,7 @@ async fn stale_read_ahead_is_dropped_unsent() {
         0,
         9,
         1,
-        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+        ReadAheadTicket::new(&stream, &FileStreams::new(8)),
     );
     // The reader jumps away while nine of the ten requests still queue.
     stream.fetch_add(1, Ordering::AcqRel);
@@ -292,7 +292,7 @@ async fn prefetch_fills_the_cache_in_bounded_requests() {
         2,
         9,
         3,
-        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+        ReadAheadTicket::new(&stream, &FileStreams::new(8)),
     );
     for _ in 0..100 {
         if (2..10).all(|i| cache.is_cached(&src, i)) {
@@ -327,7 +327,7 @@ async fn read_ahead_requests_go_out_in_file_order() {
         0,
         31,
         2,
-        ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(8))),
+        ReadAheadTicket::new(&stream, &FileStreams::new(8)),
     );
     for _ in 0..300 {
         if (0..32).all(|i| cache.is_cached(&src, i)) {
@@ -360,7 +360,7 @@ async fn a_refused_connection_shrinks_the_streams_instead_of_failing() {
     let refusal = || RemoteError::TooManyDownloads("HTTP 403".into());
     failing.fail_with(Operation::Download, [refusal(), refusal(), refusal()]);
     let stream = Arc::new(AtomicU64::new(0));
-    let ticket = ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(4)));
+    let ticket = ReadAheadTicket::new(&stream, &FileStreams::new(4));
     cache.prefetch(&src, 1, 15, 2, ticket);
     // A reader's own fetch refused too: it waits and gets its bytes.
     let got = cache.read(&src, 0, 16 * 1024, 0).await.unwrap();
@@ -381,7 +381,7 @@ async fn one_file_uses_at_most_its_share_of_streams() {
     settings.max_streams = 8;
     let cache = BlockCache::new(remote.clone(), settings).unwrap();
     let stream = Arc::new(AtomicU64::new(0));
-    let ticket = ReadAheadTicket::new(&stream, &Arc::new(tokio::sync::Semaphore::new(1)));
+    let ticket = ReadAheadTicket::new(&stream, &FileStreams::new(1));
     cache.prefetch(&src, 0, 15, 1, ticket);
     for _ in 0..200 {
         if (0..16).all(|i| cache.is_cached(&src, i)) {
