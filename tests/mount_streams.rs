@@ -71,8 +71,13 @@ fn sequential_reads_spread_over_the_connections_the_account_allows() {
     let config = write_config(&emu, dir.path(), "");
     let data = test_bytes(24 * MIB, 1);
     seed(&config, &[("movie.bin", &data)]);
-    // Allowed twice what the account takes: the refusals teach the mount.
-    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    // Allowed twice what the account takes, with requests small enough to
+    // want them: the refusals teach the mount.
+    let mount = Mount::start_remote(
+        &config,
+        "emu:",
+        &["--max-streams", "8", "--read-ahead-request", "2M"],
+    );
     emu.reset_stats();
 
     assert_eq!(
@@ -121,13 +126,18 @@ fn a_refused_connection_is_absorbed_without_an_error() {
     let data = test_bytes(16 * MIB, 2);
     seed(&config, &[("a.bin", &data)]);
     // The account takes two connections at once; the mount, allowed
-    // eight, learns it from the refusals.
+    // eight (and given requests small enough to want them), learns it
+    // from the refusals.
     emu.admin(
         "POST",
         "/_emulator/link",
         Some(json!({ "max_downloads_per_key": 2 })),
     );
-    let mount = Mount::start_remote(&config, "emu:", &["--max-streams", "8"]);
+    let mount = Mount::start_remote(
+        &config,
+        "emu:",
+        &["--max-streams", "8", "--read-ahead-request", "2M"],
+    );
     emu.reset_stats();
     assert_eq!(sha256_of(&mount.path().join("a.bin")), sha256_hex(&data));
     let counters = downloads(&emu);

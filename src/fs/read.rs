@@ -147,14 +147,21 @@ impl OpenFile {
         }
         state.expected = Some(state.expected.unwrap_or(0).max(end));
         let mut prefetch = None;
-        if last > state.last_block {
+        let mut fetch_through = last;
+        if last > state.last_block && state.window == 0 {
+            // The one-block window rides on the reader's own request: one
+            // connection instead of two for the step that proves nothing
+            // yet (and one request fewer for a probe that reads on).
             state.last_block = last;
-            state.window = if state.window == 0 {
-                1
-            } else {
-                self.config.max_blocks
-            };
-            let window = state.window.min(self.config.max_blocks);
+            state.window = 1.min(self.config.max_blocks);
+            if state.window > 0 && state.requested_until <= last + 1 && last + 1 < blocks {
+                fetch_through = last + 1;
+                state.requested_until = last + 2;
+            }
+        } else if last > state.last_block {
+            state.last_block = last;
+            state.window = self.config.max_blocks;
+            let window = state.window;
             let ahead = state.requested_until.saturating_sub(last + 1);
             let request = self.config.max_blocks_per_request.clamp(1, window.max(1));
             if window > 0 && ahead + request <= window {
@@ -182,9 +189,7 @@ impl OpenFile {
                 ReadAheadTicket::new(&self.run_counter, &self.file_streams),
             );
         }
-        ReadPlan {
-            fetch_through: last,
-        }
+        ReadPlan { fetch_through }
     }
 
     /// The bytes if every block is already in memory (no waiting at all).
