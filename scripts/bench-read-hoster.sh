@@ -18,7 +18,8 @@
 #     mount had open at once (the emulator's per-account peak); through the
 #     mount: sequential cold dd bs=1M, first byte of a cold dd bs=4k count=1,
 #     in an open file whose head was read, a seek to the middle and 1 MiB
-#     read there (ms, requests), ffprobe of an
+#     read there (ms, requests), the first byte of a cold block, and a jump
+#     back while read-ahead holds every connection (ms), ffprobe of an
 #     MP4 with its index at the end (ms, requests), random 4 KiB reads cold
 #     (fio: IOPS, mean latency);
 #   loopback: sequential cold dd bs=1M through the mount and through bindfs
@@ -191,7 +192,7 @@ start_mount hoster
 # head is read first (which also fetches the link), then 1 MiB at the
 # middle is timed and its requests counted (after a pause, so read-ahead
 # sent after the read counts too).
-read -r SEEK_MS SEEK_REQUESTS LINKED_FIRST_MS < <(python3 - "$MNT/bench/big.bin" $((BYTES / 2)) \
+read -r SEEK_MS SEEK_REQUESTS LINKED_FIRST_MS BUSY_SEEK_MS < <(python3 - "$MNT/bench/big.bin" $((BYTES / 2)) \
   "https://$hoster_ADDR/_emulator/stats" "$ADMIN" "$WORK/cert.pem" <<'PY'
 import json, os, subprocess, sys, time
 path, middle, stats, admin_key, cacert = sys.argv[1:]
@@ -212,7 +213,15 @@ requests = sum(json.loads(admin(stats))["requests"].values())
 t = time.monotonic()
 os.pread(fd, 4096, int(middle) * 3 // 2)
 first_ms = (time.monotonic() - t) * 1000
-print("%.0f %d %.0f" % (ms, requests, first_ms))
+# A seek while read-ahead runs: 8 MiB read on from an eighth in (the
+# read-ahead then holds every connection), and a jump back to a sixteenth.
+eighth = int(middle) // 4
+for offset in range(eighth, eighth + (8 << 20), 1 << 20):
+    os.pread(fd, 1 << 20, offset)
+t = time.monotonic()
+assert len(os.pread(fd, 1 << 20, eighth // 2)) == 1 << 20
+busy_ms = (time.monotonic() - t) * 1000
+print("%.0f %d %.0f %.0f" % (ms, requests, first_ms, busy_ms))
 os.close(fd)
 PY
 )
@@ -279,6 +288,7 @@ rows = [
      f"{$LINKED_FIRST_MS / $CURL_FIRST_MS:.2f}x curl (<= 1.5)"),
     ("mount: open file, seek to the middle + 1 MiB", "ms, requests", f"{$SEEK_MS:.0f}, {$SEEK_REQUESTS}",
      f"(requests = 1, ms <= {$CURL_FIRST_MS:.0f} + 1 MiB at one connection's pace)"),
+    ("mount: seek back while read-ahead holds every connection, 1 MiB", "ms", f"{$BUSY_SEEK_MS:.0f}", ""),
     ("mount: ffprobe of an MP4, index at the end", "ms, requests", f"{$PROBE_MS:.0f}, {$PROBE_REQUESTS}",
      "(requests <= 3)"),
     ("mount: random 4 KiB reads, cold (fio)", "IOPS, ms", f"{$RAND_IOPS}, {$RAND_LAT}", ""),

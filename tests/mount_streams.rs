@@ -293,3 +293,47 @@ fn a_seek_in_an_open_file_costs_one_request() {
     let requests = total_requests(&emu);
     assert_eq!(requests, 1, "{}", emu.stats());
 }
+
+#[test]
+fn a_seek_cuts_the_read_ahead_it_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = start_hoster(dir.path());
+    let config = write_config(&emu, dir.path(), "");
+    let data = test_bytes(64 * MIB, 43);
+    seed(&config, &[("film.bin", &data)]);
+    let mount = Mount::start_remote(
+        &config,
+        "emu:",
+        &["--max-streams", "4", "--read-ahead-request", "4M"],
+    );
+    let file = File::open(mount.path().join("film.bin")).unwrap();
+    emu.reset_stats();
+    // A player reads from the middle: read-ahead fills every connection
+    // the account allows with 4 MiB requests.
+    let mut buffer = vec![0; MIB];
+    for block in 32..36 {
+        file.read_exact_at(&mut buffer, (block * MIB) as u64)
+            .unwrap();
+    }
+    // Then jumps back (a jump forward inside the read-ahead window would
+    // be served by it): its read needs a connection now, and the
+    // read-ahead it left behind is wanted no more.
+    let back = 4 * MIB;
+    file.read_exact_at(&mut buffer, back as u64).unwrap();
+    assert_eq!(sha256_hex(&buffer), sha256_hex(&data[back..back + MIB]));
+    // Long enough (5 MB/s per connection) for every request sent before
+    // the jump to have ended had it run to its end.
+    std::thread::sleep(Duration::from_secs(4));
+    let served = emu.stats()["bytes_served"].as_u64().unwrap() as usize;
+    // The blocks read, and at most a block more per cut request; uncut,
+    // the four 4 MiB requests alone would be 16 MiB.
+    assert!(
+        served < 14 * MIB,
+        "{served} bytes served: the read-ahead ran on after the jump"
+    );
+    assert!(
+        !mount.log().contains("block fetch failed"),
+        "{}",
+        mount.log()
+    );
+}

@@ -22,6 +22,7 @@ use super::error::CacheError;
 use super::key::BlockKey;
 use super::memory::{MemoryTier, SpareBuffers};
 use super::probe::BlockRole;
+use super::read_ahead::ReadAheadTicket;
 use super::streams::{Connection, StreamPermit, Streams};
 use crate::cache::FileSource;
 use crate::remote::pacer::{with_priority, Priority};
@@ -139,23 +140,37 @@ impl Inner {
     /// Fetches blocks `first..first + senders.len()` with as few Range
     /// requests as the service allows, retrying from the first undelivered
     /// block after failures. A read-ahead fetch runs on one of the mount's
-    /// read-ahead streams (`stream`); a reader's own fetch holds none, and
-    /// may ask for its bytes ahead of their block (`first_bytes`). A
-    /// `connection` slot already held serves the first request.
+    /// read-ahead streams, for the reader its ticket names (`read_ahead`),
+    /// and stops at the next block once that reader has moved elsewhere; a
+    /// reader's own fetch holds none, and may ask for its bytes ahead of
+    /// their block (`first_bytes`). A `connection` slot already held
+    /// serves the first request.
     pub(super) async fn fetch_run(
         &self,
         src: FileSource,
         first: u64,
         mut senders: VecDeque<BlockSender>,
-        mut stream: Option<StreamPermit>,
+        read_ahead: Option<(StreamPermit, ReadAheadTicket)>,
         mut connection: Option<Connection>,
         mut first_bytes: Option<FirstBytes>,
     ) {
-        let read_ahead = stream.is_some();
+        let (mut stream, ticket) = match read_ahead {
+            Some((stream, ticket)) => (Some(stream), Some(ticket)),
+            None => (None, None),
+        };
+        let read_ahead = ticket.is_some();
         let mut next = first;
         let mut failures = 0u32;
         let mut refusals = 0u32;
         while !senders.is_empty() {
+            if ticket.as_ref().is_some_and(|ticket| !ticket.is_current()) {
+                // The reader jumped elsewhere or closed the file: the rest
+                // of this read-ahead would only hold a connection a read
+                // now waits for. Blocks delivered so far stay cached.
+                self.inflight
+                    .abandon(&src, next, std::mem::take(&mut senders));
+                break;
+            }
             let before = next;
             // Nobody waits on a read-ahead yet: a token call it needs (a
             // link) queues behind the ones readers wait on.
@@ -170,14 +185,14 @@ impl Inner {
                     &src,
                     &mut next,
                     &mut senders,
-                    read_ahead,
+                    ticket.as_ref(),
                     connection.take(),
                     &mut first_bytes,
                 ),
             )
             .await
             {
-                Ok(()) => {}
+                Ok(RunEnd::Complete | RunEnd::ReaderMovedOn) => {}
                 Err(RemoteError::TooManyDownloads(message)) if refusals < MAX_REFUSALS => {
                     // One connection too many for the account: fewer
                     // streams from now on, and this fetch waits for a
@@ -228,16 +243,18 @@ impl Inner {
     }
 
     /// One Range request for the remaining blocks of a run; delivers every
-    /// block completed before an error.
+    /// block completed before an error. A read-ahead (`ticket`) ends early,
+    /// at a block's end, once its reader has moved elsewhere.
     async fn stream_run(
         &self,
         src: &FileSource,
         next: &mut u64,
         senders: &mut VecDeque<BlockSender>,
-        read_ahead: bool,
+        ticket: Option<&ReadAheadTicket>,
         connection: Option<Connection>,
         first_bytes: &mut Option<FirstBytes>,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<RunEnd, RemoteError> {
+        let read_ahead = ticket.is_some();
         let start = *next * self.block_size;
         let _connection = match connection {
             Some(connection) => connection,
@@ -263,7 +280,7 @@ impl Inner {
             while !chunk.is_empty() {
                 if senders.is_empty() {
                     // More bytes than asked for: the extra is ignored.
-                    return Ok(());
+                    return Ok(RunEnd::Complete);
                 }
                 let take = (want - buffer.len()).min(chunk.len());
                 buffer.extend_from_slice(&chunk.split_to(take));
@@ -275,6 +292,10 @@ impl Inner {
                     let block = std::mem::take(&mut buffer).freeze();
                     self.deliver(src, *next, block, sender).await;
                     *next += 1;
+                    if ticket.is_some_and(|ticket| !ticket.is_current()) {
+                        // Dropping the response closes its connection.
+                        return Ok(RunEnd::ReaderMovedOn);
+                    }
                     if !senders.is_empty() {
                         want = self.block_len(src, *next);
                         buffer = self.block_buffer(want);
@@ -284,7 +305,7 @@ impl Inner {
         }
         trace!(file = %src.id, start, end, ms = sent.elapsed().as_millis() as u64, "range request ended");
         if senders.is_empty() {
-            Ok(())
+            Ok(RunEnd::Complete)
         } else {
             Err(RemoteError::Transient(format!(
                 "download of {} ended at byte {} before byte {end}",
@@ -293,6 +314,14 @@ impl Inner {
             )))
         }
     }
+}
+
+/// How a Range request of a run ended without an error.
+enum RunEnd {
+    /// Every block asked for was delivered.
+    Complete,
+    /// A read-ahead stopped early: its reader moved elsewhere.
+    ReaderMovedOn,
 }
 
 /// Refusals in a row (no byte received in between) a fetch absorbs before

@@ -456,10 +456,11 @@ impl BlockCache {
                 let connection = inner.streams.connection().await;
                 let inner = inner.clone();
                 let src = src.clone();
+                let read_ahead = Some((stream, ticket.clone()));
                 inner.runtime.clone().spawn(async move {
                     let _file_stream = file_stream;
                     inner
-                        .fetch_run(src, part_first, part, Some(stream), Some(connection), None)
+                        .fetch_run(src, part_first, part, read_ahead, Some(connection), None)
                         .await
                 });
             }
