@@ -158,12 +158,6 @@ impl InodeTable {
         self
     }
 
-    /// Whether a listing of `dir` with `serial` was requested before the
-    /// mount's last change of that folder (see [`Children::changed_at`]).
-    pub fn predates_change(&self, dir: u64, serial: u64) -> bool {
-        serial < self.changed_at(dir)
-    }
-
     /// The listing clock at the mount's last change of folder `dir` (0:
     /// none); it moves whenever the mount changes the folder.
     pub fn changed_at(&self, dir: u64) -> u64 {

@@ -115,8 +115,10 @@ impl FsState {
         let node = self.inodes.get(dir)?;
         let folder = node.folder_id()?;
         let fetched = self.meta.fresh(folder)?;
+        // Read before the check below: a change landing after it is seen.
+        let before = self.inodes.changed_at(dir);
         let is_new = self.inodes.applied_serial(dir) != Some(fetched.serial);
-        if is_new && self.inodes.predates_change(dir, fetched.serial) {
+        if is_new && fetched.serial < before {
             // Listed anew off the kernel loop.
             return None;
         }
@@ -124,7 +126,6 @@ impl FsState {
             // Its metadata sync file is read first, off the kernel loop.
             return None;
         }
-        let before = self.inodes.changed_at(dir);
         apply_listing(self, dir, folder, &fetched).ok()?;
         if is_new && self.inodes.changed_at(dir) != before {
             // An upload finished while the pending files were laid over
@@ -150,9 +151,13 @@ impl FsState {
             tries += 1;
             let last_try = tries > STALE_LISTING_RETRIES;
             let fetched = self.meta.listing(&folder).await?;
+            // Read before the check below, and before the waits that
+            // follow it: a change landing meanwhile (an upload finishing)
+            // is seen after the listing is applied, and it is listed again.
+            let before = self.inodes.changed_at(dir);
             // Only a listing not applied yet can undo anything.
             let is_new = self.inodes.applied_serial(dir) != Some(fetched.serial);
-            if is_new && !last_try && self.inodes.predates_change(dir, fetched.serial) {
+            if is_new && !last_try && fetched.serial < before {
                 self.meta.invalidate(&folder);
                 continue;
             }
@@ -162,7 +167,6 @@ impl FsState {
                 tokio::task::spawn_blocking(self.metadata.reload_shared()).await?;
             }
             super::metadata_sync::read_unread(self, &folder, &fetched).await;
-            let before = self.inodes.changed_at(dir);
             apply_listing(self, dir, &folder, &fetched)?;
             if is_new && !last_try && self.inodes.changed_at(dir) != before {
                 self.meta.invalidate(&folder);
