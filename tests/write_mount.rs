@@ -546,7 +546,9 @@ fn uploads_arrive_despite_server_errors_and_rate_limit_bursts() {
     for i in 0..8u64 {
         let name = format!("f{i}.bin");
         let data = test_bytes(10_000 + 3_333 * i as usize, 200 + i);
-        fs::write(mount.path().join("batch").join(&name), &data).unwrap();
+        if let Err(error) = fs::write(mount.path().join("batch").join(&name), &data) {
+            panic!("writing {name}: {error}\n{}", mount.log());
+        }
         expected.push((name, data));
     }
     let log = mount.unmount();
