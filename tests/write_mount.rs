@@ -541,6 +541,11 @@ fn uploads_arrive_despite_server_errors_and_rate_limit_bursts() {
     let cache = tempfile::tempdir().unwrap();
     let mount = WriteMount::start(&emu, cache.path(), &["--write-back", "0"]);
     fs::create_dir(mount.path().join("batch")).unwrap();
+    // Listed before the faults: the uploads are what this test is about. A
+    // lookup is retried only so long (8 attempts, the first 5 of them
+    // spent on the burst), and then answers EIO; the queue retries an
+    // upload for as long as it takes.
+    assert_eq!(fs::read_dir(mount.path().join("batch")).unwrap().count(), 0);
     emu.set_faults(serde_json::json!({"error_rate": 0.25, "rate_limit_burst": 5}));
     let mut expected = Vec::new();
     for i in 0..8u64 {
