@@ -192,7 +192,9 @@ impl Inner {
             )
             .await
             {
-                Ok(RunEnd::Complete | RunEnd::ReaderMovedOn) => {}
+                // Complete, or a read-ahead whose reader moved on (the
+                // loop's first check ends it).
+                Ok(()) => {}
                 Err(RemoteError::TooManyDownloads(message)) if refusals < MAX_REFUSALS => {
                     // One connection too many for the account: fewer
                     // streams from now on, and this fetch waits for a
@@ -253,7 +255,7 @@ impl Inner {
         ticket: Option<&ReadAheadTicket>,
         connection: Option<Connection>,
         first_bytes: &mut Option<FirstBytes>,
-    ) -> Result<RunEnd, RemoteError> {
+    ) -> Result<(), RemoteError> {
         let read_ahead = ticket.is_some();
         let start = *next * self.block_size;
         let _connection = match connection {
@@ -280,7 +282,7 @@ impl Inner {
             while !chunk.is_empty() {
                 if senders.is_empty() {
                     // More bytes than asked for: the extra is ignored.
-                    return Ok(RunEnd::Complete);
+                    return Ok(());
                 }
                 let take = (want - buffer.len()).min(chunk.len());
                 buffer.extend_from_slice(&chunk.split_to(take));
@@ -294,7 +296,7 @@ impl Inner {
                     *next += 1;
                     if ticket.is_some_and(|ticket| !ticket.is_current()) {
                         // Dropping the response closes its connection.
-                        return Ok(RunEnd::ReaderMovedOn);
+                        return Ok(());
                     }
                     if !senders.is_empty() {
                         want = self.block_len(src, *next);
@@ -305,7 +307,7 @@ impl Inner {
         }
         trace!(file = %src.id, start, end, ms = sent.elapsed().as_millis() as u64, "range request ended");
         if senders.is_empty() {
-            Ok(RunEnd::Complete)
+            Ok(())
         } else {
             Err(RemoteError::Transient(format!(
                 "download of {} ended at byte {} before byte {end}",
@@ -314,14 +316,6 @@ impl Inner {
             )))
         }
     }
-}
-
-/// How a Range request of a run ended without an error.
-enum RunEnd {
-    /// Every block asked for was delivered.
-    Complete,
-    /// A read-ahead stopped early: its reader moved elsewhere.
-    ReaderMovedOn,
 }
 
 /// Refusals in a row (no byte received in between) a fetch absorbs before
