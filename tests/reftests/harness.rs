@@ -6,9 +6,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use filehostfs::cache::block::BlockCacheConfig;
 use filehostfs::fs::error::Errno as _;
-use filehostfs::fs::{AttrChange, Core, FsConfig, NodeType, ReadAheadConfig, WriteConfig};
+use filehostfs::fs::{AttrChange, Core, FsConfig, NodeType};
 use filehostfs::remote::memory::MemoryRemote;
 use filehostfs::remote::{Capabilities, FolderId, HashKind, Remote};
 
@@ -153,37 +152,13 @@ fn fichier_like() -> MemoryRemote {
 }
 
 fn config(staging: &std::path::Path) -> FsConfig {
-    FsConfig {
-        cache: BlockCacheConfig {
-            block_size: 64,
-            max_memory: 1 << 20,
-            disk: None,
-            max_streams: 2,
-        },
-        read_ahead: ReadAheadConfig {
-            max_blocks: 4,
-            max_blocks_per_request: 2,
-            max_streams_per_file: 2,
-        },
-        // Every lookup lists again: another client's change shows at once.
-        dir_cache_time: Duration::ZERO,
-        uid: 0,
-        gid: 0,
-        umask: 0o022,
-        write: WriteConfig {
-            cache_dir: Some(staging.to_path_buf()),
-            remote_name: Some("reftest".into()),
-            scope: None,
-            // Nothing uploads on its own: only fsync and unmount upload,
-            // so another client's changes never race the queue.
-            delay: Duration::from_secs(3600),
-            unmount_wait: Duration::from_secs(60),
-        },
-        read_only: false,
-        consume_downloads: false,
-        metadata_db: None,
-        metadata_sync: false,
-    }
+    // Nothing uploads on its own: only fsync and unmount upload, so another
+    // client's changes never race the queue.
+    let mut config = crate::core_config::small_core(staging, "reftest", Duration::from_secs(3600));
+    // Blocks of 64 bytes: the short files the model writes span several.
+    config.cache.block_size = 64;
+    config.cache.max_memory = 1 << 20;
+    config
 }
 
 fn os(name: &str) -> &OsStr {

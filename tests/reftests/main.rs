@@ -20,6 +20,8 @@
 //! `failures/` keeps sequences whose failure depends on timing, replayed
 //! many times by the named tests at the end of this file.
 
+#[path = "../common/core_config.rs"]
+mod core_config;
 mod harness;
 mod model;
 
